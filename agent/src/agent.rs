@@ -1,0 +1,249 @@
+//! The agent's loops: register with a controller, follow the node's desired
+//! allocations, reconcile the Docker daemon toward them, report status.
+//! Any error ends the session; the agent then reconnects (trying every
+//! controller it was given) and starts over — all it knows lives in Docker labels.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_proto::v1::control_plane_client::ControlPlaneClient;
+use berth_proto::v1::*;
+use tonic::transport::Channel;
+
+use crate::gpu::{classify, pid_in_containers, GpuBackend};
+use crate::reconcile::{plan, Action};
+use crate::runtime::{ContainerInfo, ContainerRuntime};
+use crate::{container, Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node: String,
+    /// Controller addresses (host:port); tried in turn.
+    pub controllers: Vec<String>,
+    /// Where the controller reaches this agent's data plane.
+    pub advertise_addr: String,
+    pub report_every: Duration,
+    /// docker stop's grace period before SIGKILL.
+    pub stop_grace: Duration,
+}
+
+pub struct Agent {
+    pub cfg: AgentConfig,
+    pub runtime: Arc<dyn ContainerRuntime>,
+    pub gpus: Arc<dyn GpuBackend>,
+    /// Learned at registration; containers are labelled with it.
+    pub cluster_id: Arc<Mutex<String>>,
+    /// Containers with a `docker stop` in flight, so a slow stop is not repeated.
+    stopping: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Agent {
+    pub fn new(
+        cfg: AgentConfig,
+        runtime: Arc<dyn ContainerRuntime>,
+        gpus: Arc<dyn GpuBackend>,
+    ) -> Arc<Agent> {
+        Arc::new(Agent {
+            cfg,
+            runtime,
+            gpus,
+            cluster_id: Arc::new(Mutex::new(String::new())),
+            stopping: Arc::default(),
+        })
+    }
+
+    /// Runs sessions until the process ends, reconnecting with backoff.
+    pub async fn run(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.session().await {
+                Ok(()) => backoff = Duration::from_millis(200),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "controller session ended")
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn connect(&self) -> Result<ControlPlaneClient<Channel>> {
+        let mut last = String::from("no controller addresses given");
+        for addr in &self.cfg.controllers {
+            match ControlPlaneClient::connect(format!("http://{addr}")).await {
+                Ok(c) => return Ok(c),
+                Err(e) => last = format!("{addr}: {e}"),
+            }
+        }
+        Err(Error::Controller(last))
+    }
+
+    async fn session(&self) -> Result<()> {
+        let mut client = self.connect().await?;
+        let inventory = self.gpus.sample()?;
+        let info = self.runtime.info().await?;
+        let cluster = client
+            .register(RegisterRequest {
+                node: self.cfg.node.clone(),
+                agent_addr: self.cfg.advertise_addr.clone(),
+                gpu_backend: self.gpus.kind().to_string(),
+                gpus: classify(inventory, |_| true),
+                docker_version: info.version,
+            })
+            .await?
+            .into_inner()
+            .cluster_id;
+        *self.cluster_id.lock().unwrap() = cluster.clone();
+        tracing::info!(node = %self.cfg.node, %cluster, "registered");
+        let mut stream = client
+            .watch_allocations(WatchAllocationsRequest {
+                node: self.cfg.node.clone(),
+            })
+            .await?
+            .into_inner();
+        let mut desired: Option<DesiredAllocations> = None;
+        let mut failed: HashMap<String, String> = HashMap::new();
+        let mut tick = tokio::time::interval(self.cfg.report_every);
+        loop {
+            tokio::select! {
+                msg = stream.message() => match msg? {
+                    Some(d) => desired = Some(d),
+                    None => return Err(Error::Controller("allocation stream closed".into())),
+                },
+                _ = tick.tick() => {}
+            }
+            let report = self
+                .reconcile(&cluster, desired.as_ref(), &mut failed)
+                .await?;
+            client.report(report).await?;
+        }
+    }
+
+    /// One reconcile pass, then the report describing the daemon after it.
+    pub async fn reconcile(
+        &self,
+        cluster: &str,
+        desired: Option<&DesiredAllocations>,
+        failed: &mut HashMap<String, String>,
+    ) -> Result<NodeReport> {
+        let node = &self.cfg.node;
+        let mut actual = self.runtime.list(cluster, node).await?;
+        let mut observed_revision = 0;
+        if let Some(d) = desired {
+            failed.retain(|job, _| d.allocations.iter().any(|a| &a.job_id == job));
+            let failed_ids: HashSet<String> = failed.keys().cloned().collect();
+            let actions = plan(&d.allocations, &actual, &failed_ids);
+            if !actions.is_empty() {
+                for action in actions {
+                    self.execute(cluster, action, failed).await;
+                }
+                actual = self.runtime.list(cluster, node).await?;
+            }
+            observed_revision = d.revision;
+        }
+        Ok(self.report(observed_revision, &actual, failed).await)
+    }
+
+    async fn execute(&self, cluster: &str, action: Action, failed: &mut HashMap<String, String>) {
+        match action {
+            Action::Create(alloc) => {
+                let spec =
+                    container::spec(&alloc, cluster, &self.cfg.node, self.gpus.kind() == "nvml");
+                match self.runtime.create_and_start(&spec).await {
+                    Ok(id) => {
+                        tracing::info!(job = %alloc.job_id, container = %&id[..12.min(id.len())], gpus = ?spec.device_ids, "started")
+                    }
+                    Err(e) => {
+                        tracing::warn!(job = %alloc.job_id, error = %e, "create failed");
+                        failed.insert(alloc.job_id, e.to_string());
+                    }
+                }
+            }
+            Action::Start {
+                job_id,
+                container_id,
+            } => {
+                if let Err(e) = self.runtime.start(&container_id).await {
+                    failed.insert(job_id, e.to_string());
+                }
+            }
+            Action::Stop {
+                job_id,
+                container_id,
+            } => {
+                if !self.stopping.lock().unwrap().insert(container_id.clone()) {
+                    return;
+                }
+                tracing::info!(job = %job_id, "stopping");
+                // docker stop waits out the grace period: never block the loop on it.
+                let (runtime, stopping, grace) = (
+                    self.runtime.clone(),
+                    self.stopping.clone(),
+                    self.cfg.stop_grace,
+                );
+                tokio::spawn(async move {
+                    if let Err(e) = runtime.stop(&container_id, grace).await {
+                        tracing::warn!(job = %job_id, error = %e, "stop failed");
+                    }
+                    stopping.lock().unwrap().remove(&container_id);
+                });
+            }
+        }
+    }
+
+    async fn report(
+        &self,
+        observed_revision: u64,
+        actual: &[ContainerInfo],
+        failed: &HashMap<String, String>,
+    ) -> NodeReport {
+        let ids: Vec<String> = actual.iter().map(|c| c.id.clone()).collect();
+        let gpus = match self.gpus.sample() {
+            Ok(s) => classify(s, |pid| pid_in_containers(pid, &ids)),
+            Err(e) => {
+                tracing::warn!(error = %e, "GPU sample failed");
+                Vec::new()
+            }
+        };
+        let images = self.runtime.images().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "image list failed");
+            Vec::new()
+        });
+        let disk = self
+            .runtime
+            .disk()
+            .await
+            .map_err(|e| tracing::warn!(error = %e, "disk stat failed"))
+            .ok();
+        NodeReport {
+            node: self.cfg.node.clone(),
+            observed_revision,
+            gpus,
+            disk,
+            images,
+            containers: actual
+                .iter()
+                .map(|c| ContainerStatus {
+                    job_id: c.job_id.clone(),
+                    container_id: c.id.clone(),
+                    state: c.state.clone(),
+                    exit_code: c.exit_code,
+                    started_at_ms: c.started_at_ms,
+                    finished_at_ms: c.finished_at_ms,
+                })
+                .collect(),
+            failures: failed
+                .iter()
+                .map(|(job_id, message)| AllocationFailure {
+                    job_id: job_id.clone(),
+                    message: message.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "agent_tests.rs"]
+mod tests;

@@ -1,0 +1,99 @@
+use super::*;
+use crate::gpu::{parse_spec, SimGpus};
+use crate::runtime::fake::FakeRuntime;
+use berth_proto::v1::{GpuRef, JobSpec, JobState};
+
+fn agent(rt: Arc<FakeRuntime>) -> Arc<Agent> {
+    let cfg = AgentConfig {
+        node: "n1".into(),
+        controllers: vec![],
+        advertise_addr: "x".into(),
+        report_every: Duration::from_secs(1),
+        stop_grace: Duration::from_secs(1),
+    };
+    Agent::new(
+        cfg,
+        rt,
+        Arc::new(SimGpus::new(parse_spec("2").unwrap(), "n1", None)),
+    )
+}
+
+fn desired(state: JobState) -> DesiredAllocations {
+    DesiredAllocations {
+        revision: 7,
+        allocations: vec![Allocation {
+            job_id: "j1".into(),
+            job_name: "train".into(),
+            spec: Some(JobSpec {
+                image: "busybox:latest".into(),
+                gpus: 1,
+                ..Default::default()
+            }),
+            gpus: vec![GpuRef {
+                index: 0,
+                uuid: "GPU-x".into(),
+            }],
+            state: state as i32,
+        }],
+    }
+}
+
+#[tokio::test]
+async fn reconcile_twice_creates_once_and_reports_revision() {
+    let rt = Arc::new(FakeRuntime::default());
+    let a = agent(rt.clone());
+    let mut failed = HashMap::new();
+    let r1 = a
+        .reconcile("cl", Some(&desired(JobState::Placed)), &mut failed)
+        .await
+        .unwrap();
+    let r2 = a
+        .reconcile("cl", Some(&desired(JobState::Placed)), &mut failed)
+        .await
+        .unwrap();
+    assert_eq!(rt.calls(), vec!["create j1"]);
+    assert_eq!(r1.observed_revision, 7);
+    assert_eq!(r2.containers.len(), 1);
+    assert_eq!(r2.gpus.len(), 2);
+}
+
+#[tokio::test]
+async fn failed_create_is_reported_and_not_retried() {
+    let rt = Arc::new(FakeRuntime::default());
+    rt.fail_create
+        .lock()
+        .unwrap()
+        .push(("j1".into(), "port is already allocated".into()));
+    let a = agent(rt.clone());
+    let mut failed = HashMap::new();
+    let r = a
+        .reconcile("cl", Some(&desired(JobState::Placed)), &mut failed)
+        .await
+        .unwrap();
+    assert_eq!(r.failures[0].message, "docker: port is already allocated");
+    a.reconcile("cl", Some(&desired(JobState::Placed)), &mut failed)
+        .await
+        .unwrap();
+    assert_eq!(rt.calls(), vec!["create j1"]);
+}
+
+#[tokio::test]
+async fn no_desired_state_means_no_action() {
+    let rt = Arc::new(FakeRuntime::default());
+    rt.containers
+        .lock()
+        .unwrap()
+        .push(crate::runtime::ContainerInfo {
+            id: "c9".into(),
+            job_id: "old".into(),
+            state: "running".into(),
+            ..Default::default()
+        });
+    let a = agent(rt.clone());
+    let r = a.reconcile("cl", None, &mut HashMap::new()).await.unwrap();
+    assert!(
+        rt.calls().is_empty(),
+        "an agent that has not heard from the controller must not stop anything"
+    );
+    assert_eq!(r.observed_revision, 0);
+}

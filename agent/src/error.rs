@@ -1,0 +1,29 @@
+//! The agent's one error type.
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("docker: {0}")]
+    Docker(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("GPU: {0}")]
+    Gpu(String),
+    #[error("controller: {0}")]
+    Controller(String),
+    #[error("config: {0}")]
+    Config(String),
+}
+
+impl From<tonic::Status> for Error {
+    fn from(s: tonic::Status) -> Self {
+        Error::Controller(format!("{}: {}", s.code(), s.message()))
+    }
+}
+
+impl From<tonic::transport::Error> for Error {
+    fn from(e: tonic::transport::Error) -> Self {
+        Error::Controller(e.to_string())
+    }
+}

@@ -1,0 +1,50 @@
+//! Berth agent: one per GPU host. Reports GPUs (NVML or simulated), disk and
+//! containers; reconciles the local Docker daemon toward the node's desired
+//! allocations; serves the data plane (logs) to controllers.
+//!
+//! Layout:
+//! - `gpu`: `GpuBackend` trait; `NvmlGpus`, `SimGpus` (with the foreign-process hook).
+//! - `runtime`: `ContainerRuntime` trait; `Docker` (bollard) and a recording fake.
+//! - `container`: pure allocation → container spec (env, labels, binds, ports, GPUs).
+//! - `reconcile`: pure desired + actual → actions.
+//! - `agent`: the session loop (register, watch, reconcile, report).
+//! - `server`: the data-plane gRPC service.
+
+pub mod agent;
+pub mod container;
+mod error;
+pub mod gpu;
+pub mod reconcile;
+pub mod runtime;
+pub mod server;
+
+pub use agent::{Agent, AgentConfig};
+pub use error::{Error, Result};
+
+use std::sync::Arc;
+
+/// Builds the GPU backend: NVML if it loads, else `fake_gpus` simulated GPUs.
+pub fn gpu_backend(
+    node: &str,
+    fake_gpus: Option<&str>,
+    foreign_file: Option<std::path::PathBuf>,
+) -> Result<Arc<dyn gpu::GpuBackend>> {
+    let spec = fake_gpus.unwrap_or("0").to_string();
+    let node = node.to_string();
+    let backend = gpu::detect(move || {
+        Ok(gpu::SimGpus::new(
+            gpu::parse_spec(&spec)?,
+            &node,
+            foreign_file,
+        ))
+    })?;
+    Ok(Arc::from(backend))
+}
+
+/// The host's name, the default node name.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+}

@@ -1,0 +1,126 @@
+//! `berth-agent`: config, tracing, Docker + GPU backends, then the agent loop
+//! and its data-plane server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use berth_agent::{gpu::GpuBackend, runtime::Docker, Agent, AgentConfig};
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Berth agent: runs jobs on this host's Docker daemon and GPUs"
+)]
+struct Args {
+    /// Controller addresses, comma-separated (host:port,...).
+    #[arg(
+        long,
+        env = "BERTH_CONTROLLERS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7450"
+    )]
+    controllers: Vec<String>,
+    /// Node name; defaults to the hostname. Keep it stable: it is the node's identity.
+    #[arg(long, env = "BERTH_NODE")]
+    name: Option<String>,
+    /// Data-plane listen address (controllers dial it for logs). Port 0 picks one.
+    #[arg(long, default_value = "127.0.0.1:7451")]
+    listen: SocketAddr,
+    /// Address controllers should dial; defaults to the bound listen address.
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Docker socket; defaults to DOCKER_HOST or /var/run/docker.sock.
+    #[arg(long, env = "BERTH_DOCKER", default_value = "")]
+    docker: String,
+    /// Simulated GPUs when NVML is absent: N, or N:MODEL[:MEM],... (e.g. 2:A100:80G).
+    #[arg(long)]
+    fake_gpus: Option<String>,
+    /// Simulated backend's foreign-process file: lines "INDEX PID NAME [MEM]".
+    #[arg(long)]
+    fake_foreign: Option<PathBuf>,
+    /// Seconds between status reports.
+    #[arg(long, default_value_t = 2.0)]
+    report_every: f64,
+    /// Print the GPU inventory this host would report, as JSON, and exit.
+    #[arg(long)]
+    probe: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let args = Args::parse();
+    let node = args.name.clone().unwrap_or_else(berth_agent::hostname);
+    let gpus =
+        berth_agent::gpu_backend(&node, args.fake_gpus.as_deref(), args.fake_foreign.clone())?;
+    if args.probe {
+        return probe(gpus.as_ref());
+    }
+    let docker = Docker::connect(&args.docker).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let bound = listener.local_addr()?;
+    let advertise = args.advertise.clone().unwrap_or_else(|| {
+        if bound.ip().is_unspecified() {
+            format!("{}:{}", berth_agent::hostname(), bound.port())
+        } else {
+            bound.to_string()
+        }
+    });
+    let cfg = AgentConfig {
+        node,
+        controllers: args.controllers,
+        advertise_addr: advertise.clone(),
+        report_every: Duration::from_secs_f64(args.report_every.max(0.1)),
+        stop_grace: Duration::from_secs(10),
+    };
+    tracing::info!(node = %cfg.node, data_plane = %advertise, gpus = gpus.kind(), "agent starting");
+    let agent = Agent::new(cfg, Arc::new(docker), gpus);
+    let server = tokio::spawn(berth_agent::server::serve(agent.clone(), listener));
+    tokio::select! {
+        _ = agent.run() => {}
+        r = server => r??,
+        _ = shutdown_signal() => tracing::info!("shutting down; containers keep running and are adopted on restart"),
+    }
+    Ok(())
+}
+
+fn probe(gpus: &dyn GpuBackend) -> anyhow::Result<()> {
+    let samples = gpus.sample()?;
+    let out: Vec<serde_json::Value> = samples
+        .iter()
+        .map(|g| {
+            serde_json::json!({
+                "index": g.index, "uuid": g.uuid, "model": g.model,
+                "memory_total_bytes": g.memory_total_bytes, "memory_used_bytes": g.memory_used_bytes,
+                "utilization_percent": g.utilization_percent,
+                "processes": g.processes.iter().map(|p| serde_json::json!({"pid": p.pid, "name": p.name, "used_memory_bytes": p.used_memory_bytes})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({"backend": gpus.kind(), "gpus": out}))?
+    );
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,149 @@
+//! The reconciler's core: desired allocations + actual containers → actions.
+//! Pure and level-triggered: run it any number of times, after any restart,
+//! and it converges without duplicating or orphaning containers.
+
+use std::collections::{HashMap, HashSet};
+
+use berth_proto::v1::{Allocation, JobState};
+
+use crate::runtime::ContainerInfo;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// No container exists for a newly placed job.
+    Create(Allocation),
+    /// A container was created but never started (the agent died in between).
+    Start {
+        job_id: String,
+        container_id: String,
+    },
+    /// A running container whose job is stopping, finished, or unknown.
+    Stop {
+        job_id: String,
+        container_id: String,
+    },
+}
+
+/// `failed`: jobs whose create already failed; they are reported, not retried.
+pub fn plan(
+    desired: &[Allocation],
+    actual: &[ContainerInfo],
+    failed: &HashSet<String>,
+) -> Vec<Action> {
+    let by_job: HashMap<&str, &ContainerInfo> =
+        actual.iter().map(|c| (c.job_id.as_str(), c)).collect();
+    let mut actions = Vec::new();
+    for alloc in desired {
+        let state = JobState::try_from(alloc.state).unwrap_or(JobState::Unspecified);
+        match (state, by_job.get(alloc.job_id.as_str())) {
+            (JobState::Placed, None) if !failed.contains(&alloc.job_id) => {
+                actions.push(Action::Create(alloc.clone()))
+            }
+            (JobState::Placed | JobState::Running, Some(c)) if c.state == "created" => actions
+                .push(Action::Start {
+                    job_id: alloc.job_id.clone(),
+                    container_id: c.id.clone(),
+                }),
+            (JobState::Stopping, Some(c)) if c.is_running() => actions.push(Action::Stop {
+                job_id: alloc.job_id.clone(),
+                container_id: c.id.clone(),
+            }),
+            // RUNNING with no container is reported, never recreated: a job
+            // runs once (restart policies come later, and will be explicit).
+            _ => {}
+        }
+    }
+    let wanted: HashSet<&str> = desired.iter().map(|a| a.job_id.as_str()).collect();
+    for c in actual {
+        if c.is_running() && !wanted.contains(c.job_id.as_str()) {
+            actions.push(Action::Stop {
+                job_id: c.job_id.clone(),
+                container_id: c.id.clone(),
+            });
+        }
+    }
+    actions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alloc(job: &str, state: JobState) -> Allocation {
+        Allocation {
+            job_id: job.into(),
+            job_name: job.into(),
+            state: state as i32,
+            ..Default::default()
+        }
+    }
+
+    fn container(job: &str, state: &str) -> ContainerInfo {
+        ContainerInfo {
+            id: format!("c-{job}"),
+            job_id: job.into(),
+            state: state.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn creates_only_missing_placed_jobs() {
+        let desired = [
+            alloc("a", JobState::Placed),
+            alloc("b", JobState::Placed),
+            alloc("c", JobState::Running),
+        ];
+        let actual = [container("b", "running")];
+        let actions = plan(&desired, &actual, &HashSet::new());
+        assert_eq!(actions, vec![Action::Create(desired[0].clone())]);
+    }
+
+    #[test]
+    fn idempotent_after_restart() {
+        let desired = [alloc("a", JobState::Running)];
+        let actual = [container("a", "running")];
+        assert!(plan(&desired, &actual, &HashSet::new()).is_empty());
+        let exited = [container("a", "exited")];
+        assert!(
+            plan(&desired, &exited, &HashSet::new()).is_empty(),
+            "never recreate a finished container"
+        );
+    }
+
+    #[test]
+    fn starts_created_and_stops_stopping_and_orphans() {
+        let desired = [alloc("a", JobState::Placed), alloc("b", JobState::Stopping)];
+        let actual = [
+            container("a", "created"),
+            container("b", "running"),
+            container("z", "running"),
+            container("y", "exited"),
+        ];
+        let actions = plan(&desired, &actual, &HashSet::new());
+        assert_eq!(
+            actions,
+            vec![
+                Action::Start {
+                    job_id: "a".into(),
+                    container_id: "c-a".into()
+                },
+                Action::Stop {
+                    job_id: "b".into(),
+                    container_id: "c-b".into()
+                },
+                Action::Stop {
+                    job_id: "z".into(),
+                    container_id: "c-z".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn failed_creates_are_not_retried() {
+        let desired = [alloc("a", JobState::Placed)];
+        let failed = HashSet::from(["a".to_string()]);
+        assert!(plan(&desired, &[], &failed).is_empty());
+    }
+}

@@ -1,0 +1,298 @@
+//! `ContainerRuntime` on the Docker Engine API through bollard.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use berth_proto::v1::{DiskState, ImageInfo};
+use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, PortBinding};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
+    ListImagesOptionsBuilder, LogsOptionsBuilder, RenameContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
+};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+
+use super::{
+    ContainerInfo, ContainerRuntime, ContainerSpec, DaemonInfo, LogItem, LABEL_CLUSTER, LABEL_JOB,
+    LABEL_NODE,
+};
+use crate::{Error, Result};
+
+pub struct Docker {
+    client: bollard::Docker,
+}
+
+impl Docker {
+    /// Connects to the daemon at `socket` (a unix socket path, or "" for
+    /// DOCKER_HOST / the default socket) and negotiates the API version, so an
+    /// older engine (this machine runs 20.10, API 1.41) is spoken to in its own version.
+    pub async fn connect(socket: &str) -> Result<Docker> {
+        let client = if socket.is_empty() {
+            bollard::Docker::connect_with_local_defaults()
+        } else {
+            bollard::Docker::connect_with_unix(socket, 120, bollard::API_DEFAULT_VERSION)
+        }
+        .map_err(|e| Error::Docker(format!("connecting to Docker at {socket:?}: {e}")))?;
+        let client = client.negotiate_version().await.map_err(|e| {
+            Error::Docker(format!(
+                "Docker at {socket:?} does not answer: {e} (is dockerd running?)"
+            ))
+        })?;
+        Ok(Docker { client })
+    }
+
+    async fn inspect(&self, id: &str) -> Result<ContainerInfo> {
+        let c = self
+            .client
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(docker_err)?;
+        let state = c.state.unwrap_or_default();
+        let labels = c.config.and_then(|c| c.labels).unwrap_or_default();
+        Ok(ContainerInfo {
+            id: c.id.unwrap_or_default(),
+            job_id: labels.get(LABEL_JOB).cloned().unwrap_or_default(),
+            state: state.status.map(|s| s.to_string()).unwrap_or_default(),
+            exit_code: state.exit_code.unwrap_or(0) as i32,
+            started_at_ms: parse_time(state.started_at.as_deref()),
+            finished_at_ms: parse_time(state.finished_at.as_deref()),
+            pid: state.pid.unwrap_or(0).max(0) as u32,
+        })
+    }
+
+    /// Frees a container name held by an exited container of an earlier Berth
+    /// job (as `docker run --name` would need `docker rm`): the old container is
+    /// renamed `NAME-<job id>`, so its logs stay readable. A container Berth does
+    /// not manage is never touched.
+    async fn free_name(&self, name: &str) -> Result<()> {
+        let old = self
+            .client
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+            .map_err(docker_err)?;
+        let labels = old.config.and_then(|c| c.labels).unwrap_or_default();
+        let running = old.state.and_then(|s| s.running).unwrap_or(false);
+        match labels.get(LABEL_JOB) {
+            Some(job) if !running => {
+                let new_name = format!("{name}-{job}");
+                let opts = RenameContainerOptionsBuilder::default().name(&new_name).build();
+                self.client.rename_container(name, opts).await.map_err(docker_err)
+            }
+            _ => Err(Error::Docker(format!(
+                "the container name {name:?} is already used on this host by a container Berth does not manage (or one still running); choose another --name"
+            ))),
+        }
+    }
+
+    async fn create(
+        &self,
+        spec: &ContainerSpec,
+    ) -> std::result::Result<String, bollard::errors::Error> {
+        let opts = CreateContainerOptionsBuilder::default()
+            .name(&spec.name)
+            .build();
+        self.client
+            .create_container(Some(opts), create_body(spec))
+            .await
+            .map(|r| r.id)
+    }
+}
+
+#[async_trait::async_trait]
+impl ContainerRuntime for Docker {
+    async fn info(&self) -> Result<DaemonInfo> {
+        let info = self.client.info().await.map_err(docker_err)?;
+        Ok(DaemonInfo {
+            version: info.server_version.unwrap_or_default(),
+            root_dir: info.docker_root_dir.unwrap_or_default(),
+        })
+    }
+
+    async fn list(&self, cluster: &str, node: &str) -> Result<Vec<ContainerInfo>> {
+        let filters = HashMap::from([(
+            "label",
+            vec![
+                format!("{LABEL_CLUSTER}={cluster}"),
+                format!("{LABEL_NODE}={node}"),
+            ],
+        )]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let summaries = self
+            .client
+            .list_containers(Some(opts))
+            .await
+            .map_err(docker_err)?;
+        let mut out = Vec::with_capacity(summaries.len());
+        for s in summaries {
+            let Some(id) = s.id else { continue };
+            match self.inspect(&id).await {
+                Ok(info) => out.push(info),
+                // Removed between list and inspect: it is simply gone.
+                Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn create_and_start(&self, spec: &ContainerSpec) -> Result<String> {
+        let id = match self.create(spec).await {
+            Ok(id) => id,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => {
+                self.free_name(&spec.name).await?;
+                self.create(spec).await.map_err(docker_err)?
+            }
+            Err(e) => return Err(docker_err(e)),
+        };
+        self.start(&id).await?;
+        Ok(id)
+    }
+
+    async fn start(&self, id: &str) -> Result<()> {
+        self.client
+            .start_container(id, None)
+            .await
+            .map_err(docker_err)
+    }
+
+    async fn stop(&self, id: &str, grace: Duration) -> Result<()> {
+        let opts = StopContainerOptionsBuilder::default()
+            .t(grace.as_secs() as i32)
+            .build();
+        match self.client.stop_container(id, Some(opts)).await {
+            // 304: already stopped.
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(docker_err(e)),
+        }
+    }
+
+    fn logs(&self, id: &str, follow: bool, tail: u32) -> BoxStream<'static, LogItem> {
+        let tail = if tail == 0 {
+            "all".to_string()
+        } else {
+            tail.to_string()
+        };
+        // Without stdout/stderr set, Docker sends nothing at all.
+        let opts = LogsOptionsBuilder::default()
+            .follow(follow)
+            .stdout(true)
+            .stderr(true)
+            .tail(&tail)
+            .build();
+        self.client
+            .logs(id, Some(opts))
+            .map(|item| {
+                item.map(|out| match out {
+                    bollard::container::LogOutput::StdErr { message } => (2, message.to_vec()),
+                    other => (1, other.into_bytes().to_vec()),
+                })
+                .map_err(docker_err)
+            })
+            .boxed()
+    }
+
+    async fn images(&self) -> Result<Vec<ImageInfo>> {
+        let opts = ListImagesOptionsBuilder::default().all(false).build();
+        let images = self
+            .client
+            .list_images(Some(opts))
+            .await
+            .map_err(docker_err)?;
+        Ok(images
+            .into_iter()
+            .map(|i| ImageInfo {
+                id: i.id,
+                tags: i
+                    .repo_tags
+                    .into_iter()
+                    .filter(|t| t != "<none>:<none>")
+                    .collect(),
+                size_bytes: i.size.max(0) as u64,
+                created_at: i.created,
+            })
+            .collect())
+    }
+
+    async fn disk(&self) -> Result<DiskState> {
+        let root = self.info().await?.root_dir;
+        let st = nix::sys::statvfs::statvfs(root.as_str())
+            .map_err(|e| Error::Docker(format!("statvfs {root}: {e}")))?;
+        let frag = st.fragment_size() as u64;
+        Ok(DiskState {
+            docker_root_dir: root,
+            total_bytes: st.blocks() as u64 * frag,
+            free_bytes: st.blocks_available() as u64 * frag,
+        })
+    }
+}
+
+/// The Engine API body for a spec. GPUs go in as a `DeviceRequest` with
+/// device ids only: Docker refuses `count` and `device_ids` together.
+fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
+    let non_empty = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+    let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    for (ctr, host_ip, host_port) in &spec.ports {
+        port_bindings
+            .entry(ctr.clone())
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(PortBinding {
+                host_ip: (!host_ip.is_empty()).then(|| host_ip.clone()),
+                host_port: Some(host_port.to_string()),
+            });
+    }
+    let device_requests = (!spec.device_ids.is_empty()).then(|| {
+        vec![DeviceRequest {
+            driver: Some("nvidia".into()),
+            device_ids: Some(spec.device_ids.clone()),
+            capabilities: Some(vec![vec!["gpu".into()]]),
+            ..Default::default()
+        }]
+    });
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: non_empty(&spec.command),
+        entrypoint: non_empty(&spec.entrypoint),
+        env: non_empty(&spec.env),
+        labels: Some(spec.labels.clone()),
+        working_dir: (!spec.workdir.is_empty()).then(|| spec.workdir.clone()),
+        tty: Some(spec.tty),
+        exposed_ports: (!port_bindings.is_empty()).then(|| port_bindings.keys().cloned().collect()),
+        host_config: Some(HostConfig {
+            binds: non_empty(&spec.binds),
+            port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+            shm_size: (spec.shm_size_bytes > 0).then_some(spec.shm_size_bytes as i64),
+            device_requests,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn docker_err(e: bollard::errors::Error) -> Error {
+    match e {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            message,
+        } => Error::NotFound(message),
+        bollard::errors::Error::DockerResponseServerError { message, .. } => Error::Docker(message),
+        other => Error::Docker(other.to_string()),
+    }
+}
+
+/// Docker's RFC 3339 times; its zero time ("0001-01-01T00:00:00Z") means never.
+fn parse_time(t: Option<&str>) -> i64 {
+    t.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.timestamp_millis())
+        .filter(|ms| *ms > 0)
+        .unwrap_or(0)
+}

@@ -1,0 +1,121 @@
+//! An in-memory `ContainerRuntime` that records every call, for unit tests of
+//! the reconciler and agent loop. Never used by end-to-end tests.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use berth_proto::v1::{DiskState, ImageInfo};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+
+use super::{ContainerInfo, ContainerRuntime, ContainerSpec, DaemonInfo, LogItem, LABEL_JOB};
+use crate::{Error, Result};
+
+#[derive(Default)]
+pub struct FakeRuntime {
+    pub containers: Mutex<Vec<ContainerInfo>>,
+    pub calls: Mutex<Vec<String>>,
+    /// Job ids whose create fails, with the message.
+    pub fail_create: Mutex<Vec<(String, String)>>,
+    next_id: Mutex<u32>,
+}
+
+impl FakeRuntime {
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn record(&self, call: String) {
+        self.calls.lock().unwrap().push(call);
+    }
+}
+
+#[async_trait::async_trait]
+impl ContainerRuntime for FakeRuntime {
+    async fn info(&self) -> Result<DaemonInfo> {
+        Ok(DaemonInfo {
+            version: "fake".into(),
+            root_dir: "/fake".into(),
+        })
+    }
+
+    async fn list(&self, _cluster: &str, _node: &str) -> Result<Vec<ContainerInfo>> {
+        Ok(self.containers.lock().unwrap().clone())
+    }
+
+    async fn create_and_start(&self, spec: &ContainerSpec) -> Result<String> {
+        let job = spec.labels.get(LABEL_JOB).cloned().unwrap_or_default();
+        self.record(format!("create {job}"));
+        if let Some((_, msg)) = self
+            .fail_create
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(j, _)| *j == job)
+        {
+            return Err(Error::Docker(msg.clone()));
+        }
+        let mut n = self.next_id.lock().unwrap();
+        *n += 1;
+        let id = format!("c{n}");
+        self.containers.lock().unwrap().push(ContainerInfo {
+            id: id.clone(),
+            job_id: job,
+            state: "running".into(),
+            started_at_ms: 1,
+            ..Default::default()
+        });
+        Ok(id)
+    }
+
+    async fn start(&self, id: &str) -> Result<()> {
+        self.record(format!("start {id}"));
+        for c in self
+            .containers
+            .lock()
+            .unwrap()
+            .iter_mut()
+            .filter(|c| c.id == id)
+        {
+            c.state = "running".into();
+        }
+        Ok(())
+    }
+
+    async fn stop(&self, id: &str, _grace: Duration) -> Result<()> {
+        self.record(format!("stop {id}"));
+        for c in self
+            .containers
+            .lock()
+            .unwrap()
+            .iter_mut()
+            .filter(|c| c.id == id)
+        {
+            c.state = "exited".into();
+            c.exit_code = 143;
+        }
+        Ok(())
+    }
+
+    fn logs(&self, id: &str, _follow: bool, _tail: u32) -> BoxStream<'static, LogItem> {
+        self.record(format!("logs {id}"));
+        futures::stream::iter(vec![Ok((1, b"hello\n".to_vec()))]).boxed()
+    }
+
+    async fn images(&self) -> Result<Vec<ImageInfo>> {
+        Ok(vec![ImageInfo {
+            id: "sha256:00".into(),
+            tags: vec!["busybox:latest".into()],
+            size_bytes: 1,
+            created_at: 0,
+        }])
+    }
+
+    async fn disk(&self) -> Result<DiskState> {
+        Ok(DiskState {
+            docker_root_dir: "/fake".into(),
+            total_bytes: 100,
+            free_bytes: 50,
+        })
+    }
+}

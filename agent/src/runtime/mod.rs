@@ -1,0 +1,87 @@
+//! The container runtime behind a small trait: Docker (bollard) in production,
+//! a call-recording fake for unit tests of the agent's logic.
+
+mod docker;
+pub mod fake;
+
+pub use docker::Docker;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use berth_proto::v1::{DiskState, ImageInfo};
+use futures::stream::BoxStream;
+
+use crate::Result;
+
+/// Labels every Berth container carries. They are the agent's only memory:
+/// a restarted agent finds its containers by them.
+pub const LABEL_CLUSTER: &str = "berth.cluster";
+pub const LABEL_NODE: &str = "berth.node";
+pub const LABEL_JOB: &str = "berth.job";
+pub const LABEL_JOB_NAME: &str = "berth.job-name";
+pub const LABEL_GPUS: &str = "berth.gpus";
+
+/// Everything needed to create one container; built purely from an allocation.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub command: Vec<String>,
+    pub entrypoint: Vec<String>,
+    pub env: Vec<String>,
+    pub labels: HashMap<String, String>,
+    /// docker's bind strings, "SRC:DST[:ro]".
+    pub binds: Vec<String>,
+    /// (container port "80/tcp", host ip, host port).
+    pub ports: Vec<(String, String, u32)>,
+    pub shm_size_bytes: u64,
+    /// GPU uuids for an NVIDIA `DeviceRequest`; empty means no device request.
+    pub device_ids: Vec<String>,
+    pub workdir: String,
+    pub tty: bool,
+}
+
+/// A Berth container as the daemon reports it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub job_id: String,
+    /// Docker's state word: created, running, exited, ...
+    pub state: String,
+    pub exit_code: i32,
+    pub started_at_ms: i64,
+    pub finished_at_ms: i64,
+    /// Host pids of the container's main process (0 when not running).
+    pub pid: u32,
+}
+
+impl ContainerInfo {
+    pub fn is_running(&self) -> bool {
+        matches!(self.state.as_str(), "running" | "restarting" | "paused")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DaemonInfo {
+    pub version: String,
+    pub root_dir: String,
+}
+
+/// 1 = stdout, 2 = stderr (as berth.v1 LogChunk.Stream).
+pub type LogItem = Result<(i32, Vec<u8>)>;
+
+#[async_trait::async_trait]
+pub trait ContainerRuntime: Send + Sync + 'static {
+    async fn info(&self) -> Result<DaemonInfo>;
+    /// All containers (any state) labelled with this cluster and node.
+    async fn list(&self, cluster: &str, node: &str) -> Result<Vec<ContainerInfo>>;
+    /// Creates and starts a container; returns its id.
+    async fn create_and_start(&self, spec: &ContainerSpec) -> Result<String>;
+    async fn start(&self, id: &str) -> Result<()>;
+    /// docker stop: SIGTERM, then SIGKILL after `grace`.
+    async fn stop(&self, id: &str, grace: Duration) -> Result<()>;
+    fn logs(&self, id: &str, follow: bool, tail: u32) -> BoxStream<'static, LogItem>;
+    async fn images(&self) -> Result<Vec<ImageInfo>>;
+    async fn disk(&self) -> Result<DiskState>;
+}

@@ -1,0 +1,60 @@
+//! Connecting to a controller: `--addr` may list several; the first that
+//! answers is used.
+
+use anyhow::{anyhow, Result};
+use berth_proto::v1::event_service_client::EventServiceClient;
+use berth_proto::v1::image_service_client::ImageServiceClient;
+use berth_proto::v1::job_service_client::JobServiceClient;
+use berth_proto::v1::node_service_client::NodeServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Clone)]
+pub struct Client {
+    channel: Channel,
+}
+
+impl Client {
+    pub async fn connect(addrs: &str) -> Result<Client> {
+        let mut errors = Vec::new();
+        for addr in addrs.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+            let uri = if addr.contains("://") {
+                addr.to_string()
+            } else {
+                format!("http://{addr}")
+            };
+            let endpoint =
+                Endpoint::from_shared(uri).map_err(|e| anyhow!("bad address {addr:?}: {e}"))?;
+            match endpoint
+                .connect_timeout(std::time::Duration::from_secs(3))
+                .connect()
+                .await
+            {
+                Ok(channel) => return Ok(Client { channel }),
+                Err(e) => errors.push(format!("{addr}: {e}")),
+            }
+        }
+        Err(anyhow!(
+            "cannot reach a Berth controller ({}). Is one running? Start one with `berth dev`, or set --addr / BERTH_ADDR",
+            errors.join("; ")
+        ))
+    }
+
+    pub fn jobs(&self) -> JobServiceClient<Channel> {
+        JobServiceClient::new(self.channel.clone())
+    }
+    pub fn nodes(&self) -> NodeServiceClient<Channel> {
+        NodeServiceClient::new(self.channel.clone())
+    }
+    pub fn images(&self) -> ImageServiceClient<Channel> {
+        ImageServiceClient::new(self.channel.clone())
+    }
+    pub fn events(&self) -> EventServiceClient<Channel> {
+        EventServiceClient::new(self.channel.clone())
+    }
+}
+
+/// A gRPC error as a person should read it: the controller's message, no
+/// status-code noise, no stack.
+pub fn status_message(s: tonic::Status) -> anyhow::Error {
+    anyhow!("{}", s.message())
+}

@@ -1,0 +1,11 @@
+//! One file per verb.
+
+pub mod dev;
+pub mod images;
+pub mod inspect;
+pub mod logs;
+pub mod nodes;
+pub mod ps;
+pub mod run;
+pub mod stop;
+pub mod wait;

@@ -1,0 +1,89 @@
+//! `berth`: docker-shaped commands for a whole cluster. Thin: parse, connect,
+//! dispatch to one file per verb, print errors without stack traces.
+
+mod client;
+mod commands;
+mod output;
+mod spec;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::output::Format;
+
+#[derive(Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "Run GPU containers anywhere in a Berth cluster"
+)]
+struct Cli {
+    /// Controller address(es), comma-separated; the first that answers is used.
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_ADDR",
+        default_value = "127.0.0.1:7450"
+    )]
+    addr: String,
+    /// Output format of listings.
+    #[arg(long, short = 'o', global = true, value_enum, default_value = "table")]
+    output: Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a job (like docker run): attached by default, -d to detach.
+    Run(commands::run::Args),
+    /// List jobs (running and queued; -a for all).
+    Ps(commands::ps::Args),
+    /// Print a job's output.
+    Logs(commands::logs::Args),
+    /// Stop jobs (queued ones are cancelled, running ones stopped).
+    Stop(commands::stop::Args),
+    /// Wait for a job to finish; prints its exit code and exits with it.
+    Wait(commands::wait::Args),
+    /// Show a job in full, as JSON.
+    Inspect(commands::inspect::Args),
+    /// List nodes, one row per GPU.
+    Nodes,
+    /// List images on each node.
+    Images,
+    /// Run a single-node controller and agent on this machine's Docker daemon.
+    Dev(commands::dev::Args),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Dev(args) => commands::dev::run(args).await.map(|()| 0),
+        command => dispatch(command, &cli.addr, cli.output).await,
+    };
+    match result {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("berth: {e:#}");
+            // 125 is docker's "the docker command itself failed".
+            ExitCode::from(125)
+        }
+    }
+}
+
+async fn dispatch(command: Command, addr: &str, format: Format) -> anyhow::Result<i32> {
+    let client = client::Client::connect(addr).await?;
+    match command {
+        Command::Run(args) => commands::run::run(&client, args).await,
+        Command::Ps(args) => commands::ps::run(&client, args, format).await.map(|()| 0),
+        Command::Logs(args) => commands::logs::run(&client, args).await.map(|()| 0),
+        Command::Stop(args) => commands::stop::run(&client, args).await.map(|()| 0),
+        Command::Wait(args) => commands::wait::run(&client, args, format).await,
+        Command::Inspect(args) => commands::inspect::run(&client, args).await.map(|()| 0),
+        Command::Nodes => commands::nodes::run(&client, format).await.map(|()| 0),
+        Command::Images => commands::images::run(&client, format).await.map(|()| 0),
+        Command::Dev(_) => unreachable!("handled before connecting"),
+    }
+}

@@ -1,0 +1,92 @@
+//! Tables for people, JSON for programs.
+
+use berth_proto::v1::{Job, JobState};
+use comfy_table::{presets::NOTHING, Table};
+use serde_json::{json, Value};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut t = Table::new();
+    t.load_preset(NOTHING).set_header(header.to_vec());
+    for r in rows {
+        t.add_row(r);
+    }
+    // comfy-table pads the first column by one space; docker's tables do not.
+    t.to_string()
+        .lines()
+        .map(|l| l.strip_prefix(' ').unwrap_or(l).trim_end().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub fn state(job: &Job) -> JobState {
+    JobState::try_from(job.state).unwrap_or(JobState::Unspecified)
+}
+
+/// A job as JSON, with the state as a word (not the enum's number).
+pub fn job_json(j: &Job) -> Value {
+    let spec = j.spec.clone().unwrap_or_default();
+    json!({
+        "id": j.id,
+        "name": j.name,
+        "state": state(j).word(),
+        "node": j.node,
+        "gpus": j.gpus.iter().map(|g| json!({"index": g.index, "uuid": g.uuid})).collect::<Vec<_>>(),
+        "container_id": j.container_id,
+        "exit_code": j.exit_code,
+        "message": j.message,
+        "queue_position": j.queue_position,
+        "submitted_at_ms": j.submitted_at_ms,
+        "started_at_ms": j.started_at_ms,
+        "finished_at_ms": j.finished_at_ms,
+        "spec": {
+            "image": spec.image,
+            "command": spec.command,
+            "entrypoint": spec.entrypoint,
+            "env": spec.env,
+            "gpus": spec.gpus,
+            "shm_size_bytes": spec.shm_size_bytes,
+            "mounts": spec.mounts.iter().map(|m| json!({"source": m.source, "target": m.target, "read_only": m.read_only})).collect::<Vec<_>>(),
+            "ports": spec.ports.iter().map(|p| json!({"host_ip": p.host_ip, "host_port": p.host_port, "container_port": p.container_port, "protocol": p.protocol})).collect::<Vec<_>>(),
+        },
+    })
+}
+
+/// "3 seconds ago", docker-style.
+pub fn ago(ms: i64) -> String {
+    if ms <= 0 {
+        return "-".into();
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(ms);
+    let s = ((now - ms) / 1000).max(0);
+    match s {
+        0..=1 => "Less than a second ago".into(),
+        2..=59 => format!("{s} seconds ago"),
+        60..=3599 => format!("{} minutes ago", s / 60),
+        3600..=86399 => format!("{} hours ago", s / 3600),
+        _ => format!("{} days ago", s / 86400),
+    }
+}
+
+pub fn bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b}B")
+    } else {
+        format!("{v:.1}{}", UNITS[u])
+    }
+}

@@ -1,0 +1,143 @@
+//! docker-shaped flag parsing (-v, -p, -e, --shm-size). Everything is checked
+//! here, before any request is sent, so a typo creates nothing.
+
+use anyhow::{bail, Context, Result};
+use berth_proto::v1::{Mount, PortMapping};
+
+/// `-v SRC:DST[:ro|rw]`. SRC must be an absolute host path (a relative one
+/// would mean different things on different hosts).
+pub fn mount(s: &str) -> Result<Mount> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let (source, target, read_only) = match parts.as_slice() {
+        [src, dst] => (*src, *dst, false),
+        [src, dst, "ro"] => (*src, *dst, true),
+        [src, dst, "rw"] => (*src, *dst, false),
+        [_, _, opt] => bail!("-v {s:?}: unknown option {opt:?}; use ro or rw"),
+        _ => bail!("-v {s:?}: expected SRC:DST[:ro], e.g. -v /data/imagenet:/data:ro"),
+    };
+    if !source.starts_with('/') {
+        bail!(
+            "-v {s:?}: the host path {source:?} must be absolute (named volumes are not supported)"
+        );
+    }
+    if !target.starts_with('/') || target == "/" {
+        bail!("-v {s:?}: the container path {target:?} must be absolute and not /");
+    }
+    Ok(Mount {
+        source: source.to_string(),
+        target: target.to_string(),
+        read_only,
+    })
+}
+
+/// `-p [IP:]HOST:CONTAINER[/tcp|udp]`.
+pub fn port(s: &str) -> Result<PortMapping> {
+    let (addr, protocol) = match s.rsplit_once('/') {
+        Some((a, p @ ("tcp" | "udp"))) => (a, p),
+        Some((_, p)) => bail!("-p {s:?}: protocol {p:?} must be tcp or udp"),
+        None => (s, "tcp"),
+    };
+    let parts: Vec<&str> = addr.split(':').collect();
+    let (host_ip, host, ctr) = match parts.as_slice() {
+        [host, ctr] => ("", *host, *ctr),
+        [ip, host, ctr] => (*ip, *host, *ctr),
+        _ => bail!("-p {s:?}: expected HOST:CONTAINER, e.g. -p 16006:6006"),
+    };
+    let num = |p: &str, what: &str| -> Result<u32> {
+        let n: u32 = p
+            .parse()
+            .with_context(|| format!("-p {s:?}: {what} port {p:?} is not a number"))?;
+        if !(1..=65535).contains(&n) {
+            bail!("-p {s:?}: {what} port {n} is out of range 1..65535");
+        }
+        Ok(n)
+    };
+    if !host_ip.is_empty() && host_ip.parse::<std::net::IpAddr>().is_err() {
+        bail!("-p {s:?}: {host_ip:?} is not an IP address");
+    }
+    Ok(PortMapping {
+        host_ip: host_ip.to_string(),
+        host_port: num(host, "host")?,
+        container_port: num(ctr, "container")?,
+        protocol: protocol.to_string(),
+    })
+}
+
+/// `--shm-size` as docker reads it: a number with an optional b/k/m/g unit
+/// (binary multiples), at least 1 KiB... and no more than 1 TiB.
+pub fn size(s: &str) -> Result<u64> {
+    let t = s.trim().to_ascii_lowercase();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("--shm-size {s:?}: expected a size like 64m, 8g or 1073741824"))?;
+    let mult: u64 = match unit {
+        "" | "b" => 1,
+        "k" | "kb" => 1 << 10,
+        "m" | "mb" => 1 << 20,
+        "g" | "gb" => 1 << 30,
+        _ => bail!("--shm-size {s:?}: unknown unit {unit:?}; use b, k, m or g"),
+    };
+    let bytes = n.checked_mul(mult).filter(|b| *b <= 1 << 40);
+    match bytes {
+        Some(b) if b > 0 => Ok(b),
+        _ => bail!("--shm-size {s:?}: must be between 1 byte and 1t"),
+    }
+}
+
+/// `-e KEY=VALUE`, or `-e KEY` to pass the local value on, as docker does.
+pub fn env(s: &str) -> Result<Option<String>> {
+    match s.split_once('=') {
+        Some(("", _)) => bail!("-e {s:?}: the variable name is empty"),
+        Some(_) => Ok(Some(s.to_string())),
+        None if s.is_empty() => bail!("-e: empty"),
+        None => Ok(std::env::var(s).ok().map(|v| format!("{s}={v}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mounts() {
+        let m = mount("/data:/data:ro").unwrap();
+        assert!(m.read_only && m.source == "/data");
+        assert!(!mount("/a:/b").unwrap().read_only);
+        assert!(mount("data:/data").is_err());
+        assert!(mount("/a").is_err());
+        assert!(mount("/a:/b:rx").is_err());
+        assert!(mount("/a:rel").is_err());
+    }
+
+    #[test]
+    fn ports() {
+        let p = port("16006:6006").unwrap();
+        assert_eq!(
+            (p.host_port, p.container_port, p.protocol.as_str()),
+            (16006, 6006, "tcp")
+        );
+        let p = port("127.0.0.1:8080:80/udp").unwrap();
+        assert_eq!(
+            (p.host_ip.as_str(), p.protocol.as_str()),
+            ("127.0.0.1", "udp")
+        );
+        assert!(port("80").is_err());
+        assert!(port("x:80").is_err());
+        assert!(port("70000:80").is_err());
+        assert!(port("1:80/sctp").is_err());
+        assert!(port("nothost:1:80").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(size("64m").unwrap(), 64 << 20);
+        assert_eq!(size("8G").unwrap(), 8 << 30);
+        assert_eq!(size("1024").unwrap(), 1024);
+        assert!(size("lots").is_err());
+        assert!(size("1x").is_err());
+        assert!(size("0").is_err());
+        assert!(size("-1g").is_err());
+    }
+}

@@ -1,0 +1,101 @@
+//! `berth.v1.NodeService`, `ImageService`, `EventService`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use berth_proto::v1::event_service_server::EventService;
+use berth_proto::v1::image_service_server::ImageService;
+use berth_proto::v1::node_service_server::NodeService;
+use berth_proto::v1::*;
+use futures::Stream;
+use tokio::sync::broadcast::error::RecvError;
+use tonic::{Request, Response, Status};
+
+use crate::convert;
+use crate::core::Controller;
+
+pub struct Cluster(pub Arc<Controller>);
+
+#[tonic::async_trait]
+impl NodeService for Cluster {
+    async fn list_nodes(
+        &self,
+        _: Request<ListNodesRequest>,
+    ) -> Result<Response<ListNodesResponse>, Status> {
+        let names: Vec<String> = self.0.read(|s| s.nodes.keys().cloned().collect());
+        let nodes = names
+            .iter()
+            .filter_map(|name| {
+                let t = self.0.telemetry(name);
+                let ready = self.0.node_ready(name);
+                self.0.read(|s| {
+                    s.nodes
+                        .get(name)
+                        .map(|n| convert::node(n, t.as_ref(), s, ready))
+                })
+            })
+            .collect();
+        Ok(Response::new(ListNodesResponse { nodes }))
+    }
+}
+
+#[tonic::async_trait]
+impl ImageService for Cluster {
+    async fn list_images(
+        &self,
+        _: Request<ListImagesRequest>,
+    ) -> Result<Response<ListImagesResponse>, Status> {
+        let names: Vec<String> = self.0.read(|s| s.nodes.keys().cloned().collect());
+        let nodes = names
+            .into_iter()
+            .map(|node| NodeImages {
+                images: self
+                    .0
+                    .telemetry(&node)
+                    .map(|t| t.report.images)
+                    .unwrap_or_default(),
+                node,
+            })
+            .collect();
+        Ok(Response::new(ListImagesResponse { nodes }))
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl EventService for Cluster {
+    type WatchStream = EventStream;
+
+    async fn watch(&self, req: Request<WatchRequest>) -> Result<Response<EventStream>, Status> {
+        let filter = req.into_inner().job;
+        let job_id = if filter.is_empty() {
+            None
+        } else {
+            Some(self.0.resolve(&filter)?.id)
+        };
+        let mut rx = self.0.subscribe_events();
+        let out = async_stream::stream! {
+            loop {
+                match rx.recv().await {
+                    Ok(ev) => {
+                        let keep = match (&job_id, &ev.kind) {
+                            (None, _) => true,
+                            (Some(id), Some(event::Kind::Job(j))) => &j.id == id,
+                            _ => false,
+                        };
+                        if keep {
+                            yield Ok(ev);
+                        }
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        yield Err(Status::data_loss(format!("watcher fell {n} events behind; re-read state and watch again")));
+                        break;
+                    }
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        };
+        Ok(Response::new(Box::pin(out)))
+    }
+}

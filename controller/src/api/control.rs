@@ -1,0 +1,108 @@
+//! `berth.v1.ControlPlane`: what agents call.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_proto::v1::control_plane_server::ControlPlane;
+use berth_proto::v1::*;
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::core::Controller;
+use crate::state::{GpuInventory, NodeRecord, State};
+
+/// Desired state is re-sent at least this often, even unchanged, so an agent
+/// that missed nothing still re-reconciles (level-triggered).
+const RESEND_EVERY: Duration = Duration::from_secs(5);
+
+pub struct Control(pub Arc<Controller>);
+
+type AllocStream = Pin<Box<dyn Stream<Item = Result<DesiredAllocations, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ControlPlane for Control {
+    async fn register(
+        &self,
+        req: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterResponse>, Status> {
+        let r = req.into_inner();
+        if r.node.is_empty() || r.agent_addr.is_empty() {
+            return Err(Status::invalid_argument("node and agent_addr are required"));
+        }
+        let node = NodeRecord {
+            name: r.node,
+            agent_addr: r.agent_addr,
+            gpu_backend: r.gpu_backend,
+            gpus: r
+                .gpus
+                .into_iter()
+                .map(|g| GpuInventory {
+                    index: g.index,
+                    uuid: g.uuid,
+                    model: g.model,
+                    memory_total_bytes: g.memory_total_bytes,
+                })
+                .collect(),
+            docker_version: r.docker_version,
+        };
+        let cluster_id = self.0.register(node)?;
+        Ok(Response::new(RegisterResponse { cluster_id }))
+    }
+
+    type WatchAllocationsStream = AllocStream;
+
+    async fn watch_allocations(
+        &self,
+        req: Request<WatchAllocationsRequest>,
+    ) -> Result<Response<AllocStream>, Status> {
+        let node = req.into_inner().node;
+        if !self.0.read(|s| s.nodes.contains_key(&node)) {
+            return Err(Status::failed_precondition(format!(
+                "node {node} is not registered"
+            )));
+        }
+        let ctl = self.0.clone();
+        let mut applied = ctl.subscribe_applied();
+        let out = async_stream::stream! {
+            let mut last: Option<Vec<Allocation>> = None;
+            let mut last_sent = tokio::time::Instant::now();
+            loop {
+                let (revision, allocations) = ctl.read(|s| (s.applied_index, desired(s, &node)));
+                // Send on change, and as a heartbeat: other nodes' commands
+                // move the revision without changing this node's allocations.
+                if last.as_ref() != Some(&allocations) || last_sent.elapsed() >= RESEND_EVERY {
+                    last = Some(allocations.clone());
+                    last_sent = tokio::time::Instant::now();
+                    yield Ok(DesiredAllocations { revision, allocations });
+                }
+                let wait = RESEND_EVERY.saturating_sub(last_sent.elapsed());
+                if let Ok(Err(_)) = tokio::time::timeout(wait, applied.changed()).await {
+                    break; // controller shutting down
+                }
+            }
+        };
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn report(&self, req: Request<NodeReport>) -> Result<Response<ReportResponse>, Status> {
+        self.0.report(req.into_inner())?;
+        Ok(Response::new(ReportResponse {}))
+    }
+}
+
+/// The allocations an agent must converge to: every job on the node that holds resources.
+pub fn desired(state: &State, node: &str) -> Vec<Allocation> {
+    state
+        .jobs
+        .values()
+        .filter(|j| j.state.holds_resources() && j.node.as_deref() == Some(node))
+        .map(|j| Allocation {
+            job_id: j.id.clone(),
+            job_name: j.name.clone(),
+            spec: Some(j.spec.clone()),
+            gpus: j.gpus.clone(),
+            state: j.state as i32,
+        })
+        .collect()
+}

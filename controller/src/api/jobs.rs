@@ -1,0 +1,138 @@
+//! `berth.v1.JobService`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use berth_proto::v1::agent_service_client::AgentServiceClient;
+use berth_proto::v1::job_service_server::JobService;
+use berth_proto::v1::*;
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use crate::core::Controller;
+use crate::{convert, Error};
+
+pub struct Jobs(pub Arc<Controller>);
+
+type LogStream = Pin<Box<dyn Stream<Item = Result<LogChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl JobService for Jobs {
+    async fn submit_job(
+        &self,
+        req: Request<SubmitJobRequest>,
+    ) -> Result<Response<SubmitJobResponse>, Status> {
+        let req = req.into_inner();
+        let spec = req
+            .spec
+            .ok_or_else(|| Status::invalid_argument("spec is required"))?;
+        let job = self.0.submit(spec, req.name)?;
+        tracing::info!(job = %job.id, name = %job.name, image = %job.spec.image, gpus = job.spec.gpus, "submitted");
+        Ok(Response::new(SubmitJobResponse {
+            job: Some(self.0.read(|s| convert::job(&job, s))),
+        }))
+    }
+
+    async fn get_job(&self, req: Request<GetJobRequest>) -> Result<Response<Job>, Status> {
+        let job = self.0.resolve(&req.into_inner().job)?;
+        Ok(Response::new(self.0.read(|s| convert::job(&job, s))))
+    }
+
+    async fn list_jobs(
+        &self,
+        req: Request<ListJobsRequest>,
+    ) -> Result<Response<ListJobsResponse>, Status> {
+        let all = req.into_inner().all;
+        let jobs = self.0.read(|s| {
+            let mut jobs: Vec<Job> = s
+                .jobs
+                .values()
+                .filter(|j| all || !j.state.is_finished())
+                .map(|j| convert::job(j, s))
+                .collect();
+            jobs.sort_by_key(|j| std::cmp::Reverse(j.submitted_at_ms));
+            jobs
+        });
+        Ok(Response::new(ListJobsResponse { jobs }))
+    }
+
+    async fn cancel_job(&self, req: Request<CancelJobRequest>) -> Result<Response<Job>, Status> {
+        let job = self.0.cancel(&req.into_inner().job)?;
+        Ok(Response::new(self.0.read(|s| convert::job(&job, s))))
+    }
+
+    async fn wait_job(
+        &self,
+        req: Request<WaitJobRequest>,
+    ) -> Result<Response<WaitJobResponse>, Status> {
+        let id = self.0.resolve(&req.into_inner().job)?.id;
+        let job = wait_until(&self.0, &id, |j| j.state.is_finished()).await?;
+        let exit_code = job.exit_code.unwrap_or(-1);
+        Ok(Response::new(WaitJobResponse {
+            job: Some(self.0.read(|s| convert::job(&job, s))),
+            exit_code,
+        }))
+    }
+
+    type JobLogsStream = LogStream;
+
+    async fn job_logs(&self, req: Request<JobLogsRequest>) -> Result<Response<LogStream>, Status> {
+        let req = req.into_inner();
+        let mut job = self.0.resolve(&req.job)?;
+        if req.follow {
+            // A followed job's logs begin once its container exists.
+            job = wait_until(&self.0, &job.id, |j| {
+                !j.container_id.is_empty() || j.state.is_finished()
+            })
+            .await?;
+        }
+        if job.container_id.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "job {} is {} and has no container yet, so no logs",
+                job.name,
+                job.state.word()
+            )));
+        }
+        let node = job.node.clone().unwrap_or_default();
+        let addr = self
+            .0
+            .read(|s| s.nodes.get(&node).map(|n| n.agent_addr.clone()))
+            .ok_or_else(|| Status::unavailable(format!("node {node} is unknown")))?;
+        let mut client = AgentServiceClient::connect(format!("http://{addr}"))
+            .await
+            .map_err(|e| Error::Agent(format!("node {node} at {addr}: {e}")))?;
+        let upstream = client
+            .container_logs(ContainerLogsRequest {
+                job_id: job.id.clone(),
+                follow: req.follow,
+                tail: req.tail,
+            })
+            .await?
+            .into_inner();
+        let out = upstream.map(|chunk| {
+            chunk.map(|c| LogChunk {
+                stream: c.stream,
+                data: c.data,
+            })
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+}
+
+/// Waits until the job satisfies `done`, re-checking after every applied command.
+pub async fn wait_until(
+    ctl: &Controller,
+    id: &str,
+    done: impl Fn(&crate::state::JobRecord) -> bool,
+) -> Result<crate::state::JobRecord, Status> {
+    let mut applied = ctl.subscribe_applied();
+    loop {
+        let job = ctl.resolve(id)?;
+        if done(&job) {
+            return Ok(job);
+        }
+        if applied.changed().await.is_err() {
+            return Err(Status::unavailable("controller is shutting down"));
+        }
+    }
+}

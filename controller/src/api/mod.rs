@@ -1,0 +1,5 @@
+//! gRPC handlers. They only adapt: decode → call `Controller` → encode.
+
+pub mod cluster;
+pub mod control;
+pub mod jobs;

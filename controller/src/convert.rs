@@ -1,0 +1,81 @@
+//! State records → berth.v1 messages.
+
+use berth_proto::v1 as pb;
+
+use crate::core::Telemetry;
+use crate::state::{JobRecord, NodeRecord, State};
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub fn job(j: &JobRecord, state: &State) -> pb::Job {
+    let queue_position = if j.state == pb::JobState::Queued {
+        state
+            .queue
+            .iter()
+            .position(|id| id == &j.id)
+            .map_or(0, |p| p as u32 + 1)
+    } else {
+        0
+    };
+    pb::Job {
+        id: j.id.clone(),
+        name: j.name.clone(),
+        spec: Some(j.spec.clone()),
+        state: j.state as i32,
+        node: j.node.clone().unwrap_or_default(),
+        gpus: j.gpus.clone(),
+        container_id: j.container_id.clone(),
+        exit_code: j.exit_code,
+        message: j.message.clone(),
+        submitted_at_ms: j.submitted_at_ms,
+        started_at_ms: j.started_at_ms,
+        finished_at_ms: j.finished_at_ms,
+        queue_position,
+    }
+}
+
+/// A node for `berth nodes`: inventory from the state, live numbers from the
+/// last report, holders from the state machine.
+pub fn node(n: &NodeRecord, t: Option<&Telemetry>, state: &State, ready: bool) -> pb::Node {
+    let reported: std::collections::HashMap<&str, &pb::Gpu> = t
+        .map(|t| t.report.gpus.iter().map(|g| (g.uuid.as_str(), g)).collect())
+        .unwrap_or_default();
+    let gpus = n
+        .gpus
+        .iter()
+        .map(|inv| {
+            let live = reported.get(inv.uuid.as_str());
+            pb::Gpu {
+                index: inv.index,
+                uuid: inv.uuid.clone(),
+                model: inv.model.clone(),
+                memory_total_bytes: inv.memory_total_bytes,
+                memory_used_bytes: live.map_or(0, |g| g.memory_used_bytes),
+                utilization_percent: live.map_or(0, |g| g.utilization_percent),
+                foreign_processes: live
+                    .map(|g| g.foreign_processes.clone())
+                    .unwrap_or_default(),
+                job_id: state.gpu_holder(&inv.uuid).unwrap_or_default().to_string(),
+            }
+        })
+        .collect();
+    pb::Node {
+        name: n.name.clone(),
+        agent_addr: n.agent_addr.clone(),
+        status: if ready {
+            pb::NodeStatus::Ready
+        } else {
+            pb::NodeStatus::Down
+        } as i32,
+        gpu_backend: n.gpu_backend.clone(),
+        gpus,
+        disk: t.and_then(|t| t.report.disk.clone()),
+        last_seen_ms_ago: t.map_or(-1, |t| t.at.elapsed().as_millis() as i64),
+        docker_version: n.docker_version.clone(),
+    }
+}

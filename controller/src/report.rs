@@ -1,0 +1,88 @@
+//! Turns an agent's report into job transitions. Pure: state + report in,
+//! commands out, so every rule below has a unit test.
+//!
+//! A missing container only counts when the report says the agent had already
+//! reconciled the revision that placed (or stopped) the job; otherwise the agent
+//! may simply not have created it yet, or may have just restarted.
+
+use std::collections::HashMap;
+
+use berth_proto::v1::{ContainerStatus, JobState, NodeReport};
+
+use crate::state::{Command, State};
+
+pub fn transitions(state: &State, report: &NodeReport, now_ms: i64) -> Vec<Command> {
+    let mut out = Vec::new();
+    let containers: HashMap<&str, &ContainerStatus> = report
+        .containers
+        .iter()
+        .map(|c| (c.job_id.as_str(), c))
+        .collect();
+    let failures: HashMap<&str, &str> = report
+        .failures
+        .iter()
+        .map(|f| (f.job_id.as_str(), f.message.as_str()))
+        .collect();
+    let on_node = state
+        .jobs
+        .values()
+        .filter(|j| j.state.holds_resources() && j.node.as_deref() == Some(report.node.as_str()));
+    for job in on_node {
+        let id = job.id.clone();
+        let at = |ms: i64| if ms > 0 { ms } else { now_ms };
+        match containers.get(job.id.as_str()) {
+            Some(c) => {
+                let ran = c.state != "created";
+                let done = !matches!(
+                    c.state.as_str(),
+                    "created" | "running" | "restarting" | "paused"
+                );
+                if ran && job.container_id.is_empty() {
+                    out.push(Command::Started {
+                        job_id: id.clone(),
+                        container_id: c.container_id.clone(),
+                        at_ms: at(c.started_at_ms),
+                    });
+                }
+                let stopped_before_start = job.state == JobState::Stopping && !ran;
+                if done || stopped_before_start && report.observed_revision >= job.stop_index {
+                    out.push(Command::Exited {
+                        job_id: id,
+                        exit_code: c.exit_code,
+                        at_ms: at(c.finished_at_ms),
+                    });
+                }
+            }
+            None => {
+                let message = if let Some(msg) = failures.get(job.id.as_str()) {
+                    format!("container could not start: {msg}")
+                } else {
+                    let seen = match job.state {
+                        JobState::Stopping => job.stop_index.max(job.placed_index),
+                        _ => job.placed_index,
+                    };
+                    if report.observed_revision < seen {
+                        continue; // the agent has not acted on this job yet
+                    }
+                    match job.state {
+                        JobState::Stopping => "stopped before its container started".to_string(),
+                        JobState::Running => {
+                            "its container disappeared (removed outside Berth?)".to_string()
+                        }
+                        _ => "the agent reconciled but no container exists".to_string(),
+                    }
+                };
+                out.push(Command::Failed {
+                    job_id: id,
+                    message,
+                    at_ms: now_ms,
+                });
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "report_tests.rs"]
+mod tests;
