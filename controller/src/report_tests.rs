@@ -1,1 +1,144 @@
+use super::*;
+use crate::state::{GpuInventory, NodeRecord, Placement};
+use berth_proto::v1::{AllocationFailure, GpuRef, JobSpec};
 
+/// A state with job "a" placed on node "n" at index 4.
+fn placed() -> State {
+    let mut s = State::default();
+    s.apply(
+        1,
+        &Command::RegisterNode(NodeRecord {
+            name: "n".into(),
+            agent_addr: "x".into(),
+            gpu_backend: "simulated".into(),
+            gpus: vec![GpuInventory {
+                index: 0,
+                uuid: "g0".into(),
+                model: "m".into(),
+                memory_total_bytes: 1,
+            }],
+            docker_version: String::new(),
+        }),
+    )
+    .unwrap();
+    s.apply(
+        3,
+        &Command::Submit {
+            id: "a".into(),
+            name: "a".into(),
+            spec: JobSpec {
+                gpus: 1,
+                ..Default::default()
+            },
+            at_ms: 0,
+        },
+    )
+    .unwrap();
+    s.apply(
+        4,
+        &Command::Place {
+            placements: vec![Placement {
+                job_id: "a".into(),
+                node: "n".into(),
+                gpus: vec![GpuRef {
+                    index: 0,
+                    uuid: "g0".into(),
+                }],
+            }],
+        },
+    )
+    .unwrap();
+    s
+}
+
+fn report(rev: u64, containers: Vec<ContainerStatus>) -> NodeReport {
+    NodeReport {
+        node: "n".into(),
+        observed_revision: rev,
+        containers,
+        ..Default::default()
+    }
+}
+
+fn container(state: &str, code: i32) -> ContainerStatus {
+    ContainerStatus {
+        job_id: "a".into(),
+        container_id: "c1".into(),
+        state: state.into(),
+        exit_code: code,
+        started_at_ms: 10,
+        finished_at_ms: 20,
+    }
+}
+
+#[test]
+fn running_then_exited() {
+    let mut s = placed();
+    let cmds = transitions(&s, &report(4, vec![container("running", 0)]), 99);
+    assert_eq!(
+        cmds,
+        vec![Command::Started {
+            job_id: "a".into(),
+            container_id: "c1".into(),
+            at_ms: 10
+        }]
+    );
+    s.apply(5, &cmds[0]).unwrap();
+    assert!(
+        transitions(&s, &report(5, vec![container("running", 0)]), 99).is_empty(),
+        "no change, no command"
+    );
+    let cmds = transitions(&s, &report(5, vec![container("exited", 3)]), 99);
+    assert_eq!(
+        cmds,
+        vec![Command::Exited {
+            job_id: "a".into(),
+            exit_code: 3,
+            at_ms: 20
+        }]
+    );
+}
+
+#[test]
+fn a_container_that_ran_and_exited_between_reports_is_started_then_exited() {
+    let s = placed();
+    let cmds = transitions(&s, &report(4, vec![container("exited", 0)]), 99);
+    assert_eq!(cmds.len(), 2);
+    assert!(matches!(cmds[0], Command::Started { .. }));
+    assert!(matches!(cmds[1], Command::Exited { exit_code: 0, .. }));
+}
+
+#[test]
+fn missing_container_counts_only_after_the_agent_saw_the_placement() {
+    let s = placed();
+    assert!(
+        transitions(&s, &report(3, vec![]), 99).is_empty(),
+        "agent has not reconciled index 4 yet"
+    );
+    let cmds = transitions(&s, &report(4, vec![]), 99);
+    assert!(
+        matches!(&cmds[0], Command::Failed { message, .. } if message.contains("no container"))
+    );
+}
+
+#[test]
+fn create_failures_fail_the_job_with_dockers_message() {
+    let s = placed();
+    let mut r = report(4, vec![]);
+    r.failures.push(AllocationFailure {
+        job_id: "a".into(),
+        message: "port is already allocated".into(),
+    });
+    let cmds = transitions(&s, &r, 99);
+    assert!(
+        matches!(&cmds[0], Command::Failed { message, .. } if message.contains("port is already allocated"))
+    );
+}
+
+#[test]
+fn reports_from_other_nodes_change_nothing() {
+    let s = placed();
+    let mut r = report(4, vec![]);
+    r.node = "other".into();
+    assert!(transitions(&s, &r, 99).is_empty());
+}

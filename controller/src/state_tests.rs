@@ -1,1 +1,218 @@
+use super::*;
 
+fn state_with_node(gpus: u32) -> State {
+    let mut s = State::default();
+    s.apply(
+        1,
+        &Command::Init {
+            cluster_id: "c".into(),
+        },
+    )
+    .unwrap();
+    s.apply(
+        2,
+        &Command::RegisterNode(NodeRecord {
+            name: "n".into(),
+            agent_addr: "a".into(),
+            gpu_backend: "simulated".into(),
+            gpus: (0..gpus)
+                .map(|i| GpuInventory {
+                    index: i,
+                    uuid: format!("g{i}"),
+                    model: "m".into(),
+                    memory_total_bytes: 1,
+                })
+                .collect(),
+            docker_version: String::new(),
+        }),
+    )
+    .unwrap();
+    s
+}
+
+fn submit(s: &mut State, index: u64, id: &str, gpus: u32) -> Result<Applied, Rejection> {
+    s.apply(
+        index,
+        &Command::Submit {
+            id: id.into(),
+            name: format!("name-{id}"),
+            spec: JobSpec {
+                image: "i".into(),
+                gpus,
+                ..Default::default()
+            },
+            at_ms: index as i64,
+        },
+    )
+}
+
+fn place(id: &str, gpus: &[u32]) -> Command {
+    Command::Place {
+        placements: vec![Placement {
+            job_id: id.into(),
+            node: "n".into(),
+            gpus: gpus
+                .iter()
+                .map(|i| GpuRef {
+                    index: *i,
+                    uuid: format!("g{i}"),
+                })
+                .collect(),
+        }],
+    }
+}
+
+#[test]
+fn a_gpu_is_never_given_to_two_live_jobs() {
+    let mut s = state_with_node(2);
+    submit(&mut s, 3, "a", 1).unwrap();
+    submit(&mut s, 4, "b", 1).unwrap();
+    assert_eq!(s.apply(5, &place("a", &[0])).unwrap().jobs, vec!["a"]);
+    let second = s.apply(6, &place("b", &[0])).unwrap();
+    assert!(second.jobs.is_empty(), "stale plan must be refused");
+    assert!(
+        matches!(&second.rejected[0], Rejection::BadPlacement { why, .. } if why.contains("held by live job a"))
+    );
+    assert_eq!(s.jobs["b"].state, JobState::Queued);
+    // Once a finishes, its GPU is free again.
+    s.apply(
+        7,
+        &Command::Started {
+            job_id: "a".into(),
+            container_id: "c".into(),
+            at_ms: 7,
+        },
+    )
+    .unwrap();
+    s.apply(
+        8,
+        &Command::Exited {
+            job_id: "a".into(),
+            exit_code: 0,
+            at_ms: 8,
+        },
+    )
+    .unwrap();
+    assert_eq!(s.apply(9, &place("b", &[0])).unwrap().jobs, vec!["b"]);
+}
+
+#[test]
+fn placement_rechecks_count_and_inventory() {
+    let mut s = state_with_node(2);
+    submit(&mut s, 3, "a", 2).unwrap();
+    assert!(
+        !s.apply(4, &place("a", &[0])).unwrap().rejected.is_empty(),
+        "wrong count"
+    );
+    assert!(
+        !s.apply(5, &place("a", &[0, 7]))
+            .unwrap()
+            .rejected
+            .is_empty(),
+        "unknown GPU"
+    );
+    assert!(
+        !s.apply(6, &place("a", &[1, 1]))
+            .unwrap()
+            .rejected
+            .is_empty(),
+        "same GPU twice"
+    );
+    assert_eq!(s.apply(7, &place("a", &[0, 1])).unwrap().jobs, vec!["a"]);
+    assert!(s.queue.is_empty());
+}
+
+#[test]
+fn names_are_unique_among_live_jobs_only() {
+    let mut s = state_with_node(1);
+    let cmd = |id: &str| Command::Submit {
+        id: id.into(),
+        name: "train".into(),
+        spec: JobSpec {
+            image: "i".into(),
+            ..Default::default()
+        },
+        at_ms: 0,
+    };
+    s.apply(3, &cmd("a")).unwrap();
+    assert!(matches!(
+        s.apply(4, &cmd("b")),
+        Err(Rejection::NameInUse(..))
+    ));
+    s.apply(
+        5,
+        &Command::Cancel {
+            job_id: "a".into(),
+            at_ms: 5,
+        },
+    )
+    .unwrap();
+    assert_eq!(s.jobs["a"].state, JobState::Cancelled);
+    s.apply(6, &cmd("b")).unwrap();
+    assert_eq!(s.live_job_named("train"), Some("b"));
+}
+
+#[test]
+fn stopping_holds_gpus_until_the_container_is_gone() {
+    let mut s = state_with_node(1);
+    submit(&mut s, 3, "a", 1).unwrap();
+    s.apply(4, &place("a", &[0])).unwrap();
+    s.apply(
+        5,
+        &Command::Started {
+            job_id: "a".into(),
+            container_id: "c".into(),
+            at_ms: 5,
+        },
+    )
+    .unwrap();
+    s.apply(
+        6,
+        &Command::Cancel {
+            job_id: "a".into(),
+            at_ms: 6,
+        },
+    )
+    .unwrap();
+    assert_eq!(s.jobs["a"].state, JobState::Stopping);
+    assert_eq!(s.jobs["a"].stop_index, 6);
+    assert_eq!(
+        s.gpu_holder("g0"),
+        Some("a"),
+        "still held while the container may run"
+    );
+    s.apply(
+        7,
+        &Command::Exited {
+            job_id: "a".into(),
+            exit_code: 143,
+            at_ms: 7,
+        },
+    )
+    .unwrap();
+    assert_eq!(s.jobs["a"].state, JobState::Cancelled);
+    assert_eq!(s.jobs["a"].exit_code, Some(143));
+    assert_eq!(s.gpu_holder("g0"), None);
+    assert!(
+        s.apply(
+            8,
+            &Command::Cancel {
+                job_id: "a".into(),
+                at_ms: 8
+            }
+        )
+        .is_err(),
+        "finished jobs cannot stop"
+    );
+}
+
+#[test]
+fn snapshot_roundtrip_rebuilds_indexes() {
+    let mut s = state_with_node(2);
+    submit(&mut s, 3, "a", 1).unwrap();
+    s.apply(4, &place("a", &[1])).unwrap();
+    let mut back: State = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+    back.reindex();
+    assert_eq!(back.gpu_holder("g1"), Some("a"));
+    assert_eq!(back.live_job_named("name-a"), Some("a"));
+}
