@@ -74,9 +74,15 @@ async fn main() -> ExitCode {
 }
 
 async fn dispatch(command: Command, addr: &str, format: Format) -> anyhow::Result<i32> {
+    if let Command::Run(args) = command {
+        // Malformed flags are refused before we even connect: nothing is created.
+        let spec = commands::run::job_spec(&args)?;
+        let client = client::Client::connect(addr).await?;
+        return commands::run::run(&client, args, spec).await;
+    }
     let client = client::Client::connect(addr).await?;
     match command {
-        Command::Run(args) => commands::run::run(&client, args).await,
+        Command::Run(_) => unreachable!("handled above"),
         Command::Ps(args) => commands::ps::run(&client, args, format).await.map(|()| 0),
         Command::Logs(args) => commands::logs::run(&client, args).await.map(|()| 0),
         Command::Stop(args) => commands::stop::run(&client, args).await.map(|()| 0),

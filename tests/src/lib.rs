@@ -1,1 +1,361 @@
+//! End-to-end harness: starts the real `berth-controller` and `berth-agent`
+//! binaries against this machine's Docker daemon, drives them with the real
+//! `berth` CLI, and inspects the results with the `docker` CLI. Nothing here
+//! is faked; the only simulation is the GPU inventory (no GPU on CI).
+//!
+//! Every cluster gets unique node and job names, so tests run in parallel on
+//! one daemon. Processes are killed and containers removed on drop.
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The image the tests run; built by `deploy/images/build-workload-image.sh`.
+pub const IMAGE: &str = "berth/workload:latest";
+
+/// A binary of this workspace, built next to the test executable.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (tests/run.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// Polls `f` until it returns Some, or panics with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub const DEADLINE: Duration = Duration::from_secs(45);
+
+/// A short random suffix for names shared with the Docker daemon.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}-{:x}{:x}", std::process::id(), nanos)
+}
+
+pub fn ensure_image() {
+    let ok = Command::new("docker")
+        .args(["image", "inspect", IMAGE])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/images/build-workload-image.sh");
+        let st = Command::new(script)
+            .arg(IMAGE)
+            .status()
+            .expect("run image build script");
+        assert!(st.success(), "building {IMAGE} failed");
+    }
+}
+
+pub struct Proc {
+    child: Child,
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command, log: &Path) -> Proc {
+        let log = std::fs::File::create(log).expect("log file");
+        let child = cmd
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .env("RUST_LOG", "info")
+            .spawn()
+            .expect("spawn");
+        Proc { child }
+    }
+
+    /// SIGKILL: no shutdown path runs, as in a crash or power loss.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A controller process and its data dir.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub addr: String,
+    pub controller: Proc,
+    pub agents: Vec<(String, Proc)>,
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        ensure_image();
+        let dir = tempfile::tempdir().unwrap();
+        let (controller, addr) = start_controller(dir.path(), "127.0.0.1:0");
+        Cluster {
+            dir,
+            addr,
+            controller,
+            agents: Vec::new(),
+        }
+    }
+
+    /// kill -9 the controller, then start it again on the same address and data dir.
+    pub fn restart_controller(&mut self) {
+        self.controller.kill9();
+        let (p, addr) = start_controller(self.dir.path(), &self.addr);
+        assert_eq!(addr, self.addr);
+        self.controller = p;
+    }
+
+    /// Starts an agent with `gpus` simulated GPUs and waits until it is ready.
+    /// Returns the node name; its foreign-process file is `self.foreign_file(name)`.
+    pub fn add_agent(&mut self, gpus: u32) -> String {
+        let name = unique("node");
+        self.spawn_agent(&name, gpus);
+        self.wait_node_ready(&name);
+        name
+    }
+
+    pub fn foreign_file(&self, node: &str) -> PathBuf {
+        self.dir.path().join(format!("{node}.foreign"))
+    }
+
+    fn spawn_agent(&mut self, name: &str, gpus: u32) {
+        let foreign = self.foreign_file(name);
+        if !foreign.exists() {
+            std::fs::write(&foreign, "").unwrap();
+        }
+        let log = self.dir.path().join(format!("{name}.log"));
+        let p = Proc::spawn(
+            Command::new(bin("berth-agent"))
+                .args([
+                    "--controllers",
+                    &self.addr,
+                    "--name",
+                    name,
+                    "--listen",
+                    "127.0.0.1:0",
+                ])
+                .args(["--fake-gpus", &gpus.to_string(), "--report-every", "0.3"])
+                .arg("--fake-foreign")
+                .arg(&foreign),
+            &log,
+        );
+        self.agents.push((name.to_string(), p));
+    }
+
+    /// kill -9 the agent of `node` and start it again under the same name.
+    pub fn restart_agent(&mut self, node: &str, gpus: u32) {
+        self.kill_agent(node);
+        self.spawn_agent(node, gpus);
+    }
+
+    pub fn kill_agent(&mut self, node: &str) {
+        if let Some(i) = self.agents.iter().position(|(n, _)| n == node) {
+            let (_, mut p) = self.agents.remove(i);
+            p.kill9();
+        }
+    }
+
+    pub fn start_agent(&mut self, node: &str, gpus: u32) {
+        self.spawn_agent(node, gpus);
+    }
+
+    pub fn wait_node_ready(&self, node: &str) {
+        wait_for(&format!("node {node} ready"), DEADLINE, || {
+            let nodes = self.json(&["nodes"]);
+            nodes
+                .as_array()?
+                .iter()
+                .find(|n| {
+                    n["name"] == node
+                        && n["status"] == "ready"
+                        && n["last_seen_ms_ago"]
+                            .as_i64()
+                            .is_some_and(|ms| (0..1000).contains(&ms))
+                })
+                .map(|_| ())
+        });
+    }
+
+    /// Runs the `berth` CLI against this cluster.
+    pub fn berth(&self, args: &[&str]) -> Output {
+        Command::new(bin("berth"))
+            .arg("--addr")
+            .arg(&self.addr)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs `berth ARGS --output json` and parses stdout; panics on failure.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let out = self.berth(&[args, &["--output", "json"]].concat());
+        assert!(
+            out.status.success(),
+            "berth {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("json output")
+    }
+
+    /// `berth run -d ARGS`; returns the job id.
+    pub fn run_detached(&self, args: &[&str]) -> String {
+        let out = self.berth(&[&["run", "-d"], args].concat());
+        assert!(
+            out.status.success(),
+            "berth run -d {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    pub fn job(&self, job: &str) -> Value {
+        self.json(&["inspect", job])[0].clone()
+    }
+
+    pub fn wait_state(&self, job: &str, state: &str) -> Value {
+        wait_for(&format!("job {job} {state}"), DEADLINE, || {
+            let j = self.job(job);
+            (j["state"] == state).then_some(j)
+        })
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (node, p) in &mut self.agents {
+            p.kill9();
+            remove_node_containers(node);
+        }
+    }
+}
+
+fn start_controller(dir: &Path, listen: &str) -> (Proc, String) {
+    let addr_file = dir.join("controller.addr");
+    let _ = std::fs::remove_file(&addr_file);
+    let p = Proc::spawn(
+        Command::new(bin("berth-controller"))
+            .args(["--listen", listen])
+            .arg("--data-dir")
+            .arg(dir),
+        &dir.join(format!("controller-{}.log", unique("run"))),
+    );
+    let addr = wait_for("controller address", DEADLINE, || {
+        std::fs::read_to_string(&addr_file).ok()
+    });
+    (p, addr)
+}
+
+/// Containers of a node, as Docker itself lists them.
+pub fn docker_containers(node: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--no-trunc",
+            "--filter",
+            &format!("label=berth.node={node}"),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+pub fn docker_inspect(container: &str) -> Value {
+    let out = Command::new("docker")
+        .args(["inspect", container])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "docker inspect {container}");
+    serde_json::from_slice::<Value>(&out.stdout).unwrap()[0].clone()
+}
+
+/// The value of `KEY` in a container's environment.
+pub fn container_env(inspect: &Value, key: &str) -> Option<String> {
+    inspect["Config"]["Env"]
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .find_map(|e| e.strip_prefix(&format!("{key}=")).map(String::from))
+}
+
+fn remove_node_containers(node: &str) {
+    let ids = docker_containers(node);
+    if !ids.is_empty() {
+        let _ = Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&ids)
+            .output();
+    }
+}
+
+/// A directory shared with jobs: a job blocks until its gate file appears,
+/// so tests decide when jobs finish without sleeping.
+pub struct Gates {
+    pub dir: tempfile::TempDir,
+}
+
+impl Gates {
+    pub fn new() -> Gates {
+        let dir = tempfile::tempdir().unwrap();
+        // Containers run as root; the host dir must be readable inside.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
+        Gates { dir }
+    }
+
+    pub fn mount(&self) -> String {
+        format!("{}:/gates", self.dir.path().display())
+    }
+
+    pub fn open(&self, name: &str) {
+        std::fs::write(self.dir.path().join(name), "").unwrap();
+    }
+
+    /// A shell command that prints a line, waits for gate `name`, then exits with `code`.
+    pub fn job_cmd(name: &str, code: i32) -> Vec<String> {
+        vec![
+            "sh".into(),
+            "-c".into(),
+            format!(
+                "echo hello-{name}; trap 'exit 143' TERM; while [ ! -f /gates/{name} ]; do sleep 0.05; done; echo bye-{name} >&2; exit {code}"
+            ),
+        ]
+    }
+}
+
+impl Default for Gates {
+    fn default() -> Self {
+        Gates::new()
+    }
+}

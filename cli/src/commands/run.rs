@@ -82,8 +82,7 @@ pub fn job_spec(args: &Args) -> Result<JobSpec> {
     })
 }
 
-pub async fn run(client: &Client, args: Args) -> Result<i32> {
-    let spec = job_spec(&args)?;
+pub async fn run(client: &Client, args: Args, spec: JobSpec) -> Result<i32> {
     // Watch before submitting so no transition of the new job can be missed.
     let mut events = if args.detach {
         None
