@@ -156,7 +156,7 @@ impl Agent {
                     }
                     Err(e) => {
                         tracing::warn!(job = %alloc.job_id, error = %e, "create failed");
-                        failed.insert(alloc.job_id, e.to_string());
+                        failed.insert(alloc.job_id.clone(), e.to_string());
                     }
                 }
             }

@@ -11,7 +11,7 @@ use crate::runtime::ContainerInfo;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// No container exists for a newly placed job.
-    Create(Allocation),
+    Create(Box<Allocation>),
     /// A container was created but never started (the agent died in between).
     Start {
         job_id: String,
@@ -37,7 +37,7 @@ pub fn plan(
         let state = JobState::try_from(alloc.state).unwrap_or(JobState::Unspecified);
         match (state, by_job.get(alloc.job_id.as_str())) {
             (JobState::Placed, None) if !failed.contains(&alloc.job_id) => {
-                actions.push(Action::Create(alloc.clone()))
+                actions.push(Action::Create(Box::new(alloc.clone())))
             }
             (JobState::Placed | JobState::Running, Some(c)) if c.state == "created" => actions
                 .push(Action::Start {
@@ -96,7 +96,7 @@ mod tests {
         ];
         let actual = [container("b", "running")];
         let actions = plan(&desired, &actual, &HashSet::new());
-        assert_eq!(actions, vec![Action::Create(desired[0].clone())]);
+        assert_eq!(actions, vec![Action::Create(Box::new(desired[0].clone()))]);
     }
 
     #[test]

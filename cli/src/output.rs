@@ -62,17 +62,22 @@ pub fn ago(ms: i64) -> String {
     if ms <= 0 {
         return "-".into();
     }
+    format!("{} ago", since(ms))
+}
+
+/// "3 seconds", "Less than a second": time elapsed since `ms` (unix millis).
+pub fn since(ms: i64) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(ms);
     let s = ((now - ms) / 1000).max(0);
     match s {
-        0..=1 => "Less than a second ago".into(),
-        2..=59 => format!("{s} seconds ago"),
-        60..=3599 => format!("{} minutes ago", s / 60),
-        3600..=86399 => format!("{} hours ago", s / 3600),
-        _ => format!("{} days ago", s / 86400),
+        0..=1 => "Less than a second".into(),
+        2..=59 => format!("{s} seconds"),
+        60..=3599 => format!("{} minutes", s / 60),
+        3600..=86399 => format!("{} hours", s / 3600),
+        _ => format!("{} days", s / 86400),
     }
 }
 

@@ -137,10 +137,11 @@ pub fn normalize_image(reference: &str) -> String {
         return r.to_string();
     }
     let last = r.rsplit('/').next().unwrap_or(r);
-    if last.contains(':') {
+    // A tag is present, or the reference is an id prefix, not a repository name.
+    let tagged = last.contains(':');
+    let id_prefix = r.len() >= 12 && r.chars().all(|c| c.is_ascii_hexdigit());
+    if tagged || id_prefix {
         r.to_string()
-    } else if r.len() >= 12 && r.chars().all(|c| c.is_ascii_hexdigit()) {
-        r.to_string() // an id prefix, not a repository name
     } else {
         format!("{r}:latest")
     }

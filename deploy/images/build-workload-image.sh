@@ -27,6 +27,14 @@ if [ -z "$busybox" ]; then
   fi
 fi
 
+# Idempotent: the inputs' hash is stored as a label, and an image built from
+# the same inputs is kept (re-importing would leave a dangling old image).
+hash="$(cat "$busybox" "$here/berth-demo-train" "$0" | sha256sum | cut -c1-16)"
+if [ "$(docker image inspect -f '{{index .Config.Labels "berth.workload.inputs"}}' "$tag" 2>/dev/null)" = "$hash" ]; then
+  echo "$tag is up to date"
+  exit 0
+fi
+
 root="$(mktemp -d)"
 trap 'rm -rf "$root"' EXIT
 mkdir -p "$root"/{bin,sbin,usr/bin,usr/local/bin,etc,tmp,root,proc,sys,dev,workspace}
@@ -43,5 +51,6 @@ tar -C "$root" -c . | docker import \
   --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin:/sbin' \
   --change 'WORKDIR /workspace' \
   --change 'CMD ["/bin/sh"]' \
+  --change "LABEL berth.workload.inputs=$hash" \
   - "$tag" >/dev/null
 echo "built $tag ($(docker image inspect -f '{{.Size}}' "$tag") bytes)"

@@ -4,7 +4,7 @@ use anyhow::Result;
 use berth_proto::v1::{JobState, ListJobsRequest};
 
 use crate::client::{status_message, Client};
-use crate::output::{ago, job_json, state, table, Format};
+use crate::output::{ago, job_json, since, state, table, Format};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -35,7 +35,7 @@ pub async fn run(client: &Client, args: Args, format: Format) -> Result<()> {
             let status = match state(j) {
                 JobState::Queued => format!("Queued (#{})", j.queue_position),
                 JobState::Placed => "Creating".into(),
-                JobState::Running => format!("Up since {}", ago(j.started_at_ms)),
+                JobState::Running => format!("Up {}", since(j.started_at_ms)),
                 JobState::Stopping => "Stopping".into(),
                 JobState::Exited => format!(
                     "Exited ({}) {}",

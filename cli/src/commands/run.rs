@@ -125,7 +125,7 @@ pub async fn run(client: &Client, args: Args, spec: JobSpec) -> Result<i32> {
                 let st = state(&j);
                 if st != last {
                     match st {
-                        JobState::Queued => eprintln!("berth: queued at position {} (waiting for GPUs)", j.queue_position),
+                        JobState::Queued => eprintln!("berth: queued (position {})", j.queue_position),
                         JobState::Placed => eprintln!(
                             "berth: placed on {} GPUs [{}]",
                             j.node,

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests of the pure cores, the binaries' own
+# tests, and the end-to-end suites on this machine's real Docker daemon.
+#
+#   tests/run.sh [cargo test args...]
+#
+# Needs a running Docker daemon; builds the workload image (installing
+# busybox-static when missing) and the binaries the end-to-end tests start.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+docker info >/dev/null 2>&1 || { echo "error: no Docker daemon answers (start dockerd)" >&2; exit 1; }
+deploy/images/build-workload-image.sh berth/workload:latest
+cargo build --workspace --bins
+cargo test --workspace "$@"
