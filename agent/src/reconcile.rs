@@ -39,11 +39,14 @@ pub fn plan(
             (JobState::Placed, None) if !failed.contains(&alloc.job_id) => {
                 actions.push(Action::Create(Box::new(alloc.clone())))
             }
-            (JobState::Placed | JobState::Running, Some(c)) if c.state == "created" => actions
-                .push(Action::Start {
+            (JobState::Placed | JobState::Running, Some(c))
+                if c.state == "created" && !failed.contains(&alloc.job_id) =>
+            {
+                actions.push(Action::Start {
                     job_id: alloc.job_id.clone(),
                     container_id: c.id.clone(),
-                }),
+                })
+            }
             (JobState::Stopping, Some(c)) if c.is_running() => actions.push(Action::Stop {
                 job_id: alloc.job_id.clone(),
                 container_id: c.id.clone(),
@@ -141,9 +144,14 @@ mod tests {
     }
 
     #[test]
-    fn failed_creates_are_not_retried() {
+    fn failed_creates_and_starts_are_not_retried() {
         let desired = [alloc("a", JobState::Placed)];
         let failed = HashSet::from(["a".to_string()]);
         assert!(plan(&desired, &[], &failed).is_empty());
+        let created = [container("a", "created")];
+        assert!(
+            plan(&desired, &created, &failed).is_empty(),
+            "a failed start is not retried"
+        );
     }
 }

@@ -30,7 +30,13 @@ pub fn transitions(state: &State, report: &NodeReport, now_ms: i64) -> Vec<Comma
     for job in on_node {
         let id = job.id.clone();
         let at = |ms: i64| if ms > 0 { ms } else { now_ms };
-        match containers.get(job.id.as_str()) {
+        // A reported failure wins: `docker start` can fail after `create`
+        // succeeded (a taken host port), leaving a container that never ran.
+        let failure = failures.get(job.id.as_str());
+        match containers
+            .get(job.id.as_str())
+            .filter(|c| failure.is_none() || c.state != "created")
+        {
             Some(c) => {
                 let ran = c.state != "created";
                 let done = !matches!(
@@ -54,7 +60,7 @@ pub fn transitions(state: &State, report: &NodeReport, now_ms: i64) -> Vec<Comma
                 }
             }
             None => {
-                let message = if let Some(msg) = failures.get(job.id.as_str()) {
+                let message = if let Some(msg) = failure {
                     format!("container could not start: {msg}")
                 } else {
                     let seen = match job.state {

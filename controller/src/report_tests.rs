@@ -142,3 +142,18 @@ fn reports_from_other_nodes_change_nothing() {
     r.node = "other".into();
     assert!(transitions(&s, &r, 99).is_empty());
 }
+
+#[test]
+fn a_failed_start_wins_over_a_created_container() {
+    let s = placed();
+    let mut r = report(4, vec![container("created", 0)]);
+    r.failures.push(AllocationFailure {
+        job_id: "a".into(),
+        message: "port is already allocated".into(),
+    });
+    let cmds = transitions(&s, &r, 99);
+    assert_eq!(cmds.len(), 1, "{cmds:?}");
+    assert!(
+        matches!(&cmds[0], Command::Failed { message, .. } if message.contains("port is already allocated"))
+    );
+}

@@ -297,3 +297,32 @@ fn foreign_gpu_is_not_given_to_jobs() {
     c.wait_state(&ja, "exited");
     c.wait_state(&jb, "exited");
 }
+
+/// A job whose container cannot start (its host port is taken outside Berth)
+/// fails with Docker's reason, and an attached run says so; its GPU is freed.
+#[test]
+fn a_job_that_cannot_start_fails_with_the_reason() {
+    let mut c = Cluster::start();
+    c.add_agent(1);
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let publish = format!("127.0.0.1:{port}:80");
+    let name = unique("portclash");
+    let out = c.berth(&[
+        "run", "--gpus", "1", "-p", &publish, "--name", &name, IMAGE, "true",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains("failed") && err.contains("could not start"),
+        "{err}"
+    );
+    let job = c.job(&name);
+    assert_eq!(job["state"], "failed");
+    let nodes = c.json(&["nodes"]);
+    assert_eq!(
+        nodes[0]["gpus"][0]["job_id"], "",
+        "the failed job's GPU is free again"
+    );
+    drop(busy);
+}

@@ -114,6 +114,7 @@ pub async fn run(client: &Client, args: Args, spec: JobSpec) -> Result<i32> {
     eprintln!("berth: job {} ({}) submitted", job.id, job.name);
     let mut last = JobState::Unspecified;
     let mut interrupted = false;
+    let mut has_container = false;
     let events = events.as_mut().expect("attached");
     // Follow the job until its container exists (or it ended without one).
     loop {
@@ -135,7 +136,10 @@ pub async fn run(client: &Client, args: Args, spec: JobSpec) -> Result<i32> {
                     }
                     last = st;
                 }
-                if !j.container_id.is_empty() || st.is_finished() { break; }
+                if !j.container_id.is_empty() || st.is_finished() {
+                    has_container = !j.container_id.is_empty();
+                    break;
+                }
             }
             _ = tokio::signal::ctrl_c(), if !interrupted => {
                 interrupted = true;
@@ -145,7 +149,9 @@ pub async fn run(client: &Client, args: Args, spec: JobSpec) -> Result<i32> {
     }
     let logs = crate::commands::logs::stream(client, &job.id, true, 0);
     tokio::pin!(logs);
-    loop {
+    // A job that ended without a container (e.g. its host port was taken)
+    // has no output; skip to its outcome, which says why.
+    while has_container {
         tokio::select! {
             r = &mut logs => { r?; break; }
             _ = tokio::signal::ctrl_c(), if !interrupted => {
