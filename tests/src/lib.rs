@@ -316,6 +316,14 @@ fn remove_node_containers(node: &str) {
     }
 }
 
+/// CLI flags followed by a job's command line.
+pub fn args<'a>(head: &[&'a str], cmd: &'a [String]) -> Vec<&'a str> {
+    head.iter()
+        .copied()
+        .chain(cmd.iter().map(String::as_str))
+        .collect()
+}
+
 /// A directory shared with jobs: a job blocks until its gate file appears,
 /// so tests decide when jobs finish without sleeping.
 pub struct Gates {

@@ -4,13 +4,6 @@
 use berth_tests::*;
 use serde_json::Value;
 
-fn args<'a>(head: &[&'a str], cmd: &'a [String]) -> Vec<&'a str> {
-    head.iter()
-        .copied()
-        .chain(cmd.iter().map(String::as_str))
-        .collect()
-}
-
 /// Three 1-GPU jobs on a 2-GPU host: two run on distinct GPUs, the third
 /// queues and takes the GPU the first one frees. Exit codes and logs come back.
 #[test]

@@ -3,13 +3,6 @@
 
 use berth_tests::*;
 
-fn args<'a>(head: &[&'a str], cmd: &'a [String]) -> Vec<&'a str> {
-    head.iter()
-        .copied()
-        .chain(cmd.iter().map(String::as_str))
-        .collect()
-}
-
 #[test]
 fn controller_restart_keeps_jobs_and_allocations() {
     let mut c = Cluster::start();

@@ -147,16 +147,18 @@ pub async fn run(client: &Client, args: Args, spec: JobSpec) -> Result<i32> {
             }
         }
     }
-    let logs = crate::commands::logs::stream(client, &job.id, true, 0);
-    tokio::pin!(logs);
     // A job that ended without a container (e.g. its host port was taken)
     // has no output; skip to its outcome, which says why.
-    while has_container {
-        tokio::select! {
-            r = &mut logs => { r?; break; }
-            _ = tokio::signal::ctrl_c(), if !interrupted => {
-                interrupted = true;
-                stop(client, &job.id).await?;
+    if has_container {
+        let logs = crate::commands::logs::stream(client, &job.id, true, 0);
+        tokio::pin!(logs);
+        loop {
+            tokio::select! {
+                r = &mut logs => { r?; break; }
+                _ = tokio::signal::ctrl_c(), if !interrupted => {
+                    interrupted = true;
+                    stop(client, &job.id).await?;
+                }
             }
         }
     }
