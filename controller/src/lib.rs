@@ -17,6 +17,7 @@ pub mod api;
 pub mod convert;
 pub mod core;
 mod error;
+pub mod raft;
 pub mod report;
 pub mod scheduler;
 pub mod server;

@@ -1,0 +1,312 @@
+//! `raft::Storage` on sled: the raft log, hard state, conf state and the
+//! latest snapshot, durable across restarts.
+//!
+//! Everything lives in one sled tree, `raft`, so that a `Ready`'s entries and
+//! hard state go to disk in one atomic batch (sled batches are per tree):
+//! - `e` + big-endian u64 index → `Entry` (protobuf, raft-rs's own encoding);
+//! - `m:hs` → `HardState`, `m:cs` → `ConfState`, `m:snap` → `Snapshot`
+//!   (metadata and state-machine data).
+//!
+//! Nothing a peer is told may depend on a write before `flush()` returned:
+//! the ready loop calls `persist(.., must_sync)` before sending persisted
+//! messages.
+
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, RaftState, StorageError};
+
+const HARD_STATE: &[u8] = b"m:hs";
+const CONF_STATE: &[u8] = b"m:cs";
+const SNAPSHOT: &[u8] = b"m:snap";
+
+fn entry_key(index: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = b'e';
+    k[1..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn store_err(e: impl std::fmt::Display) -> raft::Error {
+    raft::Error::Store(StorageError::Other(e.to_string().into()))
+}
+
+pub struct SledRaftStorage {
+    db: sled::Db,
+    tree: sled::Tree,
+    hard_state: HardState,
+    conf_state: ConfState,
+    snapshot_meta: SnapshotMetadata,
+    /// Index of the first entry present (snapshot index + 1 when empty).
+    first: u64,
+    /// Index of the last entry present (snapshot index when empty).
+    last: u64,
+}
+
+impl SledRaftStorage {
+    /// Opens the raft state stored in `db` (empty for a new node).
+    pub fn open(db: &sled::Db) -> raft::Result<SledRaftStorage> {
+        let tree = db.open_tree("raft").map_err(store_err)?;
+        let read = |key: &[u8]| tree.get(key).map_err(store_err);
+        let hard_state = match read(HARD_STATE)? {
+            Some(b) => HardState::parse_from_bytes(&b).map_err(store_err)?,
+            None => HardState::default(),
+        };
+        let conf_state = match read(CONF_STATE)? {
+            Some(b) => ConfState::parse_from_bytes(&b).map_err(store_err)?,
+            None => ConfState::default(),
+        };
+        let snapshot_meta = match read(SNAPSHOT)? {
+            Some(b) => Snapshot::parse_from_bytes(&b)
+                .map_err(store_err)?
+                .take_metadata(),
+            None => SnapshotMetadata::default(),
+        };
+        let mut entries = tree.range(entry_key(0)..=entry_key(u64::MAX)).keys();
+        let index_of =
+            |k: sled::IVec| u64::from_be_bytes(k[1..9].try_into().expect("9-byte entry key"));
+        let first = match entries.next() {
+            Some(k) => index_of(k.map_err(store_err)?),
+            None => snapshot_meta.index + 1,
+        };
+        let last = match tree
+            .range(entry_key(0)..=entry_key(u64::MAX))
+            .keys()
+            .next_back()
+        {
+            Some(k) => index_of(k.map_err(store_err)?),
+            None => snapshot_meta.index,
+        };
+        Ok(SledRaftStorage {
+            db: db.clone(),
+            tree,
+            hard_state,
+            conf_state,
+            snapshot_meta,
+            first,
+            last,
+        })
+    }
+
+    /// Whether this node has ever been part of a cluster.
+    pub fn is_initialized(&self) -> bool {
+        !self.conf_state.voters.is_empty() || !self.conf_state.learners.is_empty()
+    }
+
+    /// Boots a brand-new cluster's configuration (voters), durably.
+    pub fn initialize(&mut self, voters: &[u64]) -> raft::Result<()> {
+        let cs = ConfState {
+            voters: voters.to_vec(),
+            ..Default::default()
+        };
+        let mut batch = sled::Batch::default();
+        self.set_conf_state(&mut batch, cs)?;
+        self.persist(batch, true)
+    }
+
+    pub fn hard_state(&self) -> &HardState {
+        &self.hard_state
+    }
+
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf_state
+    }
+
+    /// Stages `entries` (overwriting any conflicting suffix) into `batch`.
+    pub fn append(&mut self, batch: &mut sled::Batch, entries: &[Entry]) -> raft::Result<()> {
+        let Some(head) = entries.first() else {
+            return Ok(());
+        };
+        assert!(
+            head.index >= self.first,
+            "append of compacted index {} (first {})",
+            head.index,
+            self.first
+        );
+        assert!(
+            head.index <= self.last + 1,
+            "gap: last {}, append {}",
+            self.last,
+            head.index
+        );
+        for stale in head.index..=self.last {
+            batch.remove(&entry_key(stale));
+        }
+        for e in entries {
+            batch.insert(&entry_key(e.index), e.write_to_bytes().map_err(store_err)?);
+        }
+        self.last = entries.last().expect("non-empty").index;
+        Ok(())
+    }
+
+    pub fn set_hard_state(&mut self, batch: &mut sled::Batch, hs: HardState) -> raft::Result<()> {
+        batch.insert(HARD_STATE, hs.write_to_bytes().map_err(store_err)?);
+        self.hard_state = hs;
+        Ok(())
+    }
+
+    pub fn set_conf_state(&mut self, batch: &mut sled::Batch, cs: ConfState) -> raft::Result<()> {
+        batch.insert(CONF_STATE, cs.write_to_bytes().map_err(store_err)?);
+        self.conf_state = cs;
+        Ok(())
+    }
+
+    /// Applies `batch` atomically; fsyncs when `sync` (raft's `must_sync`).
+    pub fn persist(&self, batch: sled::Batch, sync: bool) -> raft::Result<()> {
+        self.tree.apply_batch(batch).map_err(store_err)?;
+        if sync {
+            self.db.flush().map_err(store_err)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the log with a snapshot received from the leader.
+    pub fn apply_snapshot(&mut self, snapshot: Snapshot) -> raft::Result<()> {
+        let meta = snapshot.get_metadata().clone();
+        if meta.index < self.first.saturating_sub(1) {
+            return Err(raft::Error::Store(StorageError::SnapshotOutOfDate));
+        }
+        let mut batch = sled::Batch::default();
+        for i in self.first..=self.last {
+            batch.remove(&entry_key(i));
+        }
+        batch.insert(SNAPSHOT, snapshot.write_to_bytes().map_err(store_err)?);
+        let mut hs = self.hard_state.clone();
+        hs.term = hs.term.max(meta.term);
+        hs.commit = hs.commit.max(meta.index);
+        self.set_hard_state(&mut batch, hs)?;
+        self.set_conf_state(&mut batch, meta.get_conf_state().clone())?;
+        self.persist(batch, true)?;
+        self.snapshot_meta = meta;
+        self.first = self.snapshot_meta.index + 1;
+        self.last = self.snapshot_meta.index;
+        Ok(())
+    }
+
+    /// Stores a snapshot of the state machine at `index` (already applied
+    /// here) and drops the log up to it. `data` is the encoded state.
+    pub fn compact(&mut self, index: u64, data: Vec<u8>) -> raft::Result<()> {
+        if index <= self.snapshot_meta.index {
+            return Ok(());
+        }
+        assert!(
+            index <= self.last,
+            "compact past the last entry ({index} > {})",
+            self.last
+        );
+        let mut snap = Snapshot {
+            data: data.into(),
+            ..Default::default()
+        };
+        let meta = snap.mut_metadata();
+        meta.index = index;
+        meta.term = self.entry_term(index)?;
+        meta.set_conf_state(self.conf_state.clone());
+        let mut batch = sled::Batch::default();
+        batch.insert(SNAPSHOT, snap.write_to_bytes().map_err(store_err)?);
+        for i in self.first..=index {
+            batch.remove(&entry_key(i));
+        }
+        self.persist(batch, true)?;
+        self.snapshot_meta = snap.take_metadata();
+        self.first = index + 1;
+        Ok(())
+    }
+
+    fn entry(&self, index: u64) -> raft::Result<Entry> {
+        let bytes = self
+            .tree
+            .get(entry_key(index))
+            .map_err(store_err)?
+            .ok_or(raft::Error::Store(StorageError::Unavailable))?;
+        Entry::parse_from_bytes(&bytes).map_err(store_err)
+    }
+
+    fn entry_term(&self, index: u64) -> raft::Result<u64> {
+        if index == self.snapshot_meta.index {
+            return Ok(self.snapshot_meta.term);
+        }
+        Ok(self.entry(index)?.term)
+    }
+}
+
+impl raft::Storage for SledRaftStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(
+            self.hard_state.clone(),
+            self.conf_state.clone(),
+        ))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low < self.first {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        assert!(
+            high <= self.last + 1,
+            "entries up to {high}, last is {}",
+            self.last
+        );
+        let max = max_size.into();
+        let mut out = Vec::with_capacity((high - low) as usize);
+        let mut size = 0u64;
+        for item in self.tree.range(entry_key(low)..entry_key(high)) {
+            let (_, v) = item.map_err(store_err)?;
+            size += v.len() as u64;
+            // At least one entry, then stop before exceeding max_size.
+            if !out.is_empty() && max.is_some_and(|m| size > m) {
+                break;
+            }
+            out.push(Entry::parse_from_bytes(&v).map_err(store_err)?);
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == self.snapshot_meta.index {
+            return Ok(self.snapshot_meta.term);
+        }
+        if idx < self.first {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > self.last {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        self.entry_term(idx)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.first)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last)
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let snap = match self.tree.get(SNAPSHOT).map_err(store_err)? {
+            Some(b) => Snapshot::parse_from_bytes(&b).map_err(store_err)?,
+            None => {
+                return Err(raft::Error::Store(
+                    StorageError::SnapshotTemporarilyUnavailable,
+                ))
+            }
+        };
+        if snap.get_metadata().index < request_index {
+            // The ready loop compacts regularly; a newer snapshot comes soon.
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        Ok(snap)
+    }
+}
+
+#[cfg(test)]
+#[path = "storage_tests.rs"]
+mod tests;
