@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "berth/v1/jobs.proto",
         "berth/v1/cluster.proto",
         "berth/v1/agent.proto",
+        "berth/v1/raft.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -68,15 +68,14 @@ impl Agent {
         }
     }
 
+    /// The control plane of the current leader among the controllers given.
     async fn connect(&self) -> Result<ControlPlaneClient<Channel>> {
-        let mut last = String::from("no controller addresses given");
-        for addr in &self.cfg.controllers {
-            match ControlPlaneClient::connect(format!("http://{addr}")).await {
-                Ok(c) => return Ok(c),
-                Err(e) => last = format!("{addr}: {e}"),
-            }
-        }
-        Err(Error::Controller(last))
+        let (channel, addr) =
+            berth_proto::connect::leader(&self.cfg.controllers, Duration::from_secs(5))
+                .await
+                .map_err(Error::Controller)?;
+        tracing::debug!(leader = %addr, "connected to the leader");
+        Ok(ControlPlaneClient::new(channel))
     }
 
     async fn session(&self) -> Result<()> {
@@ -94,6 +93,12 @@ impl Agent {
             .await?
             .into_inner()
             .cluster_id;
+        if cluster.is_empty() {
+            // Containers labelled with no cluster could be adopted by any cluster.
+            return Err(Error::Controller(
+                "the controller has no cluster id yet".into(),
+            ));
+        }
         *self.cluster_id.lock().unwrap() = cluster.clone();
         tracing::info!(node = %self.cfg.node, %cluster, "registered");
         let mut stream = client

@@ -6,7 +6,7 @@ use berth_proto::v1::event_service_client::EventServiceClient;
 use berth_proto::v1::image_service_client::ImageServiceClient;
 use berth_proto::v1::job_service_client::JobServiceClient;
 use berth_proto::v1::node_service_client::NodeServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 #[derive(Clone)]
 pub struct Client {
@@ -14,29 +14,15 @@ pub struct Client {
 }
 
 impl Client {
+    /// Connects to the leader among `addrs` (comma-separated).
     pub async fn connect(addrs: &str) -> Result<Client> {
-        let mut errors = Vec::new();
-        for addr in addrs.split(',').map(str::trim).filter(|a| !a.is_empty()) {
-            let uri = if addr.contains("://") {
-                addr.to_string()
-            } else {
-                format!("http://{addr}")
-            };
-            let endpoint =
-                Endpoint::from_shared(uri).map_err(|e| anyhow!("bad address {addr:?}: {e}"))?;
-            match endpoint
-                .connect_timeout(std::time::Duration::from_secs(3))
-                .connect()
-                .await
-            {
-                Ok(channel) => return Ok(Client { channel }),
-                Err(e) => errors.push(format!("{addr}: {e}")),
-            }
+        let list: Vec<String> = addrs.split(',').map(String::from).collect();
+        match berth_proto::connect::leader(&list, std::time::Duration::from_secs(10)).await {
+            Ok((channel, _)) => Ok(Client { channel }),
+            Err(e) => Err(anyhow!(
+                "cannot reach a Berth controller leader ({e}). Is one running? Start one with `berth dev`, or set --addr / BERTH_ADDR"
+            )),
         }
-        Err(anyhow!(
-            "cannot reach a Berth controller ({}). Is one running? Start one with `berth dev`, or set --addr / BERTH_ADDR",
-            errors.join("; ")
-        ))
     }
 
     pub fn jobs(&self) -> JobServiceClient<Channel> {

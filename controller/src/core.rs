@@ -1,121 +1,142 @@
-//! `Controller`: the one place that appends to the log and applies to the
-//! state machine, plus the leader-only, non-replicated telemetry (GPU use,
-//! disk, images, containers) that agents report every few seconds.
-//!
-//! Why telemetry is not in the log: it changes every report on every node;
-//! logging it would make the log grow with cluster size × time. Only facts
-//! that change what a job *is* (started, exited, failed) become commands.
+//! `Controller`: opens the raft node over sled, proposes commands through it,
+//! and implements the operations the API exposes. Only the leader serves
+//! the API and schedules; every replica applies the same committed commands
+//! (`machine::Shared`).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_proto::v1::{Event, JobSpec, JobState, NodeReport};
-use tokio::sync::{broadcast, watch, Notify};
+use tokio::sync::{broadcast, watch};
 
-use crate::scheduler::{self, GpuSlot, NodeView, QueuedJob, Snapshot};
+use crate::machine::{Shared, Telemetry};
+use crate::raft::node::{self, RaftConfig, RaftHandle};
+use crate::raft::transport::Transport;
+use crate::raft::{ProposeError, SledRaftStorage};
 use crate::state::{Applied, Command, JobRecord, NodeRecord, State};
-use crate::store::Store;
-use crate::{convert, validate, Error, Result};
+use crate::views::{image_set, resolve_in, scheduler_snapshot};
+use crate::{convert, scheduler, validate, Error, Result};
 
 /// A node that has not reported for this long is DOWN: nothing new lands on it.
 pub const NODE_DOWN_AFTER: Duration = Duration::from_secs(15);
+/// A proposal not applied by then is answered "outcome unknown, retry".
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The latest report of a node, kept in memory only.
 #[derive(Debug, Clone)]
-pub struct Telemetry {
-    pub at: Instant,
-    pub report: NodeReport,
-}
-
-struct Inner {
-    state: State,
-    store: Store,
-    telemetry: HashMap<String, Telemetry>,
+pub struct ControllerConfig {
+    pub id: u64,
+    /// Every voting member's id and address (this one's included).
+    pub peers: BTreeMap<u64, String>,
+    pub data_dir: PathBuf,
 }
 
 pub struct Controller {
-    inner: Mutex<Inner>,
-    applied: watch::Sender<u64>,
-    events: broadcast::Sender<Event>,
-    /// Poked whenever something may let a queued job start.
-    pub schedule_needed: Notify,
+    pub shared: Arc<Shared>,
+    pub raft: RaftHandle,
     started_at: Instant,
 }
 
 impl Controller {
-    /// Opens the data dir and replays the log. A new data dir gets a fresh cluster id.
-    pub fn open(data_dir: &std::path::Path) -> Result<Arc<Controller>> {
-        let (store, state) = Store::open(data_dir)?;
-        let applied = state.applied_index;
-        let (applied_tx, _) = watch::channel(applied);
-        let (events, _) = broadcast::channel(4096);
-        let ctl = Arc::new(Controller {
-            inner: Mutex::new(Inner {
-                state,
-                store,
-                telemetry: HashMap::new(),
-            }),
-            applied: applied_tx,
-            events,
-            schedule_needed: Notify::new(),
+    /// Opens the data dir and starts the raft node. A new data dir joins the
+    /// configuration given by `peers`; an existing one must have been created
+    /// with the same members, or nothing is touched and opening fails.
+    /// Must be called inside a tokio runtime (the transport spawns tasks).
+    pub fn open(cfg: ControllerConfig) -> Result<Arc<Controller>> {
+        if !cfg.peers.contains_key(&cfg.id) {
+            return Err(Error::InvalidArgument(format!(
+                "--id {} is not in --peers ({}); list this controller too",
+                cfg.id,
+                peers_text(&cfg.peers)
+            )));
+        }
+        let db = open_db(&cfg.data_dir)?;
+        let meta = db.open_tree("meta")?;
+        let mut storage = SledRaftStorage::open(&db).map_err(|e| Error::Storage(e.to_string()))?;
+        check_membership(&meta, &storage, &cfg)?;
+        if !storage.is_initialized() {
+            let voters: Vec<u64> = cfg.peers.keys().copied().collect();
+            storage
+                .initialize(&voters)
+                .map_err(|e| Error::Storage(e.to_string()))?;
+            meta.insert(
+                "peers",
+                serde_json::to_vec(&cfg.peers).expect("peers serialise"),
+            )?;
+            meta.insert("id", &cfg.id.to_be_bytes())?;
+            db.flush()?;
+        }
+        let shared = Arc::new(Shared::new());
+        let (inbox, rx) = std::sync::mpsc::channel();
+        let transport = Transport::start(cfg.id, &cfg.peers, inbox.clone());
+        let mut raft_cfg = RaftConfig::new(cfg.id, cfg.peers.clone());
+        if cfg.peers.len() == 1 {
+            // A cluster of one elects itself at once; no need to wait out a timeout.
+            raft_cfg.election_ticks = 2;
+            raft_cfg.heartbeat_ticks = 1;
+        }
+        let status = node::spawn(raft_cfg, storage, shared.clone(), transport, rx)
+            .map_err(|e| Error::Storage(format!("starting raft: {e}")))?;
+        Ok(Arc::new(Controller {
+            shared,
+            raft: RaftHandle {
+                inbox,
+                status,
+                peers: cfg.peers,
+                id: cfg.id,
+            },
             started_at: Instant::now(),
-        });
-        if ctl.lock().state.cluster_id.is_empty() {
-            let cluster_id = format!("{:016x}", rand::random::<u64>());
-            ctl.propose(Command::Init { cluster_id })?;
-        }
-        Ok(ctl)
+        }))
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    /// Proposes `cmd` and waits until it is applied here.
+    pub async fn propose(&self, cmd: Command) -> Result<Applied> {
+        let data = serde_json::to_vec(&cmd).map_err(|e| Error::Storage(e.to_string()))?;
+        match self.raft.propose(data, PROPOSE_TIMEOUT).await {
+            Ok(Ok(applied)) => Ok(applied),
+            Ok(Err(rejection)) => Err(Error::Rejected(rejection)),
+            Err(ProposeError::NotLeader { .. }) => Err(self.not_leader()),
+            Err(e @ ProposeError::Dropped) => Err(Error::Unavailable(e.to_string())),
+            Err(ProposeError::Raft(e)) => Err(Error::Unavailable(e)),
+        }
     }
 
-    /// Appends `cmd` durably, applies it, and tells waiters. The lock is held
-    /// across the fsync so the log order is the apply order.
-    pub fn propose(&self, cmd: Command) -> Result<Applied> {
-        let mut inner = self.lock();
-        let index = inner.state.applied_index + 1;
-        inner.store.append(index, &cmd)?;
-        let result = inner.state.apply(index, &cmd);
-        let Inner { state, store, .. } = &mut *inner;
-        if let Err(e) = store.maybe_snapshot(state) {
-            tracing::warn!(error = %e, "snapshot failed; the log keeps growing until one succeeds");
+    /// The API is served by the leader; others point at it.
+    pub fn ensure_leader(&self) -> Result<()> {
+        if self.raft.is_leader() {
+            Ok(())
+        } else {
+            Err(self.not_leader())
         }
-        let applied = result.map_err(Error::Rejected)?;
-        for rejected in &applied.rejected {
-            tracing::warn!(%rejected, "state machine refused a placement");
+    }
+
+    fn not_leader(&self) -> Error {
+        Error::NotLeader {
+            leader: self.raft.leader_addr().map(|(_, addr)| addr),
         }
-        let now = convert::now_ms();
-        for id in &applied.jobs {
-            if let Some(job) = inner.state.jobs.get(id) {
-                let _ = self.events.send(Event {
-                    index,
-                    at_ms: now,
-                    kind: Some(berth_proto::v1::event::Kind::Job(convert::job(
-                        job,
-                        &inner.state,
-                    ))),
-                });
-            }
-        }
-        if let Some(node) = &applied.node {
-            let _ = self.events.send(Event {
-                index,
-                at_ms: now,
-                kind: Some(berth_proto::v1::event::Kind::NodeRegistered(node.clone())),
-            });
-        }
-        drop(inner);
-        self.applied.send_replace(index);
-        self.schedule_needed.notify_one();
-        Ok(applied)
+    }
+
+    /// A linearizable read point: confirms leadership with a quorum
+    /// (ReadIndex) and waits until this replica has applied that far.
+    pub async fn read_barrier(&self) -> Result<()> {
+        self.ensure_leader()?;
+        self.raft
+            .read_barrier(PROPOSE_TIMEOUT)
+            .await
+            .map_err(|e| match e {
+                ProposeError::NotLeader { .. } => self.not_leader(),
+                other => Error::Unavailable(other.to_string()),
+            })
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.is_leader()
     }
 
     /// Runs `f` on the current state.
     pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
-        f(&self.lock().state)
+        f(&self.shared.lock().state)
     }
 
     pub fn cluster_id(&self) -> String {
@@ -123,11 +144,11 @@ impl Controller {
     }
 
     pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
-        self.applied.subscribe()
+        self.shared.subscribe_applied()
     }
 
     pub fn subscribe_events(&self) -> broadcast::Receiver<Event> {
-        self.events.subscribe()
+        self.shared.subscribe_events()
     }
 
     /// Finds a job by id, unique id prefix, or name (the newest job of that name).
@@ -136,7 +157,17 @@ impl Controller {
     }
 
     /// Validates, then queues a job. Nothing is written when validation fails.
-    pub fn submit(&self, spec: JobSpec, name: String) -> Result<JobRecord> {
+    /// A retry with the same `request_id` returns the first attempt's job.
+    pub async fn submit(
+        &self,
+        spec: JobSpec,
+        name: String,
+        request_id: String,
+    ) -> Result<JobRecord> {
+        self.ensure_leader()?;
+        if let Some(id) = self.read(|s| s.job_for_request(&request_id).map(String::from)) {
+            return self.resolve(&id);
+        }
         let id = format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
         let name = if name.is_empty() {
             format!("job-{id}")
@@ -144,39 +175,37 @@ impl Controller {
             name
         };
         {
-            let inner = self.lock();
+            let inner = self.shared.lock();
             validate::job(&spec, &name)?;
-            validate::against_cluster(&spec, &inner.state, &self.images_by_node(&inner))?;
+            let images: Vec<(String, Option<HashSet<String>>)> = inner
+                .state
+                .nodes
+                .keys()
+                .map(|n| {
+                    (
+                        n.clone(),
+                        inner.telemetry.get(n).map(|t| image_set(&t.report)),
+                    )
+                })
+                .collect();
+            validate::against_cluster(&spec, &inner.state, &images)?;
         }
-        self.propose(Command::Submit {
-            id: id.clone(),
-            name,
-            spec,
-            at_ms: convert::now_ms(),
-        })?;
-        self.resolve(&id)
-    }
-
-    /// Image sets per registered node; `None` for a node that has not reported
-    /// since this controller started (we cannot know what it holds yet).
-    fn images_by_node(
-        &self,
-        inner: &Inner,
-    ) -> Vec<(String, Option<std::collections::HashSet<String>>)> {
-        inner
-            .state
-            .nodes
-            .keys()
-            .map(|n| {
-                (
-                    n.clone(),
-                    inner.telemetry.get(n).map(|t| image_set(&t.report)),
-                )
+        let applied = self
+            .propose(Command::Submit {
+                id: id.clone(),
+                name,
+                spec,
+                at_ms: convert::now_ms(),
+                request_id,
             })
-            .collect()
+            .await?;
+        // A duplicate request id applies as the job it first created.
+        let job_id = applied.jobs.first().cloned().unwrap_or(id);
+        self.resolve(&job_id)
     }
 
-    pub fn cancel(&self, reference: &str) -> Result<JobRecord> {
+    pub async fn cancel(&self, reference: &str) -> Result<JobRecord> {
+        self.ensure_leader()?;
         let job = self.resolve(reference)?;
         if job.state.is_finished() {
             return Err(Error::FailedPrecondition(format!(
@@ -192,25 +221,39 @@ impl Controller {
         self.propose(Command::Cancel {
             job_id: job.id.clone(),
             at_ms: convert::now_ms(),
-        })?;
+        })
+        .await?;
         self.resolve(&job.id)
     }
 
     /// Registers (or re-registers) a node; a no-op when nothing changed.
-    pub fn register(&self, node: NodeRecord) -> Result<String> {
+    pub async fn register(&self, node: NodeRecord) -> Result<String> {
+        self.ensure_leader()?;
+        // Agents label containers with the cluster id: never hand out none.
+        self.ensure_cluster_id().await?;
         let unchanged = self.read(|s| s.nodes.get(&node.name) == Some(&node));
         if !unchanged {
             tracing::info!(node = %node.name, gpus = node.gpus.len(), backend = %node.gpu_backend, "node registered");
-            self.propose(Command::RegisterNode(node))?;
+            self.propose(Command::RegisterNode(node)).await?;
         }
         Ok(self.cluster_id())
     }
 
+    /// Gives a new cluster its id (Init applies only once, so racing callers are harmless).
+    async fn ensure_cluster_id(&self) -> Result<()> {
+        if self.cluster_id().is_empty() {
+            let cluster_id = format!("{:016x}", rand::random::<u64>());
+            self.propose(Command::Init { cluster_id }).await?;
+        }
+        Ok(())
+    }
+
     /// Takes an agent's report: keeps its telemetry, and turns container facts
     /// into job transitions (started, exited, failed, stopped).
-    pub fn report(&self, report: NodeReport) -> Result<()> {
+    pub async fn report(&self, report: NodeReport) -> Result<()> {
+        self.ensure_leader()?;
         let commands = {
-            let mut inner = self.lock();
+            let mut inner = self.shared.lock();
             if !inner.state.nodes.contains_key(&report.node) {
                 return Err(Error::FailedPrecondition(format!(
                     "node {} is not registered; register first",
@@ -228,16 +271,16 @@ impl Controller {
             commands
         };
         for cmd in commands {
-            if let Err(e) = self.propose(cmd) {
+            if let Err(e) = self.propose(cmd).await {
                 tracing::warn!(error = %e, "report transition refused");
             }
         }
-        self.schedule_needed.notify_one();
+        self.shared.schedule_needed.notify_one();
         Ok(())
     }
 
     pub fn telemetry(&self, node: &str) -> Option<Telemetry> {
-        self.lock().telemetry.get(node).cloned()
+        self.shared.lock().telemetry.get(node).cloned()
     }
 
     /// Whether the node has reported recently.
@@ -250,10 +293,15 @@ impl Controller {
         self.started_at.elapsed()
     }
 
-    /// One scheduling pass: snapshot, plan, propose. Returns how many placed.
-    pub fn schedule_once(&self) -> Result<usize> {
+    /// Leader duties, one pass: give a new cluster its id, then schedule.
+    /// Returns how many jobs were placed.
+    pub async fn lead_once(&self) -> Result<usize> {
+        if !self.is_leader() {
+            return Ok(0);
+        }
+        self.ensure_cluster_id().await?;
         let snapshot = {
-            let inner = self.lock();
+            let inner = self.shared.lock();
             if inner.state.queue.is_empty() {
                 return Ok(0);
             }
@@ -266,119 +314,70 @@ impl Controller {
         for p in &plan {
             tracing::info!(job = %p.job_id, node = %p.node, gpus = ?p.gpus.iter().map(|g| g.index).collect::<Vec<_>>(), "placing");
         }
-        let applied = self.propose(Command::Place { placements: plan })?;
+        let applied = self.propose(Command::Place { placements: plan }).await?;
         Ok(applied.jobs.len())
     }
 }
 
-fn scheduler_snapshot(inner: &Inner) -> Snapshot {
-    let state = &inner.state;
-    let nodes = state
-        .nodes
-        .values()
-        .filter_map(|node| {
-            let t = inner.telemetry.get(&node.name)?;
-            if t.at.elapsed() >= NODE_DOWN_AFTER {
-                return None;
-            }
-            let foreign: std::collections::HashSet<&str> = t
-                .report
-                .gpus
-                .iter()
-                .filter(|g| !g.foreign_processes.is_empty())
-                .map(|g| g.uuid.as_str())
-                .collect();
-            let free_gpus = node
-                .gpus
-                .iter()
-                .filter(|g| {
-                    state.gpu_holder(&g.uuid).is_none() && !foreign.contains(g.uuid.as_str())
-                })
-                .map(|g| GpuSlot {
-                    index: g.index,
-                    uuid: g.uuid.clone(),
-                })
-                .collect();
-            let used_ports = state
-                .jobs
-                .values()
-                .filter(|j| j.state.holds_resources() && j.node.as_deref() == Some(&node.name))
-                .flat_map(|j| {
-                    j.spec
-                        .ports
-                        .iter()
-                        .map(|p| (p.host_port, p.protocol.clone()))
-                })
-                .collect();
-            Some(NodeView {
-                name: node.name.clone(),
-                free_gpus,
-                images: image_set(&t.report),
-                used_ports,
-            })
-        })
-        .collect();
-    let queue = state
-        .queue
-        .iter()
-        .filter_map(|id| state.jobs.get(id))
-        .map(|j| QueuedJob {
-            id: j.id.clone(),
-            gpus: j.spec.gpus,
-            image: j.spec.image.clone(),
-            ports: j
-                .spec
-                .ports
-                .iter()
-                .map(|p| (p.host_port, p.protocol.clone()))
-                .collect(),
-        })
-        .collect();
-    Snapshot { nodes, queue }
+fn open_db(dir: &Path) -> Result<sled::Db> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::Storage(format!("{}: {e}", dir.display())))?;
+    sled::open(dir.join("state.sled")).map_err(|e| {
+        Error::Storage(format!(
+            "cannot open {}: {e} (is another controller using this --data-dir?)",
+            dir.display()
+        ))
+    })
 }
 
-/// Every reference an image can be named by on a node: tags and ids.
-pub fn image_set(report: &NodeReport) -> std::collections::HashSet<String> {
-    report
-        .images
-        .iter()
-        .flat_map(|i| i.tags.iter().cloned().chain(std::iter::once(i.id.clone())))
-        .collect()
+/// A data dir remembers the id and members it was created with. Starting it
+/// with others would split or corrupt the cluster, so it is refused.
+fn check_membership(
+    meta: &sled::Tree,
+    storage: &SledRaftStorage,
+    cfg: &ControllerConfig,
+) -> Result<()> {
+    if !storage.is_initialized() {
+        return Ok(());
+    }
+    if let Some(id) = meta.get("id")? {
+        let stored = u64::from_be_bytes(id.as_ref().try_into().unwrap_or([0; 8]));
+        if stored != cfg.id {
+            return Err(Error::FailedPrecondition(format!(
+                "{} belongs to controller {stored}, not --id {}; use that id or a fresh --data-dir",
+                cfg.data_dir.display(),
+                cfg.id
+            )));
+        }
+    }
+    let stored: BTreeMap<u64, String> = match meta.get("peers")? {
+        Some(b) => serde_json::from_slice(&b)
+            .map_err(|e| Error::Storage(format!("corrupt peers record: {e}")))?,
+        None => return Ok(()),
+    };
+    // A one-controller cluster may move to another address (berth dev on port 0).
+    let same_single = stored.len() == 1 && cfg.peers.len() == 1 && stored.contains_key(&cfg.id);
+    if same_single && stored != cfg.peers {
+        meta.insert(
+            "peers",
+            serde_json::to_vec(&cfg.peers).expect("peers serialise"),
+        )?;
+        return Ok(());
+    }
+    if stored != cfg.peers {
+        return Err(Error::FailedPrecondition(format!(
+            "{} belongs to a cluster with members {}, but --peers says {}; start with the cluster's members (membership changes go through `berth controller add|remove`), or use a fresh --data-dir",
+            cfg.data_dir.display(),
+            peers_text(&stored),
+            peers_text(&cfg.peers)
+        )));
+    }
+    Ok(())
 }
 
-/// Resolution order, as docker does for containers: exact id, then exact name
-/// (newest first), then a unique id prefix.
-pub fn resolve_in<'a>(state: &'a State, reference: &str) -> Result<&'a JobRecord> {
-    if reference.is_empty() {
-        return Err(Error::InvalidArgument(
-            "a job id or name is required".into(),
-        ));
-    }
-    if let Some(job) = state.jobs.get(reference) {
-        return Ok(job);
-    }
-    if let Some(id) = state.live_job_named(reference) {
-        return Ok(&state.jobs[id]);
-    }
-    if let Some(job) = state
-        .jobs
-        .values()
-        .filter(|j| j.name == reference)
-        .max_by_key(|j| j.submitted_at_ms)
-    {
-        return Ok(job);
-    }
-    let mut matches = state
-        .jobs
-        .range(reference.to_string()..)
-        .take_while(|(id, _)| id.starts_with(reference));
-    match (matches.next(), matches.next()) {
-        (Some((_, job)), None) => Ok(job),
-        (Some(_), Some(_)) => Err(Error::InvalidArgument(format!(
-            "{reference:?} matches several job ids; give more characters"
-        ))),
-        _ => Err(Error::NotFound(format!(
-            "no job with id or name {reference:?}"
-        ))),
-    }
+pub fn peers_text(peers: &BTreeMap<u64, String>) -> String {
+    peers
+        .iter()
+        .map(|(id, a)| format!("{id}={a}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }

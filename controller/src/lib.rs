@@ -1,6 +1,7 @@
-//! Berth controller: keeps the cluster's state as a log of commands applied to
-//! a state machine persisted in sled, schedules queued jobs onto free GPUs, and
-//! serves the public `berth.v1` API and the agents' control plane.
+//! Berth controller: keeps the cluster's state as a raft-replicated log of
+//! commands (raft-rs, stored in sled) applied to a deterministic state machine,
+//! schedules queued jobs onto free GPUs on the leader, and serves the public
+//! `berth.v1` API and the agents' control plane.
 //!
 //! Layout:
 //! - `state`: the deterministic state machine (`Command` → `apply`), with the
@@ -8,22 +9,24 @@
 //! - `scheduler`: pure FIFO best-fit placement (snapshot in, plan out).
 //! - `report`: pure rules turning agent reports into job transitions.
 //! - `validate`: submit-time checks, before anything is written.
-//! - `store`: the sled command log and snapshots.
-//! - `core`: `Controller`, the single writer (log → apply → notify) plus the
-//!   in-memory telemetry agents report.
-//! - `api`: thin tonic handlers; `server`: wiring, the scheduling loop, `run`.
+//! - `raft`: the replicated log: sled storage, the ready loop, the transport.
+//! - `machine`: the state machine raft drives (`State` + in-memory telemetry).
+//! - `core`: `Controller`: opens raft over sled, proposes, implements operations.
+//! - `views`: read-only views (scheduler snapshot, job lookup).
+//! - `api`: thin tonic handlers; `server`: wiring, the leader loop, `run`.
 
 pub mod api;
 pub mod convert;
 pub mod core;
 mod error;
+pub mod machine;
 pub mod raft;
 pub mod report;
 pub mod scheduler;
 pub mod server;
 pub mod state;
-pub mod store;
 pub mod validate;
+pub mod views;
 
-pub use crate::core::Controller;
-pub use error::{Error, Result};
+pub use crate::core::{Controller, ControllerConfig};
+pub use error::{Error, Result, LEADER_HEADER};

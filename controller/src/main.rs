@@ -1,9 +1,10 @@
 //! `berth-controller`: config, tracing, bind, `server::run`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -12,16 +13,42 @@ use clap::Parser;
     about = "Berth controller: schedules GPU container jobs across agents"
 )]
 struct Args {
-    /// Address for the gRPC API (clients and agents). Port 0 picks a free port.
+    /// Address for the gRPC API (clients, agents, other controllers). Port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:7450", env = "BERTH_LISTEN")]
     listen: SocketAddr,
-    /// Where the command log and state live (sled).
+    /// Where the raft log, snapshots and state live (sled).
     #[arg(
         long,
         default_value = "/var/lib/berth/controller",
         env = "BERTH_DATA_DIR"
     )]
     data_dir: PathBuf,
+    /// This controller's id in --peers.
+    #[arg(long, default_value_t = 1, env = "BERTH_ID")]
+    id: u64,
+    /// All controllers: 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT. Omitted: a
+    /// single-controller cluster at --listen.
+    #[arg(long, env = "BERTH_PEERS", default_value = "")]
+    peers: String,
+}
+
+fn parse_peers(s: &str) -> anyhow::Result<BTreeMap<u64, String>> {
+    let mut peers = BTreeMap::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let Some((id, addr)) = item.split_once('=') else {
+            bail!("--peers entry {item:?} must look like ID=HOST:PORT");
+        };
+        let id: u64 = id
+            .parse()
+            .with_context(|| format!("--peers: {id:?} is not a number"))?;
+        if id == 0 {
+            bail!("--peers: ids start at 1");
+        }
+        if peers.insert(id, addr.to_string()).is_some() {
+            bail!("--peers: id {id} is listed twice");
+        }
+    }
+    Ok(peers)
 }
 
 #[tokio::main]
@@ -34,15 +61,23 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
-    let ctl = berth_controller::Controller::open(&args.data_dir)
-        .with_context(|| format!("opening data dir {}", args.data_dir.display()))?;
+    let mut peers = parse_peers(&args.peers)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
+    if peers.is_empty() {
+        peers.insert(args.id, addr.to_string());
+    }
+    let ctl = berth_controller::Controller::open(berth_controller::ControllerConfig {
+        id: args.id,
+        peers: peers.clone(),
+        data_dir: args.data_dir.clone(),
+    })
+    .with_context(|| format!("opening data dir {}", args.data_dir.display()))?;
     // Tests and scripts that asked for port 0 read the real address here.
     std::fs::write(args.data_dir.join("controller.addr"), addr.to_string())?;
-    tracing::info!(%addr, data_dir = %args.data_dir.display(), cluster = %ctl.cluster_id(), "controller listening");
+    tracing::info!(%addr, id = args.id, peers = %berth_controller::core::peers_text(&peers), data_dir = %args.data_dir.display(), "controller listening");
     berth_controller::server::run(ctl, listener, shutdown_signal()).await
 }
 

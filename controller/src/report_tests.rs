@@ -31,6 +31,7 @@ fn placed() -> State {
                 ..Default::default()
             },
             at_ms: 0,
+            request_id: String::new(),
         },
     )
     .unwrap();

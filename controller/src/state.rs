@@ -68,6 +68,9 @@ pub enum Command {
         name: String,
         spec: JobSpec,
         at_ms: i64,
+        /// Client-chosen idempotency key; empty for none.
+        #[serde(default)]
+        request_id: String,
     },
     Place {
         placements: Vec<Placement>,
@@ -109,6 +112,8 @@ pub enum Rejection {
     BadTransition(String, &'static str, &'static str),
     #[error("placement of {job} refused: {why}")]
     BadPlacement { job: String, why: String },
+    #[error("undecodable command: {0}")]
+    Malformed(String),
 }
 
 /// What applying one command changed: the jobs whose state moved, for events,
@@ -129,6 +134,9 @@ pub struct State {
     pub jobs: BTreeMap<String, JobRecord>,
     /// Queued job ids, oldest first.
     pub queue: VecDeque<String>,
+    /// Submit request ids seen → the job each created (idempotent retries).
+    #[serde(default)]
+    pub requests: BTreeMap<String, String>,
     /// Derived indexes, rebuilt after a snapshot is loaded.
     #[serde(skip)]
     gpu_holder: HashMap<String, String>,
@@ -158,6 +166,14 @@ impl State {
         self.gpu_holder.get(uuid).map(String::as_str)
     }
 
+    /// The job a submit with this request id created, if any.
+    pub fn job_for_request(&self, request_id: &str) -> Option<&str> {
+        if request_id.is_empty() {
+            return None;
+        }
+        self.requests.get(request_id).map(String::as_str)
+    }
+
     pub fn live_job_named(&self, name: &str) -> Option<&str> {
         self.live_names.get(name).map(String::as_str)
     }
@@ -185,7 +201,21 @@ impl State {
                 name,
                 spec,
                 at_ms,
-            } => self.submit(id, name, spec, *at_ms),
+                request_id,
+            } => {
+                // A retried submit is applied as the job it first created.
+                if let Some(existing) = self.job_for_request(request_id) {
+                    return Ok(Applied {
+                        jobs: vec![existing.to_string()],
+                        ..Applied::default()
+                    });
+                }
+                let applied = self.submit(id, name, spec, *at_ms)?;
+                if !request_id.is_empty() {
+                    self.requests.insert(request_id.clone(), id.clone());
+                }
+                Ok(applied)
+            }
             Command::Place { placements } => Ok(self.place(index, placements)),
             Command::Started {
                 job_id,

@@ -42,6 +42,7 @@ fn submit(s: &mut State, index: u64, id: &str, gpus: u32) -> Result<Applied, Rej
                 ..Default::default()
             },
             at_ms: index as i64,
+            request_id: String::new(),
         },
     )
 }
@@ -133,6 +134,7 @@ fn names_are_unique_among_live_jobs_only() {
             ..Default::default()
         },
         at_ms: 0,
+        request_id: String::new(),
     };
     s.apply(3, &cmd("a")).unwrap();
     assert!(matches!(
@@ -215,4 +217,34 @@ fn snapshot_roundtrip_rebuilds_indexes() {
     back.reindex();
     assert_eq!(back.gpu_holder("g1"), Some("a"));
     assert_eq!(back.live_job_named("name-a"), Some("a"));
+}
+
+#[test]
+fn a_retried_submit_with_the_same_request_id_creates_one_job() {
+    let mut s = state_with_node(1);
+    let cmd = |id: &str| Command::Submit {
+        id: id.into(),
+        name: format!("n-{id}"),
+        spec: JobSpec {
+            image: "i".into(),
+            ..Default::default()
+        },
+        at_ms: 0,
+        request_id: "req-1".into(),
+    };
+    assert_eq!(s.apply(3, &cmd("a")).unwrap().jobs, vec!["a"]);
+    // The retry carries a new id (generated again by the client's new attempt).
+    assert_eq!(
+        s.apply(4, &cmd("b")).unwrap().jobs,
+        vec!["a"],
+        "answered with the first job"
+    );
+    assert_eq!(s.jobs.len(), 1);
+    assert_eq!(s.queue.len(), 1);
+    let back: State = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+    assert_eq!(
+        back.job_for_request("req-1"),
+        Some("a"),
+        "request ids survive snapshots"
+    );
 }

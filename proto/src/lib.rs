@@ -3,7 +3,10 @@
 //! Layout:
 //! - `v1`: messages, clients and servers (tonic + prost).
 //! - `v1::FILE_DESCRIPTOR_SET`: the encoded descriptors, for reflection.
-//! - `job_state`: small helpers on generated enums used by every crate.
+//! - `connect`: finding the leader among the controllers given.
+//! - helpers on generated enums used by every crate.
+
+pub mod connect;
 
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]

@@ -250,6 +250,15 @@ impl Drop for Cluster {
             p.kill9();
             remove_node_containers(node);
         }
+        self.controller.kill9();
+        if std::thread::panicking() {
+            // Keep the logs of a failed test for whoever reads its output.
+            let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()).keep();
+            eprintln!(
+                "test failed: controller and agent logs kept in {}",
+                kept.display()
+            );
+        }
     }
 }
 

@@ -40,8 +40,6 @@ pub async fn run(args: Args) -> Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
-    let ctl = berth_controller::Controller::open(&data_dir.join("controller"))
-        .with_context(|| format!("opening {}", data_dir.display()))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| {
@@ -51,6 +49,14 @@ pub async fn run(args: Args) -> Result<()> {
             )
         })?;
     let addr = listener.local_addr()?;
+    // A single-controller cluster: its identity is its id, so a dev data dir
+    // keeps working when --listen picks another port.
+    let ctl = berth_controller::Controller::open(berth_controller::ControllerConfig {
+        id: 1,
+        peers: [(1, addr.to_string())].into(),
+        data_dir: data_dir.join("controller"),
+    })
+    .with_context(|| format!("opening {}", data_dir.display()))?;
     std::fs::write(data_dir.join("controller.addr"), addr.to_string())?;
     let node = args.name.clone().unwrap_or_else(berth_agent::hostname);
     let gpus = berth_agent::gpu_backend(&node, Some(&args.fake_gpus), args.fake_foreign.clone())?;

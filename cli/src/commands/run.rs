@@ -101,6 +101,8 @@ pub async fn run(client: &Client, args: Args, spec: JobSpec) -> Result<i32> {
         .submit_job(SubmitJobRequest {
             spec: Some(spec),
             name: args.name.clone().unwrap_or_default(),
+            // Idempotency key: a retry of this very submit never makes a second job.
+            request_id: format!("{:032x}", rand::random::<u128>()),
         })
         .await
         .map_err(status_message)?

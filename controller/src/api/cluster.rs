@@ -68,6 +68,7 @@ impl EventService for Cluster {
     type WatchStream = EventStream;
 
     async fn watch(&self, req: Request<WatchRequest>) -> Result<Response<EventStream>, Status> {
+        self.0.ensure_leader()?;
         let filter = req.into_inner().job;
         let job_id = if filter.is_empty() {
             None

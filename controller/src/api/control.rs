@@ -46,7 +46,7 @@ impl ControlPlane for Control {
                 .collect(),
             docker_version: r.docker_version,
         };
-        let cluster_id = self.0.register(node)?;
+        let cluster_id = self.0.register(node).await?;
         Ok(Response::new(RegisterResponse { cluster_id }))
     }
 
@@ -57,6 +57,7 @@ impl ControlPlane for Control {
         req: Request<WatchAllocationsRequest>,
     ) -> Result<Response<AllocStream>, Status> {
         let node = req.into_inner().node;
+        self.0.ensure_leader()?;
         if !self.0.read(|s| s.nodes.contains_key(&node)) {
             return Err(Status::failed_precondition(format!(
                 "node {node} is not registered"
@@ -68,6 +69,11 @@ impl ControlPlane for Control {
             let mut last: Option<Vec<Allocation>> = None;
             let mut last_sent = tokio::time::Instant::now();
             loop {
+                if let Err(e) = ctl.ensure_leader() {
+                    // Lost leadership: end the stream so the agent finds the new leader.
+                    yield Err(Status::from(e));
+                    break;
+                }
                 let (revision, allocations) = ctl.read(|s| (s.applied_index, desired(s, &node)));
                 // Send on change, and as a heartbeat: other nodes' commands
                 // move the revision without changing this node's allocations.
@@ -76,7 +82,8 @@ impl ControlPlane for Control {
                     last_sent = tokio::time::Instant::now();
                     yield Ok(DesiredAllocations { revision, allocations });
                 }
-                let wait = RESEND_EVERY.saturating_sub(last_sent.elapsed());
+                // Wake at least every second to notice a leadership change.
+                let wait = RESEND_EVERY.saturating_sub(last_sent.elapsed()).min(Duration::from_secs(1));
                 if let Ok(Err(_)) = tokio::time::timeout(wait, applied.changed()).await {
                     break; // controller shutting down
                 }
@@ -86,7 +93,7 @@ impl ControlPlane for Control {
     }
 
     async fn report(&self, req: Request<NodeReport>) -> Result<Response<ReportResponse>, Status> {
-        self.0.report(req.into_inner())?;
+        self.0.report(req.into_inner()).await?;
         Ok(Response::new(ReportResponse {}))
     }
 }

@@ -26,7 +26,7 @@ impl JobService for Jobs {
         let spec = req
             .spec
             .ok_or_else(|| Status::invalid_argument("spec is required"))?;
-        let job = self.0.submit(spec, req.name)?;
+        let job = self.0.submit(spec, req.name, req.request_id).await?;
         tracing::info!(job = %job.id, name = %job.name, image = %job.spec.image, gpus = job.spec.gpus, "submitted");
         Ok(Response::new(SubmitJobResponse {
             job: Some(self.0.read(|s| convert::job(&job, s))),
@@ -34,6 +34,7 @@ impl JobService for Jobs {
     }
 
     async fn get_job(&self, req: Request<GetJobRequest>) -> Result<Response<Job>, Status> {
+        self.0.read_barrier().await?;
         let job = self.0.resolve(&req.into_inner().job)?;
         Ok(Response::new(self.0.read(|s| convert::job(&job, s))))
     }
@@ -42,6 +43,7 @@ impl JobService for Jobs {
         &self,
         req: Request<ListJobsRequest>,
     ) -> Result<Response<ListJobsResponse>, Status> {
+        self.0.read_barrier().await?;
         let all = req.into_inner().all;
         let jobs = self.0.read(|s| {
             let mut jobs: Vec<Job> = s
@@ -57,7 +59,7 @@ impl JobService for Jobs {
     }
 
     async fn cancel_job(&self, req: Request<CancelJobRequest>) -> Result<Response<Job>, Status> {
-        let job = self.0.cancel(&req.into_inner().job)?;
+        let job = self.0.cancel(&req.into_inner().job).await?;
         Ok(Response::new(self.0.read(|s| convert::job(&job, s))))
     }
 
@@ -78,6 +80,7 @@ impl JobService for Jobs {
 
     async fn job_logs(&self, req: Request<JobLogsRequest>) -> Result<Response<LogStream>, Status> {
         let req = req.into_inner();
+        self.0.read_barrier().await?;
         let mut job = self.0.resolve(&req.job)?;
         if req.follow {
             // A followed job's logs begin once its container exists.

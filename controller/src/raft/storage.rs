@@ -103,6 +103,11 @@ impl SledRaftStorage {
         self.persist(batch, true)
     }
 
+    /// First index still in the log (cheap; no `Result`).
+    pub fn first_index_now(&self) -> u64 {
+        self.first
+    }
+
     pub fn hard_state(&self) -> &HardState {
         &self.hard_state
     }

@@ -1,0 +1,442 @@
+//! The raft ready loop. One thread owns the `RawNode`; everything else talks
+//! to it through its inbox. Order per `Ready` (raft-rs "Processing the Ready
+//! State"): send leader messages → apply snapshot → persist entries and hard
+//! state in one batch (fsync when `must_sync`) → send persisted messages →
+//! apply committed entries → answer read states → advance, then the same for
+//! the `LightReady`.
+//!
+//! Batching: the inbox is drained before each `Ready`, so many proposals
+//! share one fsync.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
+use raft::{RawNode, SnapshotStatus, StateRole};
+use tokio::sync::{oneshot, watch};
+
+use super::storage::SledRaftStorage;
+use super::transport::Transport;
+use crate::state::{Applied, Rejection};
+
+/// What applying one committed entry produced.
+pub type ApplyOutput = Result<Applied, Rejection>;
+
+/// The replicated state machine, driven by the raft thread only.
+pub trait StateMachine: Send + Sync + 'static {
+    fn apply(&self, index: u64, data: &[u8]) -> ApplyOutput;
+    /// The encoded state as of the last applied entry.
+    fn snapshot(&self) -> Vec<u8>;
+    /// Replaces the state with a snapshot's.
+    fn restore(&self, index: u64, data: &[u8]);
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum ProposeError {
+    #[error("not the leader")]
+    NotLeader { leader: u64 },
+    #[error("leadership changed before the command committed; its outcome is unknown, retry it")]
+    Dropped,
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+pub enum Input {
+    Propose {
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<ApplyOutput, ProposeError>>,
+    },
+    Message(Message),
+    Unreachable(u64),
+    Snapshot(u64, SnapshotStatus),
+    /// Replies with an index: once applied reaches it, reads are linearizable.
+    ReadIndex(oneshot::Sender<Result<u64, ProposeError>>),
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RaftStatus {
+    pub id: u64,
+    pub leader: u64,
+    pub role: String,
+    pub term: u64,
+    pub commit: u64,
+    pub applied: u64,
+    /// Leader only: replicated index per peer.
+    pub matched: BTreeMap<u64, u64>,
+    /// A leader that has applied an entry of its own term, and so everything
+    /// committed before it. Only then may it answer reads or drive agents: a
+    /// leader fresh from a restart has not replayed its log yet.
+    pub serving: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RaftConfig {
+    pub id: u64,
+    pub peers: BTreeMap<u64, String>,
+    pub tick: Duration,
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    /// Snapshot and compact the log every this many applied entries.
+    pub compact_every: u64,
+}
+
+impl RaftConfig {
+    pub fn new(id: u64, peers: BTreeMap<u64, String>) -> RaftConfig {
+        RaftConfig {
+            id,
+            peers,
+            tick: Duration::from_millis(50),
+            // Elections after 0.5–1 s of silence: failover well under 2 s.
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            compact_every: 10_000,
+        }
+    }
+}
+
+struct Loop<SM: StateMachine> {
+    raw: RawNode<SledRaftStorage>,
+    sm: Arc<SM>,
+    transport: Transport,
+    cfg: RaftConfig,
+    pending: HashMap<u64, oneshot::Sender<Result<ApplyOutput, ProposeError>>>,
+    reads: HashMap<u64, oneshot::Sender<Result<u64, ProposeError>>>,
+    next_seq: u64,
+    status: watch::Sender<RaftStatus>,
+}
+
+/// Starts the raft thread. `inbox`/`rx` is the node's input channel (the
+/// transport's server side feeds it too).
+pub fn spawn<SM: StateMachine>(
+    cfg: RaftConfig,
+    storage: SledRaftStorage,
+    sm: Arc<SM>,
+    transport: Transport,
+    rx: Receiver<Input>,
+) -> raft::Result<watch::Receiver<RaftStatus>> {
+    let config = raft::Config {
+        id: cfg.id,
+        election_tick: cfg.election_ticks,
+        heartbeat_tick: cfg.heartbeat_ticks,
+        max_size_per_msg: 1 << 20,
+        max_inflight_msgs: 256,
+        check_quorum: true,
+        pre_vote: true,
+        ..Default::default()
+    };
+    config.validate()?;
+    // Restore the state machine from the last snapshot; raft then re-delivers
+    // the committed entries after it.
+    if let Ok(snap) = raft::Storage::snapshot(&storage, 0, 0) {
+        sm.restore(snap.get_metadata().index, &snap.data);
+    }
+    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let raw = RawNode::new(&config, storage, &logger)?;
+    let (status_tx, status_rx) = watch::channel(RaftStatus::default());
+    let mut lp = Loop {
+        raw,
+        sm,
+        transport,
+        cfg,
+        pending: HashMap::new(),
+        reads: HashMap::new(),
+        next_seq: 1,
+        status: status_tx,
+    };
+    std::thread::Builder::new()
+        .name("raft".into())
+        .spawn(move || lp.run(rx))
+        .map_err(|e| raft::Error::Store(raft::StorageError::Other(e.into())))?;
+    Ok(status_rx)
+}
+
+impl<SM: StateMachine> Loop<SM> {
+    fn run(&mut self, rx: Receiver<Input>) {
+        let mut last_tick = Instant::now();
+        loop {
+            let wait = self.cfg.tick.saturating_sub(last_tick.elapsed());
+            match rx.recv_timeout(wait) {
+                Ok(input) => self.handle(input),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            while let Ok(input) = rx.try_recv() {
+                self.handle(input);
+            }
+            if last_tick.elapsed() >= self.cfg.tick {
+                self.raw.tick();
+                last_tick = Instant::now();
+            }
+            if let Err(e) = self.on_ready() {
+                // Storage failure: continuing could acknowledge what is not durable.
+                tracing::error!(error = %e, "raft storage failed; stopping this controller");
+                std::process::exit(70);
+            }
+            self.publish_status();
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Propose { data, reply } => {
+                let leader = self.raw.raft.leader_id;
+                if self.raw.raft.state != StateRole::Leader {
+                    let _ = reply.send(Err(ProposeError::NotLeader { leader }));
+                    return;
+                }
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                let ctx = proposal_context(self.cfg.id, seq);
+                match self.raw.propose(ctx, data) {
+                    Ok(()) => {
+                        self.pending.insert(seq, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(ProposeError::Raft(e.to_string())));
+                    }
+                }
+            }
+            Input::Message(m) => {
+                if let Err(e) = self.raw.step(m) {
+                    tracing::debug!(error = %e, "raft message refused");
+                }
+            }
+            Input::Unreachable(peer) => self.raw.report_unreachable(peer),
+            Input::Snapshot(peer, status) => self.raw.report_snapshot(peer, status),
+            Input::ReadIndex(reply) => {
+                if self.raw.raft.state != StateRole::Leader {
+                    let _ = reply.send(Err(ProposeError::NotLeader {
+                        leader: self.raw.raft.leader_id,
+                    }));
+                    return;
+                }
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.raw.read_index(proposal_context(self.cfg.id, seq));
+                self.reads.insert(seq, reply);
+            }
+        }
+    }
+
+    fn on_ready(&mut self) -> raft::Result<()> {
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.raw.ready();
+        self.transport.send(ready.take_messages());
+        if !ready.snapshot().is_empty() {
+            let snap = ready.snapshot().clone();
+            let index = snap.get_metadata().index;
+            self.raw.mut_store().apply_snapshot(snap.clone())?;
+            self.sm.restore(index, &snap.data);
+        }
+        let mut batch = sled::Batch::default();
+        let store = self.raw.mut_store();
+        store.append(&mut batch, ready.entries())?;
+        if let Some(hs) = ready.hs() {
+            store.set_hard_state(&mut batch, hs.clone())?;
+        }
+        store.persist(batch, ready.must_sync())?;
+        self.transport.send(ready.take_persisted_messages());
+        self.apply(ready.take_committed_entries())?;
+        for rs in ready.take_read_states() {
+            if let Some(reply) =
+                parse_context(&rs.request_ctx, self.cfg.id).and_then(|s| self.reads.remove(&s))
+            {
+                let _ = reply.send(Ok(rs.index));
+            }
+        }
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            let mut hs = self.raw.store().hard_state().clone();
+            hs.commit = commit;
+            let mut batch = sled::Batch::default();
+            self.raw.mut_store().set_hard_state(&mut batch, hs)?;
+            self.raw.store().persist(batch, false)?;
+        }
+        self.transport.send(light.take_messages());
+        self.apply(light.take_committed_entries())?;
+        self.raw.advance_apply();
+        self.maybe_compact()?;
+        Ok(())
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) -> raft::Result<()> {
+        for entry in entries {
+            match entry.get_entry_type() {
+                EntryType::EntryNormal => {
+                    if entry.data.is_empty() {
+                        continue; // a new leader's empty entry
+                    }
+                    let out = self.sm.apply(entry.index, &entry.data);
+                    if let Some(reply) = parse_context(&entry.context, self.cfg.id)
+                        .and_then(|s| self.pending.remove(&s))
+                    {
+                        let _ = reply.send(Ok(out));
+                    }
+                }
+                EntryType::EntryConfChange => {
+                    let cc = ConfChange::parse_from_bytes(&entry.data)
+                        .map_err(raft::Error::CodecError)?;
+                    let cs = self.raw.apply_conf_change(&cc)?;
+                    self.save_conf_state(cs)?;
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let cc = ConfChangeV2::parse_from_bytes(&entry.data)
+                        .map_err(raft::Error::CodecError)?;
+                    let cs = self.raw.apply_conf_change(&cc)?;
+                    self.save_conf_state(cs)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn save_conf_state(&mut self, cs: raft::eraftpb::ConfState) -> raft::Result<()> {
+        let mut batch = sled::Batch::default();
+        self.raw.mut_store().set_conf_state(&mut batch, cs)?;
+        self.raw.store().persist(batch, true)
+    }
+
+    fn maybe_compact(&mut self) -> raft::Result<()> {
+        let applied = self.raw.raft.raft_log.applied;
+        if applied < self.raw.store().first_index_now() + self.cfg.compact_every {
+            return Ok(());
+        }
+        let data = self.sm.snapshot();
+        self.raw.mut_store().compact(applied, data)
+    }
+
+    fn publish_status(&mut self) {
+        let raft = &self.raw.raft;
+        let role = match raft.state {
+            StateRole::Leader => "leader",
+            StateRole::Follower if raft.promotable() => "follower",
+            StateRole::Follower => "learner",
+            StateRole::Candidate => "candidate",
+            StateRole::PreCandidate => "pre-candidate",
+        };
+        // A leader that stepped down cannot tell whether its pending proposals
+        // will commit: fail them now rather than let callers wait out a timeout.
+        if raft.state != StateRole::Leader && !self.pending.is_empty() {
+            for (_, reply) in self.pending.drain() {
+                let _ = reply.send(Err(ProposeError::Dropped));
+            }
+            for (_, reply) in self.reads.drain() {
+                let _ = reply.send(Err(ProposeError::Dropped));
+            }
+        }
+        let matched = if raft.state == StateRole::Leader {
+            raft.prs()
+                .iter()
+                .map(|(id, pr)| (*id, pr.matched))
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        let applied = raft.raft_log.applied;
+        let serving = raft.state == StateRole::Leader
+            && raft.raft_log.term(applied).is_ok_and(|t| t == raft.term);
+        let status = RaftStatus {
+            serving,
+            id: self.cfg.id,
+            leader: raft.leader_id,
+            role: role.to_string(),
+            term: raft.term,
+            commit: raft.raft_log.committed,
+            applied: raft.raft_log.applied,
+            matched,
+        };
+        self.status.send_if_modified(|s| {
+            if *s != status {
+                *s = status;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+/// Proposal and read contexts: this node's id and a sequence number, so only
+/// the node that proposed an entry answers its caller.
+fn proposal_context(id: u64, seq: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(16);
+    v.extend_from_slice(&id.to_be_bytes());
+    v.extend_from_slice(&seq.to_be_bytes());
+    v
+}
+
+fn parse_context(ctx: &[u8], id: u64) -> Option<u64> {
+    if ctx.len() != 16 || ctx[..8] != id.to_be_bytes() {
+        return None;
+    }
+    Some(u64::from_be_bytes(ctx[8..].try_into().ok()?))
+}
+
+/// A handle the async side uses to reach the raft thread.
+#[derive(Clone)]
+pub struct RaftHandle {
+    pub inbox: Sender<Input>,
+    pub status: watch::Receiver<RaftStatus>,
+    pub peers: BTreeMap<u64, String>,
+    pub id: u64,
+}
+
+impl RaftHandle {
+    /// Proposes `data`; resolves once applied here. A proposal raft drops
+    /// silently resolves to `Dropped` after `timeout`.
+    pub async fn propose(
+        &self,
+        data: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<ApplyOutput, ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        self.inbox
+            .send(Input::Propose { data, reply })
+            .map_err(|_| ProposeError::Raft("raft thread stopped".into()))?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) | Err(_) => Err(ProposeError::Dropped),
+        }
+    }
+
+    /// Waits until this leader may serve a linearizable read (ReadIndex).
+    pub async fn read_barrier(&self, timeout: Duration) -> Result<(), ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        self.inbox
+            .send(Input::ReadIndex(reply))
+            .map_err(|_| ProposeError::Raft("raft thread stopped".into()))?;
+        let index = match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => r?,
+            _ => return Err(ProposeError::Dropped),
+        };
+        let mut status = self.status.clone();
+        let applied = tokio::time::timeout(timeout, status.wait_for(|s| s.applied >= index))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if applied {
+            Ok(())
+        } else {
+            Err(ProposeError::Dropped)
+        }
+    }
+
+    pub fn status(&self) -> RaftStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Leader, and caught up with everything committed before its term.
+    pub fn is_leader(&self) -> bool {
+        let s = self.status.borrow();
+        s.leader == self.id && s.serving
+    }
+
+    pub fn leader_addr(&self) -> Option<(u64, String)> {
+        let leader = self.status.borrow().leader;
+        self.peers.get(&leader).map(|a| (leader, a.clone()))
+    }
+}

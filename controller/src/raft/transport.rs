@@ -1,0 +1,146 @@
+//! Raft messages between controllers over tonic.
+//!
+//! One task and one bounded queue per peer, so a slow or dead peer never
+//! blocks the raft thread or the others: when its queue is full, messages are
+//! dropped and raft retransmits. Each message is split into ≤ 1 MiB chunks
+//! on one long-lived client stream, so snapshots are not bounded by gRPC's
+//! 4 MiB message limit. A failed stream is reported as `Unreachable`; a
+//! snapshot handed to the stream as `Finish`, one that could not be as `Failure`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc::Sender;
+use std::time::Duration;
+
+use berth_proto::v1::raft_service_client::RaftServiceClient;
+use berth_proto::v1::raft_service_server::RaftService;
+use berth_proto::v1::{RaftAck, RaftChunk};
+use protobuf::Message as _;
+use raft::eraftpb::{Message, MessageType};
+use raft::SnapshotStatus;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::node::Input;
+
+const CHUNK: usize = 1 << 20;
+const QUEUE: usize = 4096;
+
+pub struct Transport {
+    peers: HashMap<u64, mpsc::Sender<Message>>,
+}
+
+impl Transport {
+    /// Spawns a sender task per peer (not `self_id`) on the current runtime.
+    pub fn start(self_id: u64, peers: &BTreeMap<u64, String>, inbox: Sender<Input>) -> Transport {
+        let mut out = HashMap::new();
+        for (&id, addr) in peers.iter().filter(|(id, _)| **id != self_id) {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tokio::spawn(peer_loop(id, addr.clone(), rx, inbox.clone()));
+            out.insert(id, tx);
+        }
+        Transport { peers: out }
+    }
+
+    pub fn send(&self, msgs: Vec<Message>) {
+        for m in msgs {
+            if let Some(tx) = self.peers.get(&m.to) {
+                // Full queue: drop; raft resends what matters.
+                let _ = tx.try_send(m);
+            }
+        }
+    }
+}
+
+async fn peer_loop(
+    id: u64,
+    addr: String,
+    mut queue: mpsc::Receiver<Message>,
+    inbox: Sender<Input>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
+            Ok(e) => e
+                .connect_timeout(Duration::from_millis(500))
+                .tcp_nodelay(true),
+            Err(e) => {
+                tracing::error!(peer = id, %addr, error = %e, "bad peer address");
+                return;
+            }
+        };
+        let channel = match endpoint.connect().await {
+            Ok(c) => c,
+            Err(_) => {
+                let _ = inbox.send(Input::Unreachable(id));
+                // Drain what piled up: stale heartbeats and appends are useless.
+                while let Ok(m) = queue.try_recv() {
+                    if m.get_msg_type() == MessageType::MsgSnapshot {
+                        let _ = inbox.send(Input::Snapshot(id, SnapshotStatus::Failure));
+                    }
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        let (tx, rx) = mpsc::channel::<RaftChunk>(64);
+        let mut client = RaftServiceClient::new(channel);
+        let call = tokio::spawn(async move {
+            client
+                .send(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+        });
+        'stream: while let Some(m) = queue.recv().await {
+            let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
+            let Ok(bytes) = m.write_to_bytes() else {
+                continue;
+            };
+            let mut chunks = bytes.chunks(CHUNK).peekable();
+            while let Some(c) = chunks.next() {
+                let chunk = RaftChunk {
+                    data: c.to_vec(),
+                    more: chunks.peek().is_some(),
+                };
+                if tx.send(chunk).await.is_err() {
+                    if is_snapshot {
+                        let _ = inbox.send(Input::Snapshot(id, SnapshotStatus::Failure));
+                    }
+                    break 'stream;
+                }
+            }
+            if is_snapshot {
+                let _ = inbox.send(Input::Snapshot(id, SnapshotStatus::Finish));
+            }
+        }
+        drop(tx);
+        let _ = call.await;
+        let _ = inbox.send(Input::Unreachable(id));
+    }
+}
+
+/// The receiving side: reassembles chunks and feeds the raft thread.
+pub struct RaftServer {
+    pub inbox: Sender<Input>,
+}
+
+#[tonic::async_trait]
+impl RaftService for RaftServer {
+    async fn send(&self, req: Request<Streaming<RaftChunk>>) -> Result<Response<RaftAck>, Status> {
+        let mut stream = req.into_inner();
+        let mut buf = Vec::new();
+        while let Some(chunk) = stream.message().await? {
+            buf.extend_from_slice(&chunk.data);
+            if chunk.more {
+                continue;
+            }
+            let msg = Message::parse_from_bytes(&buf)
+                .map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))?;
+            buf.clear();
+            if self.inbox.send(Input::Message(msg)).is_err() {
+                return Err(Status::unavailable("raft stopped"));
+            }
+        }
+        Ok(Response::new(RaftAck {}))
+    }
+}

@@ -1,0 +1,67 @@
+//! Finding the leader: any controller answers `Members`, naming the leader;
+//! clients then talk to it. Shared by the CLI and the agents, which are both
+//! given the full list of controllers.
+
+use std::time::{Duration, Instant};
+
+use tonic::transport::{Channel, Endpoint};
+
+use crate::v1::controller_service_client::ControllerServiceClient;
+use crate::v1::MembersRequest;
+
+fn endpoint(addr: &str) -> Result<Endpoint, String> {
+    let uri = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    Endpoint::from_shared(uri)
+        .map(|e| e.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true))
+        .map_err(|e| format!("bad address {addr:?}: {e}"))
+}
+
+/// A channel to the current leader, and its address. While some controller
+/// answers but no leader is elected (a failover), keeps asking for up to
+/// `patience`; when none answers at all, fails at once.
+pub async fn leader(addrs: &[String], patience: Duration) -> Result<(Channel, String), String> {
+    let deadline = Instant::now() + patience;
+    loop {
+        let mut errors = Vec::new();
+        let mut any_answered = false;
+        for addr in addrs.iter().map(|a| a.trim()).filter(|a| !a.is_empty()) {
+            let channel = match endpoint(addr)?.connect().await {
+                Ok(c) => c,
+                Err(e) => {
+                    errors.push(format!("{addr}: {e}"));
+                    continue;
+                }
+            };
+            let members = ControllerServiceClient::new(channel.clone())
+                .members(MembersRequest {})
+                .await;
+            let m = match members {
+                Ok(m) => m.into_inner(),
+                Err(s) => {
+                    errors.push(format!("{addr}: {}", s.message()));
+                    continue;
+                }
+            };
+            any_answered = true;
+            if m.leader_id != 0 && m.leader_id == m.self_id {
+                return Ok((channel, addr.to_string()));
+            }
+            if !m.leader_addr.is_empty() {
+                if let Ok(c) = endpoint(&m.leader_addr)?.connect().await {
+                    return Ok((c, m.leader_addr));
+                }
+                errors.push(format!("leader {} is unreachable", m.leader_addr));
+            } else {
+                errors.push(format!("{addr}: no leader elected yet"));
+            }
+        }
+        if !any_answered || Instant::now() >= deadline {
+            return Err(errors.join("; "));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
