@@ -12,6 +12,8 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// A job with its queue position found by scanning the queue: for single
+/// lookups. Listings and events pass positions they already know to `job_at`.
 pub fn job(j: &JobRecord, state: &State) -> pb::Job {
     let queue_position = if j.state == pb::JobState::Queued {
         state
@@ -22,6 +24,11 @@ pub fn job(j: &JobRecord, state: &State) -> pb::Job {
     } else {
         0
     };
+    job_at(j, queue_position)
+}
+
+/// A job whose queue position (1-based; 0 when not queued) the caller knows.
+pub fn job_at(j: &JobRecord, queue_position: u32) -> pb::Job {
     pb::Job {
         id: j.id.clone(),
         name: j.name.clone(),

@@ -88,10 +88,17 @@ impl StateMachine for Shared {
             let now = convert::now_ms();
             for id in &applied.jobs {
                 if let Some(job) = inner.state.jobs.get(id) {
+                    // A job that is queued right after a command was just
+                    // submitted, so it is last: no need to scan the queue.
+                    let position = if job.state == berth_proto::v1::JobState::Queued {
+                        inner.state.queue.len() as u32
+                    } else {
+                        0
+                    };
                     let _ = self.events.send(Event {
                         index,
                         at_ms: now,
-                        kind: Some(event::Kind::Job(convert::job(job, &inner.state))),
+                        kind: Some(event::Kind::Job(convert::job_at(job, position))),
                     });
                 }
             }

@@ -23,10 +23,7 @@ pub fn transitions(state: &State, report: &NodeReport, now_ms: i64) -> Vec<Comma
         .iter()
         .map(|f| (f.job_id.as_str(), f.message.as_str()))
         .collect();
-    let on_node = state
-        .jobs
-        .values()
-        .filter(|j| j.state.holds_resources() && j.node.as_deref() == Some(report.node.as_str()));
+    let on_node = state.jobs_on(&report.node);
     for job in on_node {
         let id = job.id.clone();
         let at = |ms: i64| if ms > 0 { ms } else { now_ms };

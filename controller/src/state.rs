@@ -4,7 +4,7 @@
 //! yields the same state. It re-checks every placement, so a stale or buggy
 //! plan is rejected instead of giving one GPU to two live jobs.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use berth_proto::v1::{GpuRef, JobSpec, JobState};
 use serde::{Deserialize, Serialize};
@@ -142,6 +142,9 @@ pub struct State {
     gpu_holder: HashMap<String, String>,
     #[serde(skip)]
     live_names: HashMap<String, String>,
+    /// Node → jobs holding resources there (what its agent must run).
+    #[serde(skip)]
+    node_jobs: HashMap<String, BTreeSet<String>>,
 }
 
 impl State {
@@ -149,16 +152,32 @@ impl State {
     pub fn reindex(&mut self) {
         self.gpu_holder.clear();
         self.live_names.clear();
+        self.node_jobs.clear();
         for job in self.jobs.values() {
             if job.state.is_live() {
                 self.live_names.insert(job.name.clone(), job.id.clone());
             }
             if job.state.holds_resources() {
+                if let Some(node) = &job.node {
+                    self.node_jobs
+                        .entry(node.clone())
+                        .or_default()
+                        .insert(job.id.clone());
+                }
                 for g in &job.gpus {
                     self.gpu_holder.insert(g.uuid.clone(), job.id.clone());
                 }
             }
         }
+    }
+
+    /// Jobs holding resources on `node`, by id.
+    pub fn jobs_on(&self, node: &str) -> impl Iterator<Item = &JobRecord> {
+        self.node_jobs
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.jobs.get(id))
     }
 
     /// The live job holding a GPU, by uuid.
@@ -282,6 +301,10 @@ impl State {
                     for g in &p.gpus {
                         self.gpu_holder.insert(g.uuid.clone(), p.job_id.clone());
                     }
+                    self.node_jobs
+                        .entry(p.node.clone())
+                        .or_default()
+                        .insert(p.job_id.clone());
                     self.queue.retain(|id| id != &p.job_id);
                     let job = self.jobs.get_mut(&p.job_id).expect("checked");
                     job.state = JobState::Placed;
@@ -343,9 +366,7 @@ impl State {
 
     /// The live job on `node` publishing `host_port`, if any.
     pub fn host_port_holder(&self, node: &str, host_port: u32, protocol: &str) -> Option<&str> {
-        self.jobs
-            .values()
-            .filter(|j| j.state.holds_resources() && j.node.as_deref() == Some(node))
+        self.jobs_on(node)
             .find(|j| {
                 j.spec
                     .ports
@@ -434,6 +455,11 @@ impl State {
         }
         if self.live_names.get(&job.name).map(String::as_str) == Some(id) {
             self.live_names.remove(&job.name);
+        }
+        if let Some(node) = &job.node {
+            if let Some(set) = self.node_jobs.get_mut(node) {
+                set.remove(id);
+            }
         }
     }
 

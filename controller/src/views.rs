@@ -40,9 +40,7 @@ pub fn scheduler_snapshot(inner: &Inner) -> Snapshot {
                 })
                 .collect();
             let used_ports = state
-                .jobs
-                .values()
-                .filter(|j| j.state.holds_resources() && j.node.as_deref() == Some(&node.name))
+                .jobs_on(&node.name)
                 .flat_map(|j| {
                     j.spec
                         .ports

@@ -101,9 +101,7 @@ impl ControlPlane for Control {
 /// The allocations an agent must converge to: every job on the node that holds resources.
 pub fn desired(state: &State, node: &str) -> Vec<Allocation> {
     state
-        .jobs
-        .values()
-        .filter(|j| j.state.holds_resources() && j.node.as_deref() == Some(node))
+        .jobs_on(node)
         .map(|j| Allocation {
             job_id: j.id.clone(),
             job_name: j.name.clone(),

@@ -46,11 +46,17 @@ impl JobService for Jobs {
         self.0.read_barrier().await?;
         let all = req.into_inner().all;
         let jobs = self.0.read(|s| {
+            let positions: std::collections::HashMap<&str, u32> = s
+                .queue
+                .iter()
+                .enumerate()
+                .map(|(i, id)| (id.as_str(), i as u32 + 1))
+                .collect();
             let mut jobs: Vec<Job> = s
                 .jobs
                 .values()
                 .filter(|j| all || !j.state.is_finished())
-                .map(|j| convert::job(j, s))
+                .map(|j| convert::job_at(j, positions.get(j.id.as_str()).copied().unwrap_or(0)))
                 .collect();
             jobs.sort_by_key(|j| std::cmp::Reverse(j.submitted_at_ms));
             jobs
