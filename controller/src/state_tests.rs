@@ -183,6 +183,8 @@ fn stopping_holds_gpus_until_the_container_is_gone() {
         Some("a"),
         "still held while the container may run"
     );
+    let on_node: Vec<&str> = s.jobs_on("n").map(|j| j.id.as_str()).collect();
+    assert_eq!(on_node, vec!["a"]);
     s.apply(
         7,
         &Command::Exited {
@@ -195,6 +197,11 @@ fn stopping_holds_gpus_until_the_container_is_gone() {
     assert_eq!(s.jobs["a"].state, JobState::Cancelled);
     assert_eq!(s.jobs["a"].exit_code, Some(143));
     assert_eq!(s.gpu_holder("g0"), None);
+    assert_eq!(
+        s.jobs_on("n").count(),
+        0,
+        "the agent no longer has to run it"
+    );
     assert!(
         s.apply(
             8,
