@@ -54,6 +54,9 @@ enum Command {
     Images,
     /// Run a single-node controller and agent on this machine's Docker daemon.
     Dev(commands::dev::Args),
+    /// The replicated controllers: list members, roles and indexes.
+    #[command(subcommand)]
+    Controller(commands::controller::Command),
 }
 
 #[tokio::main]
@@ -61,6 +64,9 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Dev(args) => commands::dev::run(args).await.map(|()| 0),
+        Command::Controller(c) => commands::controller::run(&cli.addr, c, cli.output)
+            .await
+            .map(|()| 0),
         command => dispatch(command, &cli.addr, cli.output).await,
     };
     match result {
@@ -90,6 +96,6 @@ async fn dispatch(command: Command, addr: &str, format: Format) -> anyhow::Resul
         Command::Inspect(args) => commands::inspect::run(&client, args).await.map(|()| 0),
         Command::Nodes => commands::nodes::run(&client, format).await.map(|()| 0),
         Command::Images => commands::images::run(&client, format).await.map(|()| 0),
-        Command::Dev(_) => unreachable!("handled before connecting"),
+        Command::Dev(_) | Command::Controller(_) => unreachable!("handled before connecting"),
     }
 }

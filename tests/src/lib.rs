@@ -99,33 +99,146 @@ impl Drop for Proc {
     }
 }
 
-/// A controller process and its data dir.
+/// One controller process slot: its id, address and data dir survive kills.
+pub struct Ctl {
+    pub id: u64,
+    pub addr: String,
+    pub dir: PathBuf,
+    /// `--peers` for a replicated cluster; empty for a single controller.
+    peers: String,
+    pub proc: Option<Proc>,
+}
+
+impl Ctl {
+    fn spawn(&mut self) {
+        let addr_file = self.dir.join("controller.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let mut cmd = Command::new(bin("berth-controller"));
+        cmd.args(["--listen", &self.addr, "--id", &self.id.to_string()])
+            .arg("--data-dir")
+            .arg(&self.dir);
+        if !self.peers.is_empty() {
+            cmd.args(["--peers", &self.peers]);
+        }
+        let log = self.dir.join(format!("controller-{}.log", unique("run")));
+        self.proc = Some(Proc::spawn(&mut cmd, &log));
+        self.addr = wait_for("controller address", DEADLINE, || {
+            std::fs::read_to_string(&addr_file).ok()
+        });
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill9();
+        }
+    }
+}
+
+/// Controllers (one, or a replicated group) and agents.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
+    /// Every controller's address, comma-separated, as the CLI and agents take it.
     pub addr: String,
-    pub controller: Proc,
+    pub controllers: Vec<Ctl>,
     pub agents: Vec<(String, Proc)>,
 }
 
 impl Cluster {
+    /// One controller on a free loopback port.
     pub fn start() -> Cluster {
-        ensure_image();
-        let dir = tempfile::tempdir().unwrap();
-        let (controller, addr) = start_controller(dir.path(), "127.0.0.1:0");
-        Cluster {
-            dir,
-            addr,
-            controller,
-            agents: Vec::new(),
-        }
+        Cluster::start_replicated(1)
     }
 
-    /// kill -9 the controller, then start it again on the same address and data dir.
+    /// `n` controllers forming one raft group on loopback ports.
+    pub fn start_replicated(n: usize) -> Cluster {
+        ensure_image();
+        let dir = tempfile::tempdir().unwrap();
+        let addrs: Vec<String> = if n == 1 {
+            vec!["127.0.0.1:0".into()]
+        } else {
+            // Free ports, released just before the controllers bind them.
+            let held: Vec<_> = (0..n)
+                .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+                .collect();
+            held.iter()
+                .map(|l| l.local_addr().unwrap().to_string())
+                .collect()
+        };
+        let peers = if n == 1 {
+            String::new()
+        } else {
+            addrs
+                .iter()
+                .enumerate()
+                .map(|(i, a)| format!("{}={a}", i + 1))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mut controllers: Vec<Ctl> = addrs
+            .into_iter()
+            .enumerate()
+            .map(|(i, addr)| {
+                let cdir = dir.path().join(format!("c{}", i + 1));
+                std::fs::create_dir_all(&cdir).unwrap();
+                Ctl {
+                    id: i as u64 + 1,
+                    addr,
+                    dir: cdir,
+                    peers: peers.clone(),
+                    proc: None,
+                }
+            })
+            .collect();
+        for c in &mut controllers {
+            c.spawn();
+        }
+        let addr = controllers
+            .iter()
+            .map(|c| c.addr.clone())
+            .collect::<Vec<_>>()
+            .join(",");
+        let cluster = Cluster {
+            dir,
+            addr,
+            controllers,
+            agents: Vec::new(),
+        };
+        cluster.leader();
+        cluster
+    }
+
+    /// kill -9 the (first) controller, then start it again on the same address and data dir.
     pub fn restart_controller(&mut self) {
-        self.controller.kill9();
-        let (p, addr) = start_controller(self.dir.path(), &self.addr);
-        assert_eq!(addr, self.addr);
-        self.controller = p;
+        self.kill_controller(0);
+        self.start_controller(0);
+    }
+
+    pub fn kill_controller(&mut self, i: usize) {
+        self.controllers[i].kill9();
+    }
+
+    pub fn start_controller(&mut self, i: usize) {
+        let before = self.controllers[i].addr.clone();
+        self.controllers[i].spawn();
+        assert_eq!(
+            self.controllers[i].addr, before,
+            "a controller must come back on its address"
+        );
+    }
+
+    /// Index of the current leader, waiting until one is elected.
+    pub fn leader(&self) -> usize {
+        wait_for("a raft leader", DEADLINE, || {
+            let out = self.berth(&["controller", "list", "--output", "json"]);
+            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+            let id = v
+                .as_array()?
+                .iter()
+                .find(|m| m["role"] == "leader" && m["leader"] == true)?["id"]
+                .as_u64()?;
+            self.controllers.iter().position(|c| c.id == id)
+        })
     }
 
     /// Starts an agent with `gpus` simulated GPUs and waits until it is ready.
@@ -250,7 +363,9 @@ impl Drop for Cluster {
             p.kill9();
             remove_node_containers(node);
         }
-        self.controller.kill9();
+        for c in &mut self.controllers {
+            c.kill9();
+        }
         if std::thread::panicking() {
             // Keep the logs of a failed test for whoever reads its output.
             let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()).keep();
@@ -260,22 +375,6 @@ impl Drop for Cluster {
             );
         }
     }
-}
-
-fn start_controller(dir: &Path, listen: &str) -> (Proc, String) {
-    let addr_file = dir.join("controller.addr");
-    let _ = std::fs::remove_file(&addr_file);
-    let p = Proc::spawn(
-        Command::new(bin("berth-controller"))
-            .args(["--listen", listen])
-            .arg("--data-dir")
-            .arg(dir),
-        &dir.join(format!("controller-{}.log", unique("run"))),
-    );
-    let addr = wait_for("controller address", DEADLINE, || {
-        std::fs::read_to_string(&addr_file).ok()
-    });
-    (p, addr)
 }
 
 /// Containers of a node, as Docker itself lists them.

@@ -1,5 +1,6 @@
 //! One file per verb.
 
+pub mod controller;
 pub mod dev;
 pub mod images;
 pub mod inspect;

@@ -1,0 +1,112 @@
+//! `berth controller list`: every controller's own view of itself — role,
+//! term, commit and applied index — so an operator sees a lagging or cut-off
+//! member at a glance.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use berth_proto::v1::controller_service_client::ControllerServiceClient;
+use berth_proto::v1::{Member, MembersRequest, MembersResponse};
+use serde_json::json;
+use tonic::transport::Endpoint;
+
+use crate::output::{table, Format};
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// List the controllers with their raft role, term, commit and applied index.
+    List,
+}
+
+pub async fn run(addrs: &str, command: Command, format: Format) -> Result<()> {
+    match command {
+        Command::List => list(addrs, format).await,
+    }
+}
+
+async fn members(addr: &str) -> Result<MembersResponse> {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(3))
+        .connect()
+        .await?;
+    Ok(ControllerServiceClient::new(channel)
+        .members(MembersRequest {})
+        .await?
+        .into_inner())
+}
+
+async fn list(addrs: &str, format: Format) -> Result<()> {
+    // The membership, from the first controller that answers.
+    let mut view = None;
+    for addr in addrs.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        if let Ok(m) = members(addr).await {
+            view = Some(m);
+            break;
+        }
+    }
+    let view =
+        view.ok_or_else(|| anyhow!("no controller in {addrs:?} answers; is one running?"))?;
+    // Each member's own role and indexes, from the member itself.
+    let mut rows: Vec<(Member, bool)> = Vec::new();
+    for m in &view.members {
+        match members(&m.addr).await {
+            Ok(own) => {
+                let me = own
+                    .members
+                    .into_iter()
+                    .find(|x| x.id == own.self_id)
+                    .unwrap_or_default();
+                rows.push((
+                    Member {
+                        matched: m.matched,
+                        ..me
+                    },
+                    true,
+                ));
+            }
+            Err(_) => rows.push((m.clone(), false)),
+        }
+    }
+    if format == Format::Json {
+        let out: Vec<_> = rows
+            .iter()
+            .map(|(m, up)| {
+                json!({
+                    "id": m.id, "addr": m.addr,
+                    "role": if *up { m.role.as_str() } else { "unreachable" },
+                    "term": m.term, "commit": m.commit, "applied": m.applied, "matched": m.matched,
+                    "leader": m.id == view.leader_id,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    let body = rows
+        .into_iter()
+        .map(|(m, up)| {
+            vec![
+                m.id.to_string(),
+                m.addr,
+                if up { m.role } else { "unreachable".into() },
+                m.term.to_string(),
+                m.commit.to_string(),
+                m.applied.to_string(),
+                if m.matched > 0 {
+                    m.matched.to_string()
+                } else {
+                    "-".into()
+                },
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(
+            &["ID", "ADDRESS", "ROLE", "TERM", "COMMIT", "APPLIED", "MATCHED"],
+            body
+        )
+    );
+    Ok(())
+}

@@ -1,0 +1,210 @@
+//! Three real controller processes replicating over raft on loopback, with
+//! real agents and Docker: failover and full restarts lose nothing.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_proto::v1::job_service_client::JobServiceClient;
+use berth_proto::v1::{JobSpec, SubmitJobRequest};
+use berth_tests::*;
+use serde_json::Value;
+
+const FOREVER: &str = "trap 'exit 0' TERM; while :; do sleep 0.1; done";
+
+/// Submits jobs `0..n` with request ids from `workers` concurrent clients,
+/// retrying each (same request id) until acknowledged. Returns index → job id.
+fn submit_all(
+    addrs: String,
+    n: usize,
+    workers: usize,
+    acked: Arc<AtomicUsize>,
+) -> HashMap<usize, String> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let next = Arc::new(AtomicUsize::new(0));
+        let out = Arc::new(Mutex::new(HashMap::new()));
+        let list: Vec<String> = addrs.split(',').map(String::from).collect();
+        let mut tasks = Vec::new();
+        for _ in 0..workers {
+            let (next, out, list, acked) = (next.clone(), out.clone(), list.clone(), acked.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut client: Option<JobServiceClient<tonic::transport::Channel>> = None;
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= n {
+                        return;
+                    }
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    loop {
+                        assert!(Instant::now() < deadline, "submit {i} never acknowledged");
+                        if client.is_none() {
+                            if let Ok((ch, _)) =
+                                berth_proto::connect::leader(&list, Duration::from_secs(10)).await
+                            {
+                                client = Some(JobServiceClient::new(ch));
+                            }
+                        }
+                        let Some(c) = client.as_mut() else {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        };
+                        let req = SubmitJobRequest {
+                            spec: Some(JobSpec {
+                                image: IMAGE.into(),
+                                command: vec!["sh".into(), "-c".into(), FOREVER.into()],
+                                gpus: 1,
+                                ..Default::default()
+                            }),
+                            name: format!("sub-{i}"),
+                            request_id: format!("req-{i}"),
+                        };
+                        match c.submit_job(req).await {
+                            Ok(r) => {
+                                let id = r.into_inner().job.unwrap().id;
+                                out.lock().unwrap().insert(i, id);
+                                acked.fetch_add(1, Ordering::SeqCst);
+                                break;
+                            }
+                            Err(_) => {
+                                // Failover (or a timeout): find the leader again, same request id.
+                                client = None;
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                        }
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        Arc::try_unwrap(out).unwrap().into_inner().unwrap()
+    })
+}
+
+fn live(job: &Value) -> bool {
+    matches!(
+        job["state"].as_str(),
+        Some("placed" | "running" | "stopping")
+    )
+}
+
+#[test]
+fn kill9_leader_during_1000_submits_loses_and_duplicates_nothing() {
+    let mut c = Cluster::start_replicated(3);
+    c.add_agent(2);
+    let first_leader = c.leader();
+    let acked = Arc::new(AtomicUsize::new(0));
+    let submitter = {
+        let (addrs, acked) = (c.addr.clone(), acked.clone());
+        std::thread::spawn(move || submit_all(addrs, 1000, 16, acked))
+    };
+    wait_for("300 acknowledged submits", Duration::from_secs(120), || {
+        (acked.load(Ordering::SeqCst) >= 300).then_some(())
+    });
+    c.kill_controller(first_leader);
+    let ids = submitter.join().expect("submitter");
+    assert_eq!(ids.len(), 1000, "every submit was eventually acknowledged");
+    let new_leader = c.leader();
+    assert_ne!(new_leader, first_leader);
+
+    let jobs = c.json(&["ps", "-a"]);
+    let jobs = jobs.as_array().unwrap();
+    let mut by_name: HashMap<&str, Vec<&Value>> = HashMap::new();
+    for j in jobs {
+        by_name
+            .entry(j["name"].as_str().unwrap())
+            .or_default()
+            .push(j);
+    }
+    for (i, id) in &ids {
+        let same = &by_name[format!("sub-{i}").as_str()];
+        assert_eq!(same.len(), 1, "sub-{i} exists exactly once");
+        assert_eq!(
+            same[0]["id"],
+            id.as_str(),
+            "the acknowledged job is the one that exists"
+        );
+    }
+    assert_eq!(jobs.len(), 1000, "no job beyond the acknowledged ones");
+    let mut held = HashSet::new();
+    for j in jobs.iter().filter(|j| live(j)) {
+        for g in j["gpus"].as_array().unwrap() {
+            assert!(
+                held.insert(g["uuid"].as_str().unwrap().to_string()),
+                "a GPU is held by two live jobs"
+            );
+        }
+    }
+    // The new leader takes writes, through the CLI too.
+    let out = c.berth(&["run", "-d", IMAGE, "true"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn all_controllers_restart_with_the_same_state() {
+    let mut c = Cluster::start_replicated(3);
+    let node = c.add_agent(2);
+    let ids: Vec<String> = (0..4)
+        .map(|i| {
+            c.run_detached(&[
+                "--gpus",
+                "1",
+                "--name",
+                &unique(&format!("rs{i}")),
+                IMAGE,
+                "sh",
+                "-c",
+                FOREVER,
+            ])
+        })
+        .collect();
+    c.wait_state(&ids[0], "running");
+    c.wait_state(&ids[1], "running");
+    let before = c.json(&["ps", "-a"]);
+
+    for i in 0..3 {
+        c.kill_controller(i);
+    }
+    for i in 0..3 {
+        c.start_controller(i);
+    }
+    c.leader();
+    let after = c.json(&["ps", "-a"]);
+    let key = |v: &Value| {
+        let mut rows: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| {
+                format!(
+                    "{} {} {} {} {}",
+                    j["id"], j["name"], j["state"], j["node"], j["gpus"]
+                )
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    assert_eq!(
+        key(&after),
+        key(&before),
+        "the same jobs, states, nodes and GPUs"
+    );
+    // The agent follows the new leader, and the cluster goes on: stopping a
+    // running job lets a queued one take its GPU.
+    c.wait_node_ready(&node);
+    assert!(c.berth(&["stop", &ids[0]]).status.success());
+    c.wait_state(&ids[2], "running");
+    assert_eq!(
+        docker_containers(&node).len(),
+        3,
+        "one container per started job"
+    );
+}
