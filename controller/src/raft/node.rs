@@ -92,7 +92,7 @@ impl RaftConfig {
             // Elections after 0.5–1 s of silence: failover well under 2 s.
             election_ticks: 10,
             heartbeat_ticks: 2,
-            compact_every: 10_000,
+            compact_every: 50_000,
         }
     }
 }
