@@ -15,11 +15,12 @@ pub fn now_ms() -> i64 {
 /// A job with its queue position found by scanning the queue: for single
 /// lookups. Listings and events pass positions they already know to `job_at`.
 pub fn job(j: &JobRecord, state: &State) -> pb::Job {
+    // From the back: the jobs asked about most are the newest.
     let queue_position = if j.state == pb::JobState::Queued {
         state
             .queue
             .iter()
-            .position(|id| id == &j.id)
+            .rposition(|id| id == &j.id)
             .map_or(0, |p| p as u32 + 1)
     } else {
         0

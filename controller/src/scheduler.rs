@@ -17,7 +17,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use berth_proto::v1::GpuRef;
 
-use crate::state::{proto_eq, Placement};
+use crate::state::{norm_proto, proto_eq, Placement};
 
 /// What the scheduler needs to know about one node.
 #[derive(Debug, Clone, Default)]
@@ -160,14 +160,6 @@ fn pick_gpus(free: &BTreeSet<GpuSlot>, count: usize) -> Vec<GpuSlot> {
         }
     }
     slots.into_iter().take(count).cloned().collect()
-}
-
-fn norm_proto(p: &str) -> String {
-    if p.is_empty() {
-        "tcp".into()
-    } else {
-        p.to_ascii_lowercase()
-    }
 }
 
 #[cfg(test)]

@@ -145,6 +145,9 @@ pub struct State {
     /// Node → jobs holding resources there (what its agent must run).
     #[serde(skip)]
     node_jobs: HashMap<String, BTreeSet<String>>,
+    /// (node, host port, protocol) → live job publishing it.
+    #[serde(skip)]
+    ports: BTreeMap<(String, u32, String), String>,
 }
 
 impl State {
@@ -153,6 +156,7 @@ impl State {
         self.gpu_holder.clear();
         self.live_names.clear();
         self.node_jobs.clear();
+        self.ports.clear();
         for job in self.jobs.values() {
             if job.state.is_live() {
                 self.live_names.insert(job.name.clone(), job.id.clone());
@@ -163,6 +167,10 @@ impl State {
                         .entry(node.clone())
                         .or_default()
                         .insert(job.id.clone());
+                    for p in &job.spec.ports {
+                        let key = (node.clone(), p.host_port, norm_proto(&p.protocol));
+                        self.ports.insert(key, job.id.clone());
+                    }
                 }
                 for g in &job.gpus {
                     self.gpu_holder.insert(g.uuid.clone(), job.id.clone());
@@ -295,6 +303,7 @@ impl State {
 
     fn place(&mut self, index: u64, placements: &[Placement]) -> Applied {
         let mut applied = Applied::default();
+        let mut placed = std::collections::HashSet::new();
         for p in placements {
             match self.check_placement(p) {
                 Ok(()) => {
@@ -305,7 +314,11 @@ impl State {
                         .entry(p.node.clone())
                         .or_default()
                         .insert(p.job_id.clone());
-                    self.queue.retain(|id| id != &p.job_id);
+                    for port in &self.jobs[&p.job_id].spec.ports {
+                        let key = (p.node.clone(), port.host_port, norm_proto(&port.protocol));
+                        self.ports.insert(key, p.job_id.clone());
+                    }
+                    placed.insert(p.job_id.clone());
                     let job = self.jobs.get_mut(&p.job_id).expect("checked");
                     job.state = JobState::Placed;
                     job.node = Some(p.node.clone());
@@ -319,6 +332,10 @@ impl State {
                     why,
                 }),
             }
+        }
+        // One pass over the queue for the whole plan, not one per placement.
+        if !placed.is_empty() {
+            self.queue.retain(|id| !placed.contains(id));
         }
         applied
     }
@@ -366,14 +383,17 @@ impl State {
 
     /// The live job on `node` publishing `host_port`, if any.
     pub fn host_port_holder(&self, node: &str, host_port: u32, protocol: &str) -> Option<&str> {
-        self.jobs_on(node)
-            .find(|j| {
-                j.spec
-                    .ports
-                    .iter()
-                    .any(|p| p.host_port == host_port && proto_eq(&p.protocol, protocol))
-            })
-            .map(|j| j.id.as_str())
+        self.ports
+            .get(&(node.to_string(), host_port, norm_proto(protocol)))
+            .map(String::as_str)
+    }
+
+    /// (host port, protocol) published by live jobs on `node`.
+    pub fn ports_on<'a>(&'a self, node: &'a str) -> impl Iterator<Item = (u32, String)> + 'a {
+        self.ports
+            .range((node.to_string(), 0, String::new())..)
+            .take_while(move |((n, _, _), _)| n == node)
+            .map(|((_, port, proto), _)| (*port, proto.clone()))
     }
 
     fn started(&mut self, id: &str, container_id: &str, at_ms: i64) -> Result<Applied, Rejection> {
@@ -460,6 +480,12 @@ impl State {
             if let Some(set) = self.node_jobs.get_mut(node) {
                 set.remove(id);
             }
+            for p in &job.spec.ports {
+                let key = (node.clone(), p.host_port, norm_proto(&p.protocol));
+                if self.ports.get(&key).map(String::as_str) == Some(id) {
+                    self.ports.remove(&key);
+                }
+            }
         }
     }
 
@@ -477,8 +503,15 @@ enum Finish {
 
 /// Docker treats an empty protocol as tcp.
 pub fn proto_eq(a: &str, b: &str) -> bool {
-    let norm = |p: &str| if p.is_empty() { "tcp" } else { p }.to_ascii_lowercase();
-    norm(a) == norm(b)
+    norm_proto(a) == norm_proto(b)
+}
+
+pub fn norm_proto(p: &str) -> String {
+    if p.is_empty() {
+        "tcp".into()
+    } else {
+        p.to_ascii_lowercase()
+    }
 }
 
 #[cfg(test)]

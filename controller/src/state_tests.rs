@@ -255,3 +255,67 @@ fn a_retried_submit_with_the_same_request_id_creates_one_job() {
         "request ids survive snapshots"
     );
 }
+
+#[test]
+fn host_ports_are_indexed_per_node_while_held() {
+    let mut s = state_with_node(2);
+    let spec = JobSpec {
+        image: "i".into(),
+        ports: vec![berth_proto::v1::PortMapping {
+            host_port: 8080,
+            container_port: 80,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let submit = |id: &str| Command::Submit {
+        id: id.into(),
+        name: id.into(),
+        spec: spec.clone(),
+        at_ms: 0,
+        request_id: String::new(),
+    };
+    s.apply(3, &submit("a")).unwrap();
+    s.apply(4, &submit("b")).unwrap();
+    s.apply(5, &place("a", &[])).unwrap();
+    assert_eq!(
+        s.host_port_holder("n", 8080, "TCP"),
+        Some("a"),
+        "empty and TCP mean tcp"
+    );
+    assert_eq!(
+        s.ports_on("n").collect::<Vec<_>>(),
+        vec![(8080, "tcp".to_string())]
+    );
+    let clash = s.apply(6, &place("b", &[])).unwrap();
+    assert!(
+        clash.jobs.is_empty(),
+        "the same host port twice on one node is refused"
+    );
+    s.apply(
+        7,
+        &Command::Cancel {
+            job_id: "a".into(),
+            at_ms: 7,
+        },
+    )
+    .unwrap();
+    s.apply(
+        8,
+        &Command::Exited {
+            job_id: "a".into(),
+            exit_code: 0,
+            at_ms: 8,
+        },
+    )
+    .unwrap();
+    assert_eq!(s.ports_on("n").count(), 0);
+    assert_eq!(s.apply(9, &place("b", &[])).unwrap().jobs, vec!["b"]);
+    let mut back: State = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+    back.reindex();
+    assert_eq!(
+        back.host_port_holder("n", 8080, ""),
+        Some("b"),
+        "rebuilt from a snapshot"
+    );
+}

@@ -39,15 +39,7 @@ pub fn scheduler_snapshot(inner: &Inner) -> Snapshot {
                     uuid: g.uuid.clone(),
                 })
                 .collect();
-            let used_ports = state
-                .jobs_on(&node.name)
-                .flat_map(|j| {
-                    j.spec
-                        .ports
-                        .iter()
-                        .map(|p| (p.host_port, p.protocol.clone()))
-                })
-                .collect();
+            let used_ports = state.ports_on(&node.name).collect();
             Some(NodeView {
                 name: node.name.clone(),
                 free_gpus,
