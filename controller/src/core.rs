@@ -13,7 +13,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::machine::{Shared, Telemetry};
 use crate::raft::node::{self, RaftConfig, RaftHandle};
-use crate::raft::transport::Transport;
+use crate::raft::transport::{Cut, Transport};
 use crate::raft::{ProposeError, SledRaftStorage};
 use crate::state::{Applied, Command, JobRecord, NodeRecord, State};
 use crate::views::{image_set, resolve_in, scheduler_snapshot};
@@ -35,6 +35,8 @@ pub struct ControllerConfig {
 pub struct Controller {
     pub shared: Arc<Shared>,
     pub raft: RaftHandle,
+    /// Test-only raft partition switch (see `Cut`).
+    pub cut: Cut,
     started_at: Instant,
 }
 
@@ -51,25 +53,21 @@ impl Controller {
                 peers_text(&cfg.peers)
             )));
         }
+        // Checked before sled is opened: a refused start must touch nothing.
+        check_membership(&cfg)?;
         let db = open_db(&cfg.data_dir)?;
-        let meta = db.open_tree("meta")?;
         let mut storage = SledRaftStorage::open(&db).map_err(|e| Error::Storage(e.to_string()))?;
-        check_membership(&meta, &storage, &cfg)?;
         if !storage.is_initialized() {
             let voters: Vec<u64> = cfg.peers.keys().copied().collect();
             storage
                 .initialize(&voters)
                 .map_err(|e| Error::Storage(e.to_string()))?;
-            meta.insert(
-                "peers",
-                serde_json::to_vec(&cfg.peers).expect("peers serialise"),
-            )?;
-            meta.insert("id", &cfg.id.to_be_bytes())?;
-            db.flush()?;
         }
+        write_membership(&cfg)?;
         let shared = Arc::new(Shared::new());
         let (inbox, rx) = std::sync::mpsc::channel();
-        let transport = Transport::start(cfg.id, &cfg.peers, inbox.clone());
+        let cut = Cut::from_env();
+        let transport = Transport::start(cfg.id, &cfg.peers, inbox.clone(), cut.clone());
         let mut raft_cfg = RaftConfig::new(cfg.id, cfg.peers.clone());
         if cfg.peers.len() == 1 {
             // A cluster of one elects itself at once; no need to wait out a timeout.
@@ -86,6 +84,7 @@ impl Controller {
                 peers: cfg.peers,
                 id: cfg.id,
             },
+            cut,
             started_at: Instant::now(),
         }))
     }
@@ -329,49 +328,58 @@ fn open_db(dir: &Path) -> Result<sled::Db> {
     })
 }
 
+/// What a data dir remembers of the controller that created it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Membership {
+    id: u64,
+    peers: BTreeMap<u64, String>,
+}
+
+fn membership_file(cfg: &ControllerConfig) -> PathBuf {
+    cfg.data_dir.join("cluster.json")
+}
+
 /// A data dir remembers the id and members it was created with. Starting it
-/// with others would split or corrupt the cluster, so it is refused.
-fn check_membership(
-    meta: &sled::Tree,
-    storage: &SledRaftStorage,
-    cfg: &ControllerConfig,
-) -> Result<()> {
-    if !storage.is_initialized() {
-        return Ok(());
-    }
-    if let Some(id) = meta.get("id")? {
-        let stored = u64::from_be_bytes(id.as_ref().try_into().unwrap_or([0; 8]));
-        if stored != cfg.id {
-            return Err(Error::FailedPrecondition(format!(
-                "{} belongs to controller {stored}, not --id {}; use that id or a fresh --data-dir",
-                cfg.data_dir.display(),
-                cfg.id
-            )));
-        }
-    }
-    let stored: BTreeMap<u64, String> = match meta.get("peers")? {
-        Some(b) => serde_json::from_slice(&b)
-            .map_err(|e| Error::Storage(format!("corrupt peers record: {e}")))?,
-        None => return Ok(()),
+/// with others would split or corrupt a cluster (or mix two), so it is refused.
+fn check_membership(cfg: &ControllerConfig) -> Result<()> {
+    let Ok(bytes) = std::fs::read(membership_file(cfg)) else {
+        return Ok(()); // a new data dir
     };
-    // A one-controller cluster may move to another address (berth dev on port 0).
-    let same_single = stored.len() == 1 && cfg.peers.len() == 1 && stored.contains_key(&cfg.id);
-    if same_single && stored != cfg.peers {
-        meta.insert(
-            "peers",
-            serde_json::to_vec(&cfg.peers).expect("peers serialise"),
-        )?;
-        return Ok(());
-    }
-    if stored != cfg.peers {
+    let stored: Membership = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Storage(format!("{}: corrupt: {e}", membership_file(cfg).display())))?;
+    if stored.id != cfg.id {
         return Err(Error::FailedPrecondition(format!(
-            "{} belongs to a cluster with members {}, but --peers says {}; start with the cluster's members (membership changes go through `berth controller add|remove`), or use a fresh --data-dir",
+            "{} belongs to controller {}, not --id {}; use that id or a fresh --data-dir",
             cfg.data_dir.display(),
-            peers_text(&stored),
+            stored.id,
+            cfg.id
+        )));
+    }
+    // A one-controller cluster may move to another address (berth dev on port 0).
+    let same_single = stored.peers.len() == 1 && cfg.peers.len() == 1;
+    if stored.peers != cfg.peers && !same_single {
+        return Err(Error::FailedPrecondition(format!(
+            "{} belongs to a cluster with members {}, but --peers says {}; start with the cluster's members, or use a fresh --data-dir",
+            cfg.data_dir.display(),
+            peers_text(&stored.peers),
             peers_text(&cfg.peers)
         )));
     }
     Ok(())
+}
+
+fn write_membership(cfg: &ControllerConfig) -> Result<()> {
+    let m = Membership {
+        id: cfg.id,
+        peers: cfg.peers.clone(),
+    };
+    let tmp = cfg.data_dir.join("cluster.json.tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(&m).expect("membership serialises"),
+    )
+    .and_then(|()| std::fs::rename(&tmp, membership_file(cfg)))
+    .map_err(|e| Error::Storage(format!("{}: {e}", membership_file(cfg).display())))
 }
 
 pub fn peers_text(peers: &BTreeMap<u64, String>) -> String {

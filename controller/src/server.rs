@@ -28,6 +28,7 @@ pub async fn run(
     let leader = tokio::spawn(lead_loop(ctl.clone()));
     let raft = RaftServiceServer::new(RaftServer {
         inbox: ctl.raft.inbox.clone(),
+        cut: ctl.cut.clone(),
     })
     .max_decoding_message_size(4 << 20);
     let result = tonic::transport::Server::builder()

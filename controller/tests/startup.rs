@@ -51,3 +51,86 @@ fn a_second_controller_on_the_same_data_dir_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("another controller"), "{err}");
 }
+
+/// Every file under `dir` with its contents, to prove nothing was touched.
+fn snapshot(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn start_and_wait(dir: &std::path::Path, args: &[&str]) -> std::process::Child {
+    let child = controller()
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !dir.join("controller.addr").exists() {
+        assert!(Instant::now() < deadline, "controller never came up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+#[test]
+fn other_members_or_another_id_are_refused_and_nothing_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string()
+    };
+    let (a, b, c) = (free(), free(), free());
+    let peers = format!("1={a},2={b},3={c}");
+    let mut first = start_and_wait(
+        dir.path(),
+        &["--id", "1", "--peers", &peers, "--listen", &a],
+    );
+    let _ = first.kill();
+    let _ = first.wait();
+    std::fs::remove_file(dir.path().join("controller.addr")).unwrap();
+    let before = snapshot(dir.path());
+
+    let other = format!("1={a},2={b},4={}", free());
+    let out = controller()
+        .args(["--id", "1", "--peers", &other, "--listen", &a])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("belongs to a cluster with members") && err.contains(&peers),
+        "{err}"
+    );
+    assert!(
+        snapshot(dir.path()) == before,
+        "a refused start must not touch the data dir"
+    );
+
+    let out = controller()
+        .args(["--id", "2", "--peers", &peers, "--listen", &b])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("belongs to controller 1"));
+    assert!(snapshot(dir.path()) == before);
+}

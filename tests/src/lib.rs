@@ -114,6 +114,8 @@ impl Ctl {
         let addr_file = self.dir.join("controller.addr");
         let _ = std::fs::remove_file(&addr_file);
         let mut cmd = Command::new(bin("berth-controller"));
+        // The controller drops its raft traffic while this file exists.
+        cmd.env("BERTH_FAULT_CUT_FILE", self.dir.join("cut"));
         cmd.args(["--listen", &self.addr, "--id", &self.id.to_string()])
             .arg("--data-dir")
             .arg(&self.dir);
@@ -225,6 +227,28 @@ impl Cluster {
             self.controllers[i].addr, before,
             "a controller must come back on its address"
         );
+    }
+
+    /// Cuts (or heals) controller `i`'s raft traffic with the others.
+    pub fn cut(&self, i: usize, cut: bool) {
+        let f = self.controllers[i].dir.join("cut");
+        if cut {
+            std::fs::write(f, "").unwrap();
+        } else {
+            std::fs::remove_file(f).unwrap();
+        }
+    }
+
+    /// `berth controller list` as JSON, asked of the given controllers.
+    pub fn members(&self, addrs: &str) -> Vec<Value> {
+        let out = Command::new(bin("berth"))
+            .args(["--addr", addrs, "controller", "list", "--output", "json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
     }
 
     /// Index of the current leader, waiting until one is elected.

@@ -2,6 +2,7 @@
 //! real agents and Docker: failover and full restarts lose nothing.
 
 use std::collections::{HashMap, HashSet};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -207,4 +208,84 @@ fn all_controllers_restart_with_the_same_state() {
         3,
         "one container per started job"
     );
+}
+
+/// Cut the leader off from the other two: it cannot commit, the majority
+/// elects a leader and goes on, and once the cut heals the old leader
+/// catches up.
+#[test]
+fn a_cut_off_minority_cannot_commit_and_catches_up_after_healing() {
+    let mut c = Cluster::start_replicated(3);
+    c.add_agent(1);
+    let old = c.leader();
+    let cut_addr = c.controllers[old].addr.clone();
+    let others: Vec<String> = c
+        .controllers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != old)
+        .map(|(_, x)| x.addr.clone())
+        .collect();
+    let others = others.join(",");
+    c.cut(old, true);
+    let frozen_commit = wait_for("the cut controller to stop committing", DEADLINE, || {
+        let m = c.members(&cut_addr);
+        let me = m.iter().find(|m| m["addr"] == cut_addr.as_str())?;
+        (me["role"] != "leader").then(|| me["commit"].as_u64())?
+    });
+
+    // The majority elects a new leader and takes writes.
+    let ids: Vec<String> = (0..10)
+        .map(|i| {
+            let out = Command::new(bin("berth"))
+                .args([
+                    "--addr",
+                    &others,
+                    "run",
+                    "-d",
+                    "--name",
+                    &unique(&format!("maj{i}")),
+                    IMAGE,
+                    "true",
+                ])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "majority write: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        })
+        .collect();
+    let majority_commit = c
+        .members(&others)
+        .iter()
+        .filter_map(|m| m["commit"].as_u64())
+        .max()
+        .unwrap();
+    let cut_now = c
+        .members(&cut_addr)
+        .into_iter()
+        .find(|m| m["addr"] == cut_addr.as_str())
+        .unwrap();
+    assert_eq!(
+        cut_now["commit"].as_u64(),
+        Some(frozen_commit),
+        "the minority committed nothing while cut"
+    );
+    assert!(majority_commit > frozen_commit + 10);
+
+    // Heal: the old leader rejoins as a follower and applies everything.
+    c.cut(old, false);
+    wait_for("the healed controller to catch up", DEADLINE, || {
+        let me = c
+            .members(&cut_addr)
+            .into_iter()
+            .find(|m| m["addr"] == cut_addr.as_str())?;
+        (me["applied"].as_u64()? >= majority_commit && me["role"] == "follower").then_some(())
+    });
+    for id in &ids {
+        assert!(c.job(id)["id"] == id.as_str());
+    }
 }

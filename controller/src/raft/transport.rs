@@ -8,7 +8,10 @@
 //! snapshot handed to the stream as `Finish`, one that could not be as `Failure`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 use std::time::Duration;
 
 use berth_proto::v1::raft_service_client::RaftServiceClient;
@@ -27,21 +30,57 @@ const QUEUE: usize = 4096;
 
 pub struct Transport {
     peers: HashMap<u64, mpsc::Sender<Message>>,
+    cut: Cut,
+}
+
+/// A network cut of this controller's raft traffic, for tests: while the
+/// file named by `BERTH_FAULT_CUT_FILE` exists, raft messages in and out are
+/// dropped (the API still answers, as in a partition between controllers
+/// only). Without the variable it is never set.
+#[derive(Clone, Default)]
+pub struct Cut(Arc<AtomicBool>);
+
+impl Cut {
+    pub fn from_env() -> Cut {
+        let cut = Cut::default();
+        if let Some(path) = std::env::var_os("BERTH_FAULT_CUT_FILE").map(PathBuf::from) {
+            let flag = cut.0.clone();
+            tokio::spawn(async move {
+                loop {
+                    flag.store(path.exists(), Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            });
+        }
+        cut
+    }
+
+    pub fn is_cut(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 impl Transport {
     /// Spawns a sender task per peer (not `self_id`) on the current runtime.
-    pub fn start(self_id: u64, peers: &BTreeMap<u64, String>, inbox: Sender<Input>) -> Transport {
+    pub fn start(
+        self_id: u64,
+        peers: &BTreeMap<u64, String>,
+        inbox: Sender<Input>,
+        cut: Cut,
+    ) -> Transport {
         let mut out = HashMap::new();
         for (&id, addr) in peers.iter().filter(|(id, _)| **id != self_id) {
             let (tx, rx) = mpsc::channel(QUEUE);
             tokio::spawn(peer_loop(id, addr.clone(), rx, inbox.clone()));
             out.insert(id, tx);
         }
-        Transport { peers: out }
+        Transport { peers: out, cut }
     }
 
     pub fn send(&self, msgs: Vec<Message>) {
+        if self.cut.is_cut() {
+            return;
+        }
         for m in msgs {
             if let Some(tx) = self.peers.get(&m.to) {
                 // Full queue: drop; raft resends what matters.
@@ -122,6 +161,7 @@ async fn peer_loop(
 /// The receiving side: reassembles chunks and feeds the raft thread.
 pub struct RaftServer {
     pub inbox: Sender<Input>,
+    pub cut: Cut,
 }
 
 #[tonic::async_trait]
@@ -137,6 +177,9 @@ impl RaftService for RaftServer {
             let msg = Message::parse_from_bytes(&buf)
                 .map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))?;
             buf.clear();
+            if self.cut.is_cut() {
+                continue;
+            }
             if self.inbox.send(Input::Message(msg)).is_err() {
                 return Err(Status::unavailable("raft stopped"));
             }
