@@ -18,6 +18,7 @@ use crate::raft::{ProposeError, SledRaftStorage};
 use crate::state::{Applied, Command, JobRecord, NodeRecord, State};
 use crate::views::{image_set, resolve_in, scheduler_snapshot};
 use crate::{convert, scheduler, validate, Error, Result};
+use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
 
 /// A node that has not reported for this long is DOWN: nothing new lands on it.
 pub const NODE_DOWN_AFTER: Duration = Duration::from_secs(15);
@@ -30,6 +31,11 @@ pub struct ControllerConfig {
     /// Every voting member's id and address (this one's included).
     pub peers: BTreeMap<u64, String>,
     pub data_dir: PathBuf,
+    /// Join a running cluster (as a learner the leader adds) instead of
+    /// forming one: the log starts empty and arrives from the leader.
+    pub join: bool,
+    /// Snapshot the state and compact the raft log every this many entries.
+    pub snapshot_every: u64,
 }
 
 pub struct Controller {
@@ -54,34 +60,54 @@ impl Controller {
             )));
         }
         // Checked before sled is opened: a refused start must touch nothing.
-        check_membership(&cfg)?;
+        let stored = check_membership(&cfg)?;
         let db = open_db(&cfg.data_dir)?;
         let mut storage = SledRaftStorage::open(&db).map_err(|e| Error::Storage(e.to_string()))?;
-        if !storage.is_initialized() {
+        if !storage.is_initialized() && !cfg.join {
             let voters: Vec<u64> = cfg.peers.keys().copied().collect();
             storage
                 .initialize(&voters)
                 .map_err(|e| Error::Storage(e.to_string()))?;
         }
-        write_membership(&cfg)?;
+        // Membership changes since the data dir was created are remembered.
+        let current = stored
+            .map(|m| m.current)
+            .unwrap_or_else(|| cfg.peers.clone());
+        write_membership(&cfg, &current)?;
         let shared = Arc::new(Shared::new());
         let (inbox, rx) = std::sync::mpsc::channel();
         let cut = Cut::from_env();
-        let transport = Transport::start(cfg.id, &cfg.peers, inbox.clone(), cut.clone());
-        let mut raft_cfg = RaftConfig::new(cfg.id, cfg.peers.clone());
+        let transport = Transport::start(cfg.id, &current, inbox.clone(), cut.clone());
+        let mut raft_cfg = RaftConfig::new(cfg.id, current.clone());
+        raft_cfg.compact_every = cfg.snapshot_every;
         if cfg.peers.len() == 1 {
             // A cluster of one elects itself at once; no need to wait out a timeout.
             raft_cfg.election_ticks = 2;
             raft_cfg.heartbeat_ticks = 1;
         }
-        let status = node::spawn(raft_cfg, storage, shared.clone(), transport, rx)
-            .map_err(|e| Error::Storage(format!("starting raft: {e}")))?;
+        let peers = Arc::new(std::sync::RwLock::new(current));
+        let record = cfg.clone();
+        let on_members = Box::new(move |now: &BTreeMap<u64, String>| {
+            if let Err(e) = write_membership(&record, now) {
+                tracing::error!(error = %e, "could not record the new membership");
+            }
+        });
+        let status = node::spawn(
+            raft_cfg,
+            storage,
+            shared.clone(),
+            transport,
+            rx,
+            peers.clone(),
+            on_members,
+        )
+        .map_err(|e| Error::Storage(format!("starting raft: {e}")))?;
         Ok(Arc::new(Controller {
             shared,
             raft: RaftHandle {
                 inbox,
                 status,
-                peers: cfg.peers,
+                peers,
                 id: cfg.id,
             },
             cut,
@@ -318,6 +344,66 @@ impl Controller {
     }
 }
 
+impl Controller {
+    /// Adds controller `id` at `addr`: as a learner first, so it catches up
+    /// (by snapshot when the log was compacted) without weakening the
+    /// quorum, then as a voter once its log matches the leader's.
+    pub async fn add_member(&self, id: u64, addr: String) -> Result<()> {
+        self.ensure_leader()?;
+        if id == 0 || self.raft.peers().contains_key(&id) {
+            return Err(Error::InvalidArgument(format!(
+                "controller {id} is already a member (or 0)"
+            )));
+        }
+        let addrs: BTreeMap<u64, String> = [(id, addr)].into();
+        self.change(ConfChangeType::AddLearnerNode, id, addrs.clone())
+            .await?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let st = self.raft.status();
+            if st.matched.get(&id).copied().unwrap_or(0) >= st.commit {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Unavailable(format!(
+                    "controller {id} was added as a learner but has not caught up in 120 s; is it running with --join?"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.change(ConfChangeType::AddNode, id, addrs).await
+    }
+
+    pub async fn remove_member(&self, id: u64) -> Result<()> {
+        self.ensure_leader()?;
+        if !self.raft.peers().contains_key(&id) {
+            return Err(Error::NotFound(format!("controller {id} is not a member")));
+        }
+        self.change(ConfChangeType::RemoveNode, id, BTreeMap::new())
+            .await
+    }
+
+    async fn change(
+        &self,
+        kind: ConfChangeType,
+        id: u64,
+        addrs: BTreeMap<u64, String>,
+    ) -> Result<()> {
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(kind);
+        single.node_id = id;
+        let mut cc = ConfChangeV2::default();
+        cc.set_changes(vec![single].into());
+        self.raft
+            .change_members(cc, addrs, PROPOSE_TIMEOUT)
+            .await
+            .map_err(|e| match e {
+                ProposeError::NotLeader { .. } => self.not_leader(),
+                other => Error::Unavailable(other.to_string()),
+            })
+    }
+}
+
 fn open_db(dir: &Path) -> Result<sled::Db> {
     std::fs::create_dir_all(dir).map_err(|e| Error::Storage(format!("{}: {e}", dir.display())))?;
     sled::open(dir.join("state.sled")).map_err(|e| {
@@ -332,7 +418,11 @@ fn open_db(dir: &Path) -> Result<sled::Db> {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Membership {
     id: u64,
+    /// The --peers it was created with.
     peers: BTreeMap<u64, String>,
+    /// The members now, after changes made through the cluster.
+    #[serde(default)]
+    current: BTreeMap<u64, String>,
 }
 
 fn membership_file(cfg: &ControllerConfig) -> PathBuf {
@@ -341,9 +431,9 @@ fn membership_file(cfg: &ControllerConfig) -> PathBuf {
 
 /// A data dir remembers the id and members it was created with. Starting it
 /// with others would split or corrupt a cluster (or mix two), so it is refused.
-fn check_membership(cfg: &ControllerConfig) -> Result<()> {
+fn check_membership(cfg: &ControllerConfig) -> Result<Option<Membership>> {
     let Ok(bytes) = std::fs::read(membership_file(cfg)) else {
-        return Ok(()); // a new data dir
+        return Ok(None); // a new data dir
     };
     let stored: Membership = serde_json::from_slice(&bytes)
         .map_err(|e| Error::Storage(format!("{}: corrupt: {e}", membership_file(cfg).display())))?;
@@ -357,7 +447,7 @@ fn check_membership(cfg: &ControllerConfig) -> Result<()> {
     }
     // A one-controller cluster may move to another address (berth dev on port 0).
     let same_single = stored.peers.len() == 1 && cfg.peers.len() == 1;
-    if stored.peers != cfg.peers && !same_single {
+    if stored.peers != cfg.peers && stored.current != cfg.peers && !same_single {
         return Err(Error::FailedPrecondition(format!(
             "{} belongs to a cluster with members {}, but --peers says {}; start with the cluster's members, or use a fresh --data-dir",
             cfg.data_dir.display(),
@@ -365,13 +455,18 @@ fn check_membership(cfg: &ControllerConfig) -> Result<()> {
             peers_text(&cfg.peers)
         )));
     }
-    Ok(())
+    let mut stored = stored;
+    if stored.current.is_empty() || same_single {
+        stored.current = cfg.peers.clone();
+    }
+    Ok(Some(stored))
 }
 
-fn write_membership(cfg: &ControllerConfig) -> Result<()> {
+fn write_membership(cfg: &ControllerConfig, current: &BTreeMap<u64, String>) -> Result<()> {
     let m = Membership {
         id: cfg.id,
         peers: cfg.peers.clone(),
+        current: current.clone(),
     };
     let tmp = cfg.data_dir.join("cluster.json.tmp");
     std::fs::write(

@@ -30,6 +30,13 @@ struct Args {
     /// single-controller cluster at --listen.
     #[arg(long, env = "BERTH_PEERS", default_value = "")]
     peers: String,
+    /// Join a running cluster: start with an empty log and wait for the
+    /// leader to add this controller (`berth controller add ID ADDR`).
+    #[arg(long)]
+    join: bool,
+    /// Snapshot the state and compact the raft log every N entries.
+    #[arg(long, default_value_t = 50_000)]
+    snapshot_every: u64,
 }
 
 fn parse_peers(s: &str) -> anyhow::Result<BTreeMap<u64, String>> {
@@ -73,6 +80,8 @@ async fn main() -> anyhow::Result<()> {
         id: args.id,
         peers: peers.clone(),
         data_dir: args.data_dir.clone(),
+        join: args.join,
+        snapshot_every: args.snapshot_every.max(100),
     })
     .with_context(|| format!("opening data dir {}", args.data_dir.display()))?;
     // Tests and scripts that asked for port 0 read the real address here.

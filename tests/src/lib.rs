@@ -106,6 +106,8 @@ pub struct Ctl {
     pub dir: PathBuf,
     /// `--peers` for a replicated cluster; empty for a single controller.
     peers: String,
+    /// More flags (e.g. --join, --snapshot-every).
+    extra: Vec<String>,
     pub proc: Option<Proc>,
 }
 
@@ -122,6 +124,7 @@ impl Ctl {
         if !self.peers.is_empty() {
             cmd.args(["--peers", &self.peers]);
         }
+        cmd.args(&self.extra);
         let log = self.dir.join(format!("controller-{}.log", unique("run")));
         self.proc = Some(Proc::spawn(&mut cmd, &log));
         self.addr = wait_for("controller address", DEADLINE, || {
@@ -154,6 +157,11 @@ impl Cluster {
 
     /// `n` controllers forming one raft group on loopback ports.
     pub fn start_replicated(n: usize) -> Cluster {
+        Cluster::start_with(n, &[])
+    }
+
+    /// `n` controllers started with `extra` flags.
+    pub fn start_with(n: usize, extra: &[&str]) -> Cluster {
         ensure_image();
         let dir = tempfile::tempdir().unwrap();
         let addrs: Vec<String> = if n == 1 {
@@ -188,6 +196,7 @@ impl Cluster {
                     addr,
                     dir: cdir,
                     peers: peers.clone(),
+                    extra: extra.iter().map(|s| s.to_string()).collect(),
                     proc: None,
                 }
             })
@@ -227,6 +236,39 @@ impl Cluster {
             self.controllers[i].addr, before,
             "a controller must come back on its address"
         );
+    }
+
+    /// Starts a new controller with `--join` (not yet a member: add it with
+    /// `berth controller add`). Returns its index.
+    pub fn join_controller(&mut self, id: u64, extra: &[&str]) -> usize {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string();
+        let mut peers: Vec<String> = self
+            .controllers
+            .iter()
+            .map(|c| format!("{}={}", c.id, c.addr))
+            .collect();
+        peers.push(format!("{id}={addr}"));
+        let dir = self.dir.path().join(format!("c{id}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut ctl = Ctl {
+            id,
+            addr,
+            dir,
+            peers: peers.join(","),
+            extra: extra
+                .iter()
+                .map(|s| s.to_string())
+                .chain(["--join".to_string()])
+                .collect(),
+            proc: None,
+        };
+        ctl.spawn();
+        self.controllers.push(ctl);
+        self.controllers.len() - 1
     }
 
     /// Cuts (or heals) controller `i`'s raft traffic with the others.

@@ -6,7 +6,11 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use berth_proto::v1::controller_service_client::ControllerServiceClient;
-use berth_proto::v1::{Member, MembersRequest, MembersResponse};
+use berth_proto::v1::{
+    AddMemberRequest, Member, MembersRequest, MembersResponse, RemoveMemberRequest,
+};
+
+use crate::client::status_message;
 use serde_json::json;
 use tonic::transport::Endpoint;
 
@@ -16,12 +20,46 @@ use crate::output::{table, Format};
 pub enum Command {
     /// List the controllers with their raft role, term, commit and applied index.
     List,
+    /// Add a controller (started with --join) as a learner, then as a voter once caught up.
+    Add {
+        /// Its id (unused by any member).
+        id: u64,
+        /// Its address, HOST:PORT. (Not named `addr`: that is the global --addr.)
+        #[arg(value_name = "ADDR")]
+        address: String,
+    },
+    /// Remove a controller from the cluster.
+    Remove { id: u64 },
 }
 
 pub async fn run(addrs: &str, command: Command, format: Format) -> Result<()> {
     match command {
         Command::List => list(addrs, format).await,
+        Command::Add { id, address } => {
+            let mut c = leader(addrs).await?;
+            c.add_member(AddMemberRequest { id, addr: address })
+                .await
+                .map_err(status_message)?;
+            println!("controller {id} added");
+            list(addrs, format).await
+        }
+        Command::Remove { id } => {
+            let mut c = leader(addrs).await?;
+            c.remove_member(RemoveMemberRequest { id })
+                .await
+                .map_err(status_message)?;
+            println!("controller {id} removed");
+            Ok(())
+        }
     }
+}
+
+async fn leader(addrs: &str) -> Result<ControllerServiceClient<tonic::transport::Channel>> {
+    let list: Vec<String> = addrs.split(',').map(String::from).collect();
+    let (channel, _) = berth_proto::connect::leader(&list, Duration::from_secs(10))
+        .await
+        .map_err(|e| anyhow!("cannot reach the leader: {e}"))?;
+    Ok(ControllerServiceClient::new(channel))
 }
 
 async fn members(addr: &str) -> Result<MembersResponse> {
@@ -38,11 +76,21 @@ async fn members(addr: &str) -> Result<MembersResponse> {
 
 async fn list(addrs: &str, format: Format) -> Result<()> {
     // The membership, from the first controller that answers.
-    let mut view = None;
+    let mut view: Option<MembersResponse> = None;
     for addr in addrs.split(',').map(str::trim).filter(|a| !a.is_empty()) {
         if let Ok(m) = members(addr).await {
             view = Some(m);
             break;
+        }
+    }
+    // Prefer the leader's view: only it knows how far each member has replicated.
+    if let Some(leader_addr) = view
+        .as_ref()
+        .map(|v| v.leader_addr.clone())
+        .filter(|a| !a.is_empty())
+    {
+        if let Ok(m) = members(&leader_addr).await {
+            view = Some(m);
         }
     }
     let view =
@@ -76,6 +124,7 @@ async fn list(addrs: &str, format: Format) -> Result<()> {
                     "id": m.id, "addr": m.addr,
                     "role": if *up { m.role.as_str() } else { "unreachable" },
                     "term": m.term, "commit": m.commit, "applied": m.applied, "matched": m.matched,
+                    "first_index": m.first_index, "suffrage": m.suffrage,
                     "leader": m.id == view.leader_id,
                 })
             })

@@ -55,6 +55,8 @@ pub async fn run(args: Args) -> Result<()> {
         id: 1,
         peers: [(1, addr.to_string())].into(),
         data_dir: data_dir.join("controller"),
+        join: false,
+        snapshot_every: 50_000,
     })
     .with_context(|| format!("opening {}", data_dir.display()))?;
     std::fs::write(data_dir.join("controller.addr"), addr.to_string())?;

@@ -1,29 +1,35 @@
 //! `berth.v1.ControllerService`: any controller says who the members are and
-//! who leads, so clients and agents can find the leader from any address.
+//! who leads, so clients and agents can find the leader from any address;
+//! the leader adds and removes members.
 
 use std::sync::Arc;
 
 use berth_proto::v1::controller_service_server::ControllerService;
-use berth_proto::v1::{Member, MembersRequest, MembersResponse};
+use berth_proto::v1::{
+    AddMemberRequest, Member, MembersRequest, MembersResponse, RemoveMemberRequest,
+};
 use tonic::{Request, Response, Status};
 
 use crate::core::Controller;
 
 pub struct Members(pub Arc<Controller>);
 
-#[tonic::async_trait]
-impl ControllerService for Members {
-    async fn members(
-        &self,
-        _: Request<MembersRequest>,
-    ) -> Result<Response<MembersResponse>, Status> {
+impl Members {
+    fn view(&self) -> MembersResponse {
         let raft = &self.0.raft;
         let status = raft.status();
-        let members = raft
-            .peers
+        let peers = raft.peers();
+        let members = peers
             .iter()
             .map(|(&id, addr)| {
                 let me = id == raft.id;
+                let suffrage = if status.learners.contains(&id) {
+                    "learner"
+                } else if status.voters.contains(&id) {
+                    "voter"
+                } else {
+                    ""
+                };
                 Member {
                     id,
                     addr: addr.clone(),
@@ -36,14 +42,51 @@ impl ControllerService for Members {
                     commit: if me { status.commit } else { 0 },
                     applied: if me { status.applied } else { 0 },
                     matched: status.matched.get(&id).copied().unwrap_or(0),
+                    first_index: if me { status.first_index } else { 0 },
+                    suffrage: suffrage.to_string(),
                 }
             })
             .collect();
-        Ok(Response::new(MembersResponse {
+        MembersResponse {
             self_id: raft.id,
             leader_id: status.leader,
-            leader_addr: raft.peers.get(&status.leader).cloned().unwrap_or_default(),
+            leader_addr: peers.get(&status.leader).cloned().unwrap_or_default(),
             members,
-        }))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl ControllerService for Members {
+    async fn members(
+        &self,
+        _: Request<MembersRequest>,
+    ) -> Result<Response<MembersResponse>, Status> {
+        Ok(Response::new(self.view()))
+    }
+
+    async fn add_member(
+        &self,
+        req: Request<AddMemberRequest>,
+    ) -> Result<Response<MembersResponse>, Status> {
+        let r = req.into_inner();
+        if r.addr.is_empty() {
+            return Err(Status::invalid_argument(
+                "the new controller's address is required",
+            ));
+        }
+        tracing::info!(id = r.id, addr = %r.addr, "adding controller");
+        self.0.add_member(r.id, r.addr).await?;
+        Ok(Response::new(self.view()))
+    }
+
+    async fn remove_member(
+        &self,
+        req: Request<RemoveMemberRequest>,
+    ) -> Result<Response<MembersResponse>, Status> {
+        let id = req.into_inner().id;
+        tracing::info!(id, "removing controller");
+        self.0.remove_member(id).await?;
+        Ok(Response::new(self.view()))
     }
 }

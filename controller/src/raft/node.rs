@@ -54,7 +54,22 @@ pub enum Input {
     Snapshot(u64, SnapshotStatus),
     /// Replies with an index: once applied reaches it, reads are linearizable.
     ReadIndex(oneshot::Sender<Result<u64, ProposeError>>),
+    /// A membership change; `addrs` (id → address) travel in its context so
+    /// every member learns where new members are. Replies once applied.
+    ConfChange {
+        cc: ConfChangeV2,
+        addrs: BTreeMap<u64, String>,
+        reply: oneshot::Sender<Result<(), ProposeError>>,
+    },
 }
+
+/// Members' addresses, shared by the raft thread (which changes them as
+/// configuration changes apply) and the API (which shows them).
+pub type Peers = Arc<std::sync::RwLock<BTreeMap<u64, String>>>;
+
+/// Called with the members' addresses after each membership change applies
+/// (the controller records them in its data dir).
+pub type OnMembers = Box<dyn Fn(&BTreeMap<u64, String>) + Send>;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RaftStatus {
@@ -70,6 +85,9 @@ pub struct RaftStatus {
     /// committed before it. Only then may it answer reads or drive agents: a
     /// leader fresh from a restart has not replayed its log yet.
     pub serving: bool,
+    pub first_index: u64,
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -102,7 +120,11 @@ struct Loop<SM: StateMachine> {
     sm: Arc<SM>,
     transport: Transport,
     cfg: RaftConfig,
+    peers: Peers,
+    /// Called with the new addresses after a membership change applies.
+    on_members: OnMembers,
     pending: HashMap<u64, oneshot::Sender<Result<ApplyOutput, ProposeError>>>,
+    pending_conf: HashMap<u64, oneshot::Sender<Result<(), ProposeError>>>,
     reads: HashMap<u64, oneshot::Sender<Result<u64, ProposeError>>>,
     next_seq: u64,
     status: watch::Sender<RaftStatus>,
@@ -116,6 +138,8 @@ pub fn spawn<SM: StateMachine>(
     sm: Arc<SM>,
     transport: Transport,
     rx: Receiver<Input>,
+    peers: Peers,
+    on_members: OnMembers,
 ) -> raft::Result<watch::Receiver<RaftStatus>> {
     let config = raft::Config {
         id: cfg.id,
@@ -141,7 +165,10 @@ pub fn spawn<SM: StateMachine>(
         sm,
         transport,
         cfg,
+        peers,
+        on_members,
         pending: HashMap::new(),
+        pending_conf: HashMap::new(),
         reads: HashMap::new(),
         next_seq: 1,
         status: status_tx,
@@ -193,6 +220,26 @@ impl<SM: StateMachine> Loop<SM> {
                 match self.raw.propose(ctx, data) {
                     Ok(()) => {
                         self.pending.insert(seq, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(ProposeError::Raft(e.to_string())));
+                    }
+                }
+            }
+            Input::ConfChange { cc, addrs, reply } => {
+                if self.raw.raft.state != StateRole::Leader {
+                    let _ = reply.send(Err(ProposeError::NotLeader {
+                        leader: self.raw.raft.leader_id,
+                    }));
+                    return;
+                }
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                let mut ctx = proposal_context(self.cfg.id, seq);
+                ctx.extend_from_slice(&serde_json::to_vec(&addrs).expect("addresses serialise"));
+                match self.raw.propose_conf_change(ctx, cc) {
+                    Ok(()) => {
+                        self.pending_conf.insert(seq, reply);
                     }
                     Err(e) => {
                         let _ = reply.send(Err(ProposeError::Raft(e.to_string())));
@@ -260,6 +307,7 @@ impl<SM: StateMachine> Loop<SM> {
         self.transport.send(light.take_messages());
         self.apply(light.take_committed_entries())?;
         self.raw.advance_apply();
+        self.maybe_leave_joint();
         self.maybe_compact()?;
         Ok(())
     }
@@ -288,11 +336,56 @@ impl<SM: StateMachine> Loop<SM> {
                     let cc = ConfChangeV2::parse_from_bytes(&entry.data)
                         .map_err(raft::Error::CodecError)?;
                     let cs = self.raw.apply_conf_change(&cc)?;
+                    self.update_peers(&entry.context, &cs);
                     self.save_conf_state(cs)?;
+                    if let Some(reply) = parse_context(&entry.context, self.cfg.id)
+                        .and_then(|s| self.pending_conf.remove(&s))
+                    {
+                        let _ = reply.send(Ok(()));
+                    }
                 }
             }
         }
         Ok(())
+    }
+
+    /// Learns new members' addresses from a conf change's context, forgets
+    /// removed members, and tells the transport.
+    fn update_peers(&mut self, context: &[u8], cs: &raft::eraftpb::ConfState) {
+        let added: BTreeMap<u64, String> = context
+            .get(16..)
+            .and_then(|json| serde_json::from_slice(json).ok())
+            .unwrap_or_default();
+        let members: std::collections::BTreeSet<u64> = cs
+            .voters
+            .iter()
+            .chain(&cs.learners)
+            .chain(&cs.voters_outgoing)
+            .chain(&cs.learners_next)
+            .copied()
+            .collect();
+        let snapshot = {
+            let mut peers = self.peers.write().unwrap_or_else(|p| p.into_inner());
+            for (id, addr) in added {
+                if members.contains(&id) && peers.get(&id) != Some(&addr) {
+                    peers.insert(id, addr.clone());
+                    if id != self.cfg.id {
+                        self.transport.add_peer(id, addr);
+                    }
+                }
+            }
+            let gone: Vec<u64> = peers
+                .keys()
+                .filter(|id| !members.contains(id))
+                .copied()
+                .collect();
+            for id in gone {
+                peers.remove(&id);
+                self.transport.remove_peer(id);
+            }
+            peers.clone()
+        };
+        (self.on_members)(&snapshot);
     }
 
     fn save_conf_state(&mut self, cs: raft::eraftpb::ConfState) -> raft::Result<()> {
@@ -301,9 +394,27 @@ impl<SM: StateMachine> Loop<SM> {
         self.raw.store().persist(batch, true)
     }
 
+    /// A leader that finds the configuration joint (its predecessor died
+    /// mid-change) proposes the empty change that leaves it.
+    fn maybe_leave_joint(&mut self) {
+        let raft = &self.raw.raft;
+        let joint = !self.raw.store().conf_state().voters_outgoing.is_empty();
+        let pending = raft.pending_conf_index > raft.raft_log.applied;
+        if raft.state == StateRole::Leader && joint && !pending {
+            tracing::info!("leaving a joint configuration left by a previous leader");
+            if let Err(e) = self
+                .raw
+                .propose_conf_change(Vec::new(), ConfChangeV2::default())
+            {
+                tracing::warn!(error = %e, "could not propose leaving the joint configuration");
+            }
+        }
+    }
+
     fn maybe_compact(&mut self) -> raft::Result<()> {
         let applied = self.raw.raft.raft_log.applied;
-        if applied < self.raw.store().first_index_now() + self.cfg.compact_every {
+        let wanted = self.raw.store().take_snapshot_wanted();
+        if !wanted && applied < self.raw.store().first_index_now() + self.cfg.compact_every {
             return Ok(());
         }
         let data = self.sm.snapshot();
@@ -321,11 +432,16 @@ impl<SM: StateMachine> Loop<SM> {
         };
         // A leader that stepped down cannot tell whether its pending proposals
         // will commit: fail them now rather than let callers wait out a timeout.
-        if raft.state != StateRole::Leader && !self.pending.is_empty() {
+        if raft.state != StateRole::Leader
+            && !(self.pending.is_empty() && self.pending_conf.is_empty())
+        {
             for (_, reply) in self.pending.drain() {
                 let _ = reply.send(Err(ProposeError::Dropped));
             }
             for (_, reply) in self.reads.drain() {
+                let _ = reply.send(Err(ProposeError::Dropped));
+            }
+            for (_, reply) in self.pending_conf.drain() {
                 let _ = reply.send(Err(ProposeError::Dropped));
             }
         }
@@ -340,7 +456,13 @@ impl<SM: StateMachine> Loop<SM> {
         let applied = raft.raft_log.applied;
         let serving = raft.state == StateRole::Leader
             && raft.raft_log.term(applied).is_ok_and(|t| t == raft.term);
+        let cs = self.raw.store().conf_state();
+        let (voters, learners) = (cs.voters.clone(), cs.learners.clone());
+        let first_index = self.raw.store().first_index_now();
         let status = RaftStatus {
+            first_index,
+            voters,
+            learners,
             serving,
             id: self.cfg.id,
             leader: raft.leader_id,
@@ -371,10 +493,11 @@ fn proposal_context(id: u64, seq: u64) -> Vec<u8> {
 }
 
 fn parse_context(ctx: &[u8], id: u64) -> Option<u64> {
-    if ctx.len() != 16 || ctx[..8] != id.to_be_bytes() {
+    // Conf changes append the members' addresses after the 16 bytes.
+    if ctx.len() < 16 || ctx[..8] != id.to_be_bytes() {
         return None;
     }
-    Some(u64::from_be_bytes(ctx[8..].try_into().ok()?))
+    Some(u64::from_be_bytes(ctx[8..16].try_into().ok()?))
 }
 
 /// A handle the async side uses to reach the raft thread.
@@ -382,7 +505,7 @@ fn parse_context(ctx: &[u8], id: u64) -> Option<u64> {
 pub struct RaftHandle {
     pub inbox: Sender<Input>,
     pub status: watch::Receiver<RaftStatus>,
-    pub peers: BTreeMap<u64, String>,
+    pub peers: Peers,
     pub id: u64,
 }
 
@@ -437,6 +560,27 @@ impl RaftHandle {
 
     pub fn leader_addr(&self) -> Option<(u64, String)> {
         let leader = self.status.borrow().leader;
-        self.peers.get(&leader).map(|a| (leader, a.clone()))
+        self.peers().get(&leader).map(|a| (leader, a.clone()))
+    }
+
+    pub fn peers(&self) -> BTreeMap<u64, String> {
+        self.peers.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Proposes a membership change and waits until it is applied here.
+    pub async fn change_members(
+        &self,
+        cc: ConfChangeV2,
+        addrs: BTreeMap<u64, String>,
+        timeout: Duration,
+    ) -> Result<(), ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        self.inbox
+            .send(Input::ConfChange { cc, addrs, reply })
+            .map_err(|_| ProposeError::Raft("raft thread stopped".into()))?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => r,
+            _ => Err(ProposeError::Dropped),
+        }
     }
 }

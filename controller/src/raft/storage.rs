@@ -47,6 +47,10 @@ pub struct SledRaftStorage {
     first: u64,
     /// Index of the last entry present (snapshot index when empty).
     last: u64,
+    /// Set when raft asked for a snapshot that is missing, too old, or of
+    /// another configuration (a new learner must be in the snapshot's
+    /// configuration, or it refuses it); the ready loop then cuts a new one.
+    wanted: std::sync::atomic::AtomicBool,
 }
 
 impl SledRaftStorage {
@@ -103,6 +107,7 @@ impl SledRaftStorage {
             snapshot_meta,
             first,
             last,
+            wanted: Default::default(),
         })
     }
 
@@ -209,7 +214,8 @@ impl SledRaftStorage {
     /// Stores a snapshot of the state machine at `index` (already applied
     /// here) and drops the log up to it. `data` is the encoded state.
     pub fn compact(&mut self, index: u64, data: Vec<u8>) -> raft::Result<()> {
-        if index <= self.snapshot_meta.index {
+        // Equal index: a fresh snapshot of the same point (its configuration changed).
+        if index < self.snapshot_meta.index {
             return Ok(());
         }
         assert!(
@@ -234,6 +240,12 @@ impl SledRaftStorage {
         self.snapshot_meta = snap.take_metadata();
         self.first = index + 1;
         Ok(())
+    }
+
+    /// Whether raft wanted a snapshot we could not give; clears the flag.
+    pub fn take_snapshot_wanted(&self) -> bool {
+        self.wanted
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Durably stores `snap` as the latest snapshot.
@@ -323,20 +335,25 @@ impl raft::Storage for SledRaftStorage {
 
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         let snap = match self.snap_tree.get(SNAPSHOT).map_err(store_err)? {
-            Some(b) => Snapshot::parse_from_bytes(&b).map_err(store_err)?,
-            None => {
-                return Err(raft::Error::Store(
+            Some(b) => Some(Snapshot::parse_from_bytes(&b).map_err(store_err)?),
+            None => None,
+        };
+        match snap {
+            Some(s)
+                if s.get_metadata().index >= request_index
+                    && s.get_metadata().get_conf_state() == &self.conf_state =>
+            {
+                Ok(s)
+            }
+            _ => {
+                // Ask the ready loop for a fresh one; raft asks again later.
+                self.wanted
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                Err(raft::Error::Store(
                     StorageError::SnapshotTemporarilyUnavailable,
                 ))
             }
-        };
-        if snap.get_metadata().index < request_index {
-            // The ready loop compacts regularly; a newer snapshot comes soon.
-            return Err(raft::Error::Store(
-                StorageError::SnapshotTemporarilyUnavailable,
-            ));
         }
-        Ok(snap)
     }
 }
 

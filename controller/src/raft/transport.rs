@@ -30,6 +30,8 @@ const QUEUE: usize = 4096;
 
 pub struct Transport {
     peers: HashMap<u64, mpsc::Sender<Message>>,
+    inbox: Sender<Input>,
+    runtime: tokio::runtime::Handle,
     cut: Cut,
 }
 
@@ -68,13 +70,29 @@ impl Transport {
         inbox: Sender<Input>,
         cut: Cut,
     ) -> Transport {
-        let mut out = HashMap::new();
+        let mut t = Transport {
+            peers: HashMap::new(),
+            inbox,
+            runtime: tokio::runtime::Handle::current(),
+            cut,
+        };
         for (&id, addr) in peers.iter().filter(|(id, _)| **id != self_id) {
-            let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(peer_loop(id, addr.clone(), rx, inbox.clone()));
-            out.insert(id, tx);
+            t.add_peer(id, addr.clone());
         }
-        Transport { peers: out, cut }
+        t
+    }
+
+    /// Starts (or restarts, at a new address) the sender task for a peer.
+    pub fn add_peer(&mut self, id: u64, addr: String) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        self.runtime
+            .spawn(peer_loop(id, addr, rx, self.inbox.clone()));
+        self.peers.insert(id, tx);
+    }
+
+    /// Stops sending to a removed peer (its task ends with its queue).
+    pub fn remove_peer(&mut self, id: u64) {
+        self.peers.remove(&id);
     }
 
     pub fn send(&self, msgs: Vec<Message>) {
@@ -154,6 +172,9 @@ async fn peer_loop(
         }
         drop(tx);
         let _ = call.await;
+        if queue.is_closed() && queue.is_empty() {
+            return; // the peer was removed
+        }
         let _ = inbox.send(Input::Unreachable(id));
     }
 }
