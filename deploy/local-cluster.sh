@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# A local Berth cluster on loopback for trying things: 3 controllers
+# (raft) and 2 agents with simulated GPUs on this machine's Docker daemon.
+#
+#   deploy/local-cluster.sh            start it (prints BERTH_ADDR), Ctrl-C stops it
+#   BASE_PORT=7460 deploy/local-cluster.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build -q --workspace --bins
+bin="$PWD/target/debug"
+base="${BASE_PORT:-7460}"
+data="$(mktemp -d -t berth-local-XXXX)"
+peers="1=127.0.0.1:$base,2=127.0.0.1:$((base + 1)),3=127.0.0.1:$((base + 2))"
+addrs="127.0.0.1:$base,127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2))"
+pids=()
+cleanup() {
+  kill "${pids[@]}" 2>/dev/null || true
+  for n in local-a local-b; do
+    ids=$(docker ps -aq --filter "label=berth.node=$n")
+    [ -z "$ids" ] || docker rm -f $ids >/dev/null
+  done
+  echo "stopped; logs were in $data"
+}
+trap cleanup EXIT
+for id in 1 2 3; do
+  "$bin/berth-controller" --id "$id" --peers "$peers" --listen "127.0.0.1:$((base + id - 1))" \
+    --data-dir "$data/c$id" >"$data/c$id.log" 2>&1 &
+  pids+=($!)
+done
+"$bin/berth-agent" --controllers "$addrs" --name local-a --listen 127.0.0.1:0 --fake-gpus 4 >"$data/a.log" 2>&1 &
+pids+=($!)
+"$bin/berth-agent" --controllers "$addrs" --name local-b --listen 127.0.0.1:0 --fake-gpus 2:A100-SXM4-80GB:80G >"$data/b.log" 2>&1 &
+pids+=($!)
+export BERTH_ADDR="$addrs"
+for _ in $(seq 100); do "$bin/berth" nodes 2>/dev/null | grep -q local-b && break; sleep 0.1; done
+"$bin/berth" controller list
+"$bin/berth" nodes
+echo
+echo "export BERTH_ADDR=$addrs    # then: berth run --gpus 1 berth/workload berth-demo-train 3"
+echo "logs: $data   (Ctrl-C stops the cluster)"
+wait
