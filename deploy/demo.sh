@@ -24,6 +24,7 @@ cleanup() {
   rm -rf "$data"
 }
 trap cleanup EXIT
+trap "exit 130" INT TERM
 for _ in $(seq 100); do [ -s "$data/controller.addr" ] && break; sleep 0.1; done
 export BERTH_ADDR="$(cat "$data/controller.addr")"
 for _ in $(seq 100); do "$berth" nodes 2>/dev/null | grep -q ready && break; sleep 0.1; done

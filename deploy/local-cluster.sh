@@ -22,6 +22,7 @@ cleanup() {
   echo "stopped; logs were in $data"
 }
 trap cleanup EXIT
+trap "exit 130" INT TERM
 for id in 1 2 3; do
   "$bin/berth-controller" --id "$id" --peers "$peers" --listen "127.0.0.1:$((base + id - 1))" \
     --data-dir "$data/c$id" >"$data/c$id.log" 2>&1 &
