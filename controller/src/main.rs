@@ -87,7 +87,21 @@ async fn main() -> anyhow::Result<()> {
     // Tests and scripts that asked for port 0 read the real address here.
     std::fs::write(args.data_dir.join("controller.addr"), addr.to_string())?;
     tracing::info!(%addr, id = args.id, peers = %berth_controller::core::peers_text(&peers), data_dir = %args.data_dir.display(), "controller listening");
-    berth_controller::server::run(ctl, listener, shutdown_signal()).await
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = berth_controller::server::run(ctl, listener, async {
+        let _ = stopped.await;
+    });
+    tokio::select! {
+        r = server => r,
+        () = async {
+            shutdown_signal().await;
+            let _ = stop.send(());
+            // Graceful shutdown waits for every connection to close, and raft
+            // peers and agents keep theirs open: give them a moment, then go.
+            // Nothing is lost: what was acknowledged is already on disk.
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        } => Ok(()),
+    }
 }
 
 async fn shutdown_signal() {

@@ -80,6 +80,11 @@ pub async fn run(args: Args) -> Result<()> {
     tokio::select! {
         _ = agent.run() => Ok(()),
         r = server => r?,
+        // As for berth-controller: open streams would keep a graceful stop waiting.
+        () = async {
+            let _ = tokio::signal::ctrl_c().await;
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        } => Ok(()),
     }
 }
 
