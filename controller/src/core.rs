@@ -62,7 +62,8 @@ impl Controller {
         // Checked before sled is opened: a refused start must touch nothing.
         let stored = check_membership(&cfg)?;
         let db = open_db(&cfg.data_dir)?;
-        let mut storage = SledRaftStorage::open(&db).map_err(|e| Error::Storage(e.to_string()))?;
+        let mut storage =
+            SledRaftStorage::open(&db, &cfg.data_dir).map_err(|e| Error::Storage(e.to_string()))?;
         if !storage.is_initialized() && !cfg.join {
             let voters: Vec<u64> = cfg.peers.keys().copied().collect();
             storage

@@ -154,7 +154,7 @@ pub fn spawn<SM: StateMachine>(
     config.validate()?;
     // Restore the state machine from the last snapshot; raft then re-delivers
     // the committed entries after it.
-    if let Ok(snap) = raft::Storage::snapshot(&storage, 0, 0) {
+    if let Some(snap) = storage.latest_snapshot()? {
         sm.restore(snap.get_metadata().index, &snap.data);
     }
     let logger = slog::Logger::root(slog::Discard, slog::o!());
@@ -413,12 +413,24 @@ impl<SM: StateMachine> Loop<SM> {
 
     fn maybe_compact(&mut self) -> raft::Result<()> {
         let applied = self.raw.raft.raft_log.applied;
+        self.raw.mut_store().purge_some()?;
         let wanted = self.raw.store().take_snapshot_wanted();
         if !wanted && applied < self.raw.store().first_index_now() + self.cfg.compact_every {
             return Ok(());
         }
+        let started = Instant::now();
         let data = self.sm.snapshot();
-        self.raw.mut_store().compact(applied, data)
+        let bytes = data.len();
+        let encode_ms = started.elapsed().as_millis() as u64;
+        self.raw.mut_store().compact(applied, data)?;
+        tracing::info!(
+            index = applied,
+            bytes,
+            encode_ms,
+            took_ms = started.elapsed().as_millis() as u64,
+            "snapshot taken, log compacted"
+        );
+        Ok(())
     }
 
     fn publish_status(&mut self) {

@@ -7,15 +7,21 @@
 //! - `e` + big-endian u64 index → `Entry` (protobuf, raft-rs's own encoding);
 //! - `m:hs` → `HardState`, `m:cs` → `ConfState`.
 //!
-//! The latest snapshot (metadata and state-machine data) has a tree of its
-//! own, `raft_snapshot`. Sharing a tree with the hard state cost half the
-//! controller's CPU: every `Ready` rewrote the page holding the multi-MB
-//! blob. A snapshot is written and flushed before the log prefix it covers is
-//! dropped; `open` finishes a drop that a crash interrupted.
+//! The latest snapshot (metadata and state-machine data) is a plain file,
+//! `snapshot.bin` beside the sled db, written to a temporary file, fsynced
+//! and renamed into place. In sled it cost first half the controller's CPU
+//! (sharing a tree with the hard state, every `Ready` rewrote the page
+//! holding the multi-MB blob), then most of a one-second stall per
+//! compaction; a sequential file write is what a blob wants. The log prefix
+//! a snapshot covers is deleted a few thousand entries per `Ready`, after the
+//! snapshot is durable; `open` deletes whatever prefix a crash left.
 //!
 //! Nothing a peer is told may depend on a write before `flush()` returned:
 //! the ready loop calls `persist(.., must_sync)` before sending persisted
 //! messages.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
@@ -23,13 +29,22 @@ use raft::{GetEntriesContext, RaftState, StorageError};
 
 const HARD_STATE: &[u8] = b"m:hs";
 const CONF_STATE: &[u8] = b"m:cs";
-const SNAPSHOT: &[u8] = b"snap";
+/// Log entries deleted per `purge_some` call.
+const PURGE_BATCH: u64 = 2_000;
 
 fn entry_key(index: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = b'e';
     k[1..].copy_from_slice(&index.to_be_bytes());
     k
+}
+
+fn read_snapshot(path: &Path) -> raft::Result<Option<Snapshot>> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(Snapshot::parse_from_bytes(&b).map_err(store_err)?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(store_err(e)),
+    }
 }
 
 fn store_err(e: impl std::fmt::Display) -> raft::Error {
@@ -39,7 +54,9 @@ fn store_err(e: impl std::fmt::Display) -> raft::Error {
 pub struct SledRaftStorage {
     db: sled::Db,
     tree: sled::Tree,
-    snap_tree: sled::Tree,
+    snap_path: PathBuf,
+    /// Entries below this index may still be on disk; all below `first` are dead.
+    purged_to: u64,
     hard_state: HardState,
     conf_state: ConfState,
     snapshot_meta: SnapshotMetadata,
@@ -55,9 +72,10 @@ pub struct SledRaftStorage {
 
 impl SledRaftStorage {
     /// Opens the raft state stored in `db` (empty for a new node).
-    pub fn open(db: &sled::Db) -> raft::Result<SledRaftStorage> {
+    /// Opens the raft state stored in `db`, with the snapshot file in `dir`.
+    pub fn open(db: &sled::Db, dir: &Path) -> raft::Result<SledRaftStorage> {
         let tree = db.open_tree("raft").map_err(store_err)?;
-        let snap_tree = db.open_tree("raft_snapshot").map_err(store_err)?;
+        let snap_path = dir.join("snapshot.bin");
         let read = |key: &[u8]| tree.get(key).map_err(store_err);
         let hard_state = match read(HARD_STATE)? {
             Some(b) => HardState::parse_from_bytes(&b).map_err(store_err)?,
@@ -67,10 +85,8 @@ impl SledRaftStorage {
             Some(b) => ConfState::parse_from_bytes(&b).map_err(store_err)?,
             None => ConfState::default(),
         };
-        let snapshot_meta = match snap_tree.get(SNAPSHOT).map_err(store_err)? {
-            Some(b) => Snapshot::parse_from_bytes(&b)
-                .map_err(store_err)?
-                .take_metadata(),
+        let snapshot_meta = match read_snapshot(&snap_path)? {
+            Some(mut s) => s.take_metadata(),
             None => SnapshotMetadata::default(),
         };
         // A crash between writing a snapshot and dropping the log it covers
@@ -101,7 +117,8 @@ impl SledRaftStorage {
         Ok(SledRaftStorage {
             db: db.clone(),
             tree,
-            snap_tree,
+            snap_path,
+            purged_to: first,
             hard_state,
             conf_state,
             snapshot_meta,
@@ -232,14 +249,15 @@ impl SledRaftStorage {
         meta.term = self.entry_term(index)?;
         meta.set_conf_state(self.conf_state.clone());
         self.write_snapshot(&snap)?;
-        let mut batch = sled::Batch::default();
-        for i in self.first..=index {
-            batch.remove(&entry_key(i));
-        }
-        self.persist(batch, true)?;
+        // The entries up to `index` are dead from here; `purge_some` deletes them.
         self.snapshot_meta = snap.take_metadata();
         self.first = index + 1;
         Ok(())
+    }
+
+    /// The stored snapshot, to restore the state machine from at start-up.
+    pub fn latest_snapshot(&self) -> raft::Result<Option<Snapshot>> {
+        read_snapshot(&self.snap_path)
     }
 
     /// Whether raft wanted a snapshot we could not give; clears the flag.
@@ -248,12 +266,35 @@ impl SledRaftStorage {
             .swap(false, std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Durably stores `snap` as the latest snapshot.
+    /// Durably stores `snap` as the latest snapshot (temp file, fsync, rename).
     fn write_snapshot(&self, snap: &Snapshot) -> raft::Result<()> {
-        self.snap_tree
-            .insert(SNAPSHOT, snap.write_to_bytes().map_err(store_err)?)
-            .map_err(store_err)?;
-        self.db.flush().map_err(store_err)?;
+        let tmp = self.snap_path.with_extension("tmp");
+        let bytes = snap.write_to_bytes().map_err(store_err)?;
+        let mut f = std::fs::File::create(&tmp).map_err(store_err)?;
+        f.write_all(&bytes).map_err(store_err)?;
+        f.sync_all().map_err(store_err)?;
+        std::fs::rename(&tmp, &self.snap_path).map_err(store_err)?;
+        if let Some(dir) = self.snap_path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(store_err)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a bounded slice of the log prefix a snapshot made dead, so a
+    /// compaction does not stall the raft thread on tens of thousands of deletes.
+    pub fn purge_some(&mut self) -> raft::Result<()> {
+        if self.purged_to >= self.first {
+            return Ok(());
+        }
+        let end = self.first.min(self.purged_to + PURGE_BATCH);
+        let mut batch = sled::Batch::default();
+        for i in self.purged_to..end {
+            batch.remove(&entry_key(i));
+        }
+        self.tree.apply_batch(batch).map_err(store_err)?;
+        self.purged_to = end;
         Ok(())
     }
 
@@ -334,10 +375,7 @@ impl raft::Storage for SledRaftStorage {
     }
 
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        let snap = match self.snap_tree.get(SNAPSHOT).map_err(store_err)? {
-            Some(b) => Some(Snapshot::parse_from_bytes(&b).map_err(store_err)?),
-            None => None,
-        };
+        let snap = read_snapshot(&self.snap_path)?;
         match snap {
             Some(s)
                 if s.get_metadata().index >= request_index

@@ -12,7 +12,7 @@ fn entry(index: u64, term: u64) -> Entry {
 }
 
 fn open(dir: &std::path::Path) -> SledRaftStorage {
-    SledRaftStorage::open(&sled::open(dir).unwrap()).unwrap()
+    SledRaftStorage::open(&sled::open(dir.join("db")).unwrap(), dir).unwrap()
 }
 
 fn append(s: &mut SledRaftStorage, ents: &[Entry]) {
@@ -164,5 +164,33 @@ fn applying_a_snapshot_replaces_the_log() {
     assert_eq!(
         (s.first_index().unwrap(), s.last_index().unwrap()),
         (51, 51)
+    );
+}
+
+#[test]
+fn the_compacted_prefix_is_purged_in_slices() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path());
+    s.initialize(&[1]).unwrap();
+    append(
+        &mut s,
+        &(1..=5_000).map(|i| entry(i, 1)).collect::<Vec<_>>(),
+    );
+    s.compact(4_500, b"state".to_vec()).unwrap();
+    assert_eq!(s.first_index().unwrap(), 4_501, "dead at once");
+    let on_disk = |s: &SledRaftStorage| s.tree.range(entry_key(0)..=entry_key(u64::MAX)).count();
+    assert_eq!(on_disk(&s), 5_000, "deleted later, not in the compaction");
+    s.purge_some().unwrap();
+    assert_eq!(on_disk(&s), 3_000);
+    s.purge_some().unwrap();
+    s.purge_some().unwrap();
+    assert_eq!(on_disk(&s), 500, "only the live suffix is left");
+    s.purge_some().unwrap();
+    assert_eq!(on_disk(&s), 500);
+    assert_eq!(
+        s.entries(4_501, 5_001, None, GetEntriesContext::empty(false))
+            .unwrap()
+            .len(),
+        500
     );
 }
