@@ -63,6 +63,9 @@ pub enum Input {
     },
 }
 
+/// Where the raft thread answers a request.
+type Reply<T> = oneshot::Sender<Result<T, ProposeError>>;
+
 /// Members' addresses, shared by the raft thread (which changes them as
 /// configuration changes apply) and the API (which shows them).
 pub type Peers = Arc<std::sync::RwLock<BTreeMap<u64, String>>>;
@@ -123,9 +126,9 @@ struct Loop<SM: StateMachine> {
     peers: Peers,
     /// Called with the new addresses after a membership change applies.
     on_members: OnMembers,
-    pending: HashMap<u64, oneshot::Sender<Result<ApplyOutput, ProposeError>>>,
-    pending_conf: HashMap<u64, oneshot::Sender<Result<(), ProposeError>>>,
-    reads: HashMap<u64, oneshot::Sender<Result<u64, ProposeError>>>,
+    pending: HashMap<u64, Reply<ApplyOutput>>,
+    pending_conf: HashMap<u64, Reply<()>>,
+    reads: HashMap<u64, Reply<u64>>,
     next_seq: u64,
     status: watch::Sender<RaftStatus>,
 }
@@ -209,13 +212,9 @@ impl<SM: StateMachine> Loop<SM> {
     fn handle(&mut self, input: Input) {
         match input {
             Input::Propose { data, reply } => {
-                let leader = self.raw.raft.leader_id;
-                if self.raw.raft.state != StateRole::Leader {
-                    let _ = reply.send(Err(ProposeError::NotLeader { leader }));
+                let Some((seq, reply)) = self.lead(reply) else {
                     return;
-                }
-                let seq = self.next_seq;
-                self.next_seq += 1;
+                };
                 let ctx = proposal_context(self.cfg.id, seq);
                 match self.raw.propose(ctx, data) {
                     Ok(()) => {
@@ -227,14 +226,9 @@ impl<SM: StateMachine> Loop<SM> {
                 }
             }
             Input::ConfChange { cc, addrs, reply } => {
-                if self.raw.raft.state != StateRole::Leader {
-                    let _ = reply.send(Err(ProposeError::NotLeader {
-                        leader: self.raw.raft.leader_id,
-                    }));
+                let Some((seq, reply)) = self.lead(reply) else {
                     return;
-                }
-                let seq = self.next_seq;
-                self.next_seq += 1;
+                };
                 let mut ctx = proposal_context(self.cfg.id, seq);
                 ctx.extend_from_slice(&serde_json::to_vec(&addrs).expect("addresses serialise"));
                 match self.raw.propose_conf_change(ctx, cc) {
@@ -254,18 +248,27 @@ impl<SM: StateMachine> Loop<SM> {
             Input::Unreachable(peer) => self.raw.report_unreachable(peer),
             Input::Snapshot(peer, status) => self.raw.report_snapshot(peer, status),
             Input::ReadIndex(reply) => {
-                if self.raw.raft.state != StateRole::Leader {
-                    let _ = reply.send(Err(ProposeError::NotLeader {
-                        leader: self.raw.raft.leader_id,
-                    }));
+                let Some((seq, reply)) = self.lead(reply) else {
                     return;
-                }
-                let seq = self.next_seq;
-                self.next_seq += 1;
+                };
                 self.raw.read_index(proposal_context(self.cfg.id, seq));
                 self.reads.insert(seq, reply);
             }
         }
+    }
+
+    /// A request sequence number when this node leads; otherwise `reply` is
+    /// answered with `NotLeader` (naming the leader it knows) and consumed.
+    fn lead<T>(&mut self, reply: Reply<T>) -> Option<(u64, Reply<T>)> {
+        if self.raw.raft.state != StateRole::Leader {
+            let _ = reply.send(Err(ProposeError::NotLeader {
+                leader: self.raw.raft.leader_id,
+            }));
+            return None;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        Some((seq, reply))
     }
 
     fn on_ready(&mut self) -> raft::Result<()> {
