@@ -43,7 +43,6 @@ pub struct Controller {
     pub raft: RaftHandle,
     /// Test-only raft partition switch (see `Cut`).
     pub cut: Cut,
-    started_at: Instant,
 }
 
 impl Controller {
@@ -112,7 +111,6 @@ impl Controller {
                 id: cfg.id,
             },
             cut,
-            started_at: Instant::now(),
         }))
     }
 
@@ -315,9 +313,7 @@ impl Controller {
             .is_some_and(|t| t.at.elapsed() < NODE_DOWN_AFTER)
     }
 
-    pub fn uptime(&self) -> Duration {
-        self.started_at.elapsed()
-    }
+    
 
     /// Leader duties, one pass: give a new cluster its id, then schedule.
     /// Returns how many jobs were placed.
