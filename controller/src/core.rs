@@ -313,8 +313,6 @@ impl Controller {
             .is_some_and(|t| t.at.elapsed() < NODE_DOWN_AFTER)
     }
 
-    
-
     /// Leader duties, one pass: give a new cluster its id, then schedule.
     /// Returns how many jobs were placed.
     pub async fn lead_once(&self) -> Result<usize> {
