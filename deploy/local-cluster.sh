@@ -28,9 +28,9 @@ for id in 1 2 3; do
     --data-dir "$data/c$id" >"$data/c$id.log" 2>&1 &
   pids+=($!)
 done
-"$bin/berth-agent" --controllers "$addrs" --name local-a --listen 127.0.0.1:0 --fake-gpus 4 >"$data/a.log" 2>&1 &
+"$bin/berth-agent" --controllers "$addrs" --name local-a --listen 127.0.0.1:0 --fake-gpus 4 --label zone=a >"$data/a.log" 2>&1 &
 pids+=($!)
-"$bin/berth-agent" --controllers "$addrs" --name local-b --listen 127.0.0.1:0 --fake-gpus 2:A100-SXM4-80GB:80G >"$data/b.log" 2>&1 &
+"$bin/berth-agent" --controllers "$addrs" --name local-b --listen 127.0.0.1:0 --fake-gpus 2:A100-SXM4-80GB:80G --label zone=b >"$data/b.log" 2>&1 &
 pids+=($!)
 export BERTH_ADDR="$addrs"
 for _ in $(seq 100); do "$bin/berth" nodes 2>/dev/null | grep -q local-b && break; sleep 0.1; done

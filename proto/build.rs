@@ -24,6 +24,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".berth.v1",
             "#[derive(serde::Serialize, serde::Deserialize)]",
         )
+        // Logs written before a field existed still decode: missing = default.
+        .type_attribute(".berth.v1.JobSpec", "#[serde(default)]")
+        .type_attribute(".berth.v1.ArrayRange", "#[serde(default)]")
+        .type_attribute(".berth.v1.GpuRef", "#[serde(default)]")
         .compile_fds(fds)?;
     Ok(())
 }

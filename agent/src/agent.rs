@@ -26,6 +26,8 @@ pub struct AgentConfig {
     pub report_every: Duration,
     /// docker stop's grace period before SIGKILL.
     pub stop_grace: Duration,
+    /// Placement labels, "key=value" (`--label zone=rack2`).
+    pub labels: Vec<String>,
 }
 
 pub struct Agent {
@@ -36,6 +38,8 @@ pub struct Agent {
     pub cluster_id: Arc<Mutex<String>>,
     /// Containers with a `docker stop` in flight, so a slow stop is not repeated.
     stopping: Arc<Mutex<HashSet<String>>>,
+    /// Images being received here that other agents read as they arrive.
+    pub relays: crate::relay::Relays,
 }
 
 impl Agent {
@@ -50,6 +54,7 @@ impl Agent {
             gpus,
             cluster_id: Arc::new(Mutex::new(String::new())),
             stopping: Arc::default(),
+            relays: Default::default(),
         })
     }
 
@@ -89,6 +94,7 @@ impl Agent {
                 gpu_backend: self.gpus.kind().to_string(),
                 gpus: classify(inventory, |_| true),
                 docker_version: info.version,
+                labels: self.cfg.labels.clone(),
             })
             .await?
             .into_inner()
@@ -236,6 +242,7 @@ impl Agent {
                     exit_code: c.exit_code,
                     started_at_ms: c.started_at_ms,
                     finished_at_ms: c.finished_at_ms,
+                    attempt: c.attempt,
                 })
                 .collect(),
             failures: failed

@@ -10,6 +10,7 @@ fn agent(rt: Arc<FakeRuntime>) -> Arc<Agent> {
         advertise_addr: "x".into(),
         report_every: Duration::from_secs(1),
         stop_grace: Duration::from_secs(1),
+        labels: Vec::new(),
     };
     Agent::new(
         cfg,
@@ -34,6 +35,8 @@ fn desired(state: JobState) -> DesiredAllocations {
                 uuid: "GPU-x".into(),
             }],
             state: state as i32,
+            extra_env: Vec::new(),
+            attempt: 0,
         }],
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use berth_proto::v1::Allocation;
 
 use crate::runtime::{
-    ContainerSpec, LABEL_CLUSTER, LABEL_GPUS, LABEL_JOB, LABEL_JOB_NAME, LABEL_NODE,
+    ContainerSpec, LABEL_ATTEMPT, LABEL_CLUSTER, LABEL_GPUS, LABEL_JOB, LABEL_JOB_NAME, LABEL_NODE,
 };
 
 /// Builds the container for `alloc`. `real_gpus` is true under NVML: only then
@@ -15,6 +15,8 @@ pub fn spec(alloc: &Allocation, cluster: &str, node: &str, real_gpus: bool) -> C
     let js = alloc.spec.clone().unwrap_or_default();
     let uuids: Vec<String> = alloc.gpus.iter().map(|g| g.uuid.clone()).collect();
     let mut env = js.env.clone();
+    // Array index, gang rendezvous, slice size: after the user's, so they win.
+    env.extend(alloc.extra_env.iter().cloned());
     // With nvidia as the default runtime (the seeds' daemon.json), a CUDA image
     // that says NVIDIA_VISIBLE_DEVICES=all would see every GPU: always set it,
     // to the job's GPUs or to "void" for a job without GPUs.
@@ -45,6 +47,7 @@ pub fn spec(alloc: &Allocation, cluster: &str, node: &str, real_gpus: bool) -> C
         (LABEL_JOB.to_string(), alloc.job_id.clone()),
         (LABEL_JOB_NAME.to_string(), alloc.job_name.clone()),
         (LABEL_GPUS.to_string(), uuids.join(",")),
+        (LABEL_ATTEMPT.to_string(), alloc.attempt.to_string()),
     ]);
     ContainerSpec {
         name: alloc.job_name.clone(),
@@ -125,12 +128,18 @@ mod tests {
                 },
             ],
             state: 2,
+            extra_env: vec!["RANK=1".into(), "A=2".into()],
+            attempt: 0,
         }
     }
 
     #[test]
     fn carries_gpus_binds_ports_shm_and_labels() {
         let s = spec(&alloc(), "cl", "n1", true);
+        // The controller's env comes after the user's, so it wins in docker.
+        let a = s.env.iter().rposition(|e| e == "A=2").unwrap();
+        assert!(a > s.env.iter().position(|e| e == "A=1").unwrap());
+        assert!(s.env.contains(&"RANK=1".to_string()));
         assert_eq!(s.name, "train");
         assert!(s
             .env

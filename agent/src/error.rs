@@ -14,6 +14,9 @@ pub enum Error {
     Controller(String),
     #[error("config: {0}")]
     Config(String),
+    /// An image transfer failed; the message says where and why.
+    #[error("{0}")]
+    Transfer(String),
 }
 
 impl From<tonic::Status> for Error {

@@ -6,6 +6,8 @@
 //! - `gpu`: `GpuBackend` trait; `NvmlGpus`, `SimGpus` (with the foreign-process hook).
 //! - `runtime`: `ContainerRuntime` trait; `Docker` (bollard) and a recording fake.
 //! - `container`: pure allocation → container spec (env, labels, binds, ports, GPUs).
+//! - `images`: image transfers agent to agent (export stream, verified load);
+//!   `relay`: forwarding an image to the next agent while receiving it.
 //! - `reconcile`: pure desired + actual → actions.
 //! - `agent`: the session loop (register, watch, reconcile, report).
 //! - `server`: the data-plane gRPC service.
@@ -14,7 +16,11 @@ pub mod agent;
 pub mod container;
 mod error;
 pub mod gpu;
+pub mod images;
+
 pub mod reconcile;
+pub mod relay;
+
 pub mod runtime;
 pub mod server;
 

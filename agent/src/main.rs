@@ -45,6 +45,9 @@ struct Args {
     /// Seconds between status reports.
     #[arg(long, default_value_t = 2.0)]
     report_every: f64,
+    /// Placement label KEY=VALUE (repeatable), matched by `berth run --constraint`.
+    #[arg(long = "label", env = "BERTH_LABELS", value_delimiter = ',')]
+    labels: Vec<String>,
     /// Print the GPU inventory this host would report, as JSON, and exit.
     #[arg(long)]
     probe: bool,
@@ -84,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
         advertise_addr: advertise.clone(),
         report_every: Duration::from_secs_f64(args.report_every.max(0.1)),
         stop_grace: Duration::from_secs(10),
+        labels: args.labels,
     };
     tracing::info!(node = %cfg.node, data_plane = %advertise, gpus = gpus.kind(), "agent starting");
     let agent = Agent::new(cfg, Arc::new(docker), gpus);

@@ -30,12 +30,15 @@ pub fn plan(
     actual: &[ContainerInfo],
     failed: &HashSet<String>,
 ) -> Vec<Action> {
-    let by_job: HashMap<&str, &ContainerInfo> =
-        actual.iter().map(|c| (c.job_id.as_str(), c)).collect();
+    // Keyed by attempt too: a requeued job's old container is not its container.
+    let by_job: HashMap<(&str, u32), &ContainerInfo> = actual
+        .iter()
+        .map(|c| ((c.job_id.as_str(), c.attempt), c))
+        .collect();
     let mut actions = Vec::new();
     for alloc in desired {
         let state = JobState::try_from(alloc.state).unwrap_or(JobState::Unspecified);
-        match (state, by_job.get(alloc.job_id.as_str())) {
+        match (state, by_job.get(&(alloc.job_id.as_str(), alloc.attempt))) {
             (JobState::Placed, None) if !failed.contains(&alloc.job_id) => {
                 actions.push(Action::Create(Box::new(alloc.clone())))
             }
@@ -56,9 +59,12 @@ pub fn plan(
             _ => {}
         }
     }
-    let wanted: HashSet<&str> = desired.iter().map(|a| a.job_id.as_str()).collect();
+    let wanted: HashSet<(&str, u32)> = desired
+        .iter()
+        .map(|a| (a.job_id.as_str(), a.attempt))
+        .collect();
     for c in actual {
-        if c.is_running() && !wanted.contains(c.job_id.as_str()) {
+        if c.is_running() && !wanted.contains(&(c.job_id.as_str(), c.attempt)) {
             actions.push(Action::Stop {
                 job_id: c.job_id.clone(),
                 container_id: c.id.clone(),
@@ -141,6 +147,24 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_requeued_job_gets_a_new_container_not_its_old_one() {
+        let mut next = alloc("a", JobState::Placed);
+        next.attempt = 1;
+        let old = [container("a", "exited")];
+        assert_eq!(
+            plan(std::slice::from_ref(&next), &old, &HashSet::new()),
+            vec![Action::Create(Box::new(next.clone()))]
+        );
+        let mut running_old = container("a", "running");
+        running_old.id = "old".into();
+        let actions = plan(std::slice::from_ref(&next), &[running_old], &HashSet::new());
+        assert!(actions.contains(&Action::Stop {
+            job_id: "a".into(),
+            container_id: "old".into()
+        }));
     }
 
     #[test]

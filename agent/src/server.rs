@@ -4,16 +4,23 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use berth_proto::v1::agent_service_server::{AgentService, AgentServiceServer};
-use berth_proto::v1::{ContainerLogsRequest, LogChunkFromAgent};
+use berth_proto::v1::{
+    ContainerLogsRequest, ExportImageRequest, FetchImageRequest, ImageChunk, LogChunkFromAgent,
+    TransferProgress,
+};
 use futures::{Stream, StreamExt};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 use crate::agent::Agent;
+use crate::images;
 use crate::Error;
 
 pub struct DataPlane(pub Arc<Agent>);
+
+/// How long an agent in a fan-out chain waits for its neighbours to connect.
+const RELAY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 type LogStream = Pin<Box<dyn Stream<Item = Result<LogChunkFromAgent, Status>> + Send>>;
 
@@ -44,12 +51,78 @@ impl AgentService for DataPlane {
             });
         Ok(Response::new(Box::pin(out)))
     }
+
+    type ExportImageStream = Pin<Box<dyn Stream<Item = Result<ImageChunk, Status>> + Send>>;
+
+    async fn export_image(
+        &self,
+        req: Request<ExportImageRequest>,
+    ) -> Result<Response<Self::ExportImageStream>, Status> {
+        let req = req.into_inner();
+        if self.0.runtime.image(&req.image).await?.is_none() {
+            // Not loaded here (yet): perhaps being received, to pass on.
+            if let Some(feed) = self.0.relays.subscribe(&req.image, RELAY_PATIENCE).await {
+                tracing::info!(image = %req.image, "relaying image as it arrives");
+                let out = tokio_stream::wrappers::ReceiverStream::new(feed)
+                    .map(|r| r.map_err(Status::unavailable));
+                return Ok(Response::new(Box::pin(out)));
+            }
+        }
+        tracing::info!(image = %req.image, "exporting image");
+        let out = images::export(self.0.runtime.clone(), req.image, req.compress);
+        Ok(Response::new(Box::pin(
+            out.map(|r| r.map_err(Status::from)),
+        )))
+    }
+
+    type FetchImageStream = Pin<Box<dyn Stream<Item = Result<TransferProgress, Status>> + Send>>;
+
+    async fn fetch_image(
+        &self,
+        req: Request<FetchImageRequest>,
+    ) -> Result<Response<Self::FetchImageStream>, Status> {
+        let req = req.into_inner();
+        let runtime = self.0.runtime.clone();
+        // Refuse before anything starts: the image fits, or nothing happens.
+        let disk = runtime.disk().await?;
+        images::disk_check(
+            disk.free_bytes,
+            req.image_size,
+            &req.image,
+            &disk.docker_root_dir,
+        )?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let agent = self.0.clone();
+        let done = tokio::spawn(async move {
+            // Downstream agents must be listening before the first chunk.
+            let relay = (req.downstream > 0).then(|| agent.relays.open(&req.image));
+            if let Some(r) = &relay {
+                r.wait_for(req.downstream as usize, RELAY_PATIENCE).await;
+            }
+            let r = images::fetch(runtime, &req.image, &req.sources, &tx, relay).await;
+            agent.relays.close(&req.image);
+            tracing::info!(image = %req.image, ok = r.is_ok(), "image transfer finished");
+            r
+        });
+        let out = async_stream::stream! {
+            while let Some(p) = rx.recv().await {
+                yield Ok(p);
+            }
+            match done.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => yield Err(Status::from(e)),
+                Err(e) => yield Err(Status::internal(format!("transfer task: {e}"))),
+            }
+        };
+        Ok(Response::new(Box::pin(out)))
+    }
 }
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
         match e {
             Error::NotFound(m) => Status::not_found(m),
+            Error::Transfer(m) => Status::failed_precondition(m),
             other => Status::internal(other.to_string()),
         }
     }
@@ -58,7 +131,14 @@ impl From<Error> for Status {
 /// Serves the data plane on `listener` until the process ends.
 pub async fn serve(agent: Arc<Agent>, listener: TcpListener) -> anyhow::Result<()> {
     tonic::transport::Server::builder()
-        .add_service(AgentServiceServer::new(DataPlane(agent)))
+        // Image streams send 2 MiB messages: HTTP/2's default 64 KiB window
+        // would stall every chunk on window updates.
+        .initial_stream_window_size(images::WINDOW)
+        .initial_connection_window_size(2 * images::WINDOW)
+        .add_service(
+            AgentServiceServer::new(DataPlane(agent))
+                .max_encoding_message_size(2 * images::CHUNK + (1 << 20)),
+        )
         .serve_with_incoming(TcpListenerStream::new(listener))
         .await?;
     Ok(())

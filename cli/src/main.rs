@@ -48,10 +48,18 @@ enum Command {
     Wait(commands::wait::Args),
     /// Show a job in full, as JSON.
     Inspect(commands::inspect::Args),
+    /// Why a queued job waits: reasons per host count, reservation, quota.
+    Explain(commands::explain::Args),
+    /// Per-user GPU quotas.
+    #[command(subcommand)]
+    Quota(commands::quota::Command),
     /// List nodes, one row per GPU.
     Nodes,
     /// List images on each node.
     Images,
+    /// Move images between hosts: push.
+    #[command(subcommand)]
+    Image(commands::image::Command),
     /// Run a single-node controller and agent on this machine's Docker daemon.
     Dev(commands::dev::Args),
     /// The replicated controllers: list members, roles and indexes.
@@ -94,8 +102,13 @@ async fn dispatch(command: Command, addr: &str, format: Format) -> anyhow::Resul
         Command::Stop(args) => commands::stop::run(&client, args).await.map(|()| 0),
         Command::Wait(args) => commands::wait::run(&client, args, format).await,
         Command::Inspect(args) => commands::inspect::run(&client, args).await.map(|()| 0),
+        Command::Explain(args) => commands::explain::run(&client, args, format)
+            .await
+            .map(|()| 0),
+        Command::Quota(cmd) => commands::quota::run(&client, cmd, format).await.map(|()| 0),
         Command::Nodes => commands::nodes::run(&client, format).await.map(|()| 0),
         Command::Images => commands::images::run(&client, format).await.map(|()| 0),
+        Command::Image(cmd) => commands::image::run(&client, cmd, format).await.map(|()| 0),
         Command::Dev(_) | Command::Controller(_) => unreachable!("handled before connecting"),
     }
 }

@@ -44,6 +44,10 @@ pub fn job_json(j: &Job) -> Value {
         "submitted_at_ms": j.submitted_at_ms,
         "started_at_ms": j.started_at_ms,
         "finished_at_ms": j.finished_at_ms,
+        "group_id": j.group_id,
+        "task_index": j.task_index,
+        "preemptions": j.preemptions,
+        "task_env": j.task_env,
         "spec": {
             "image": spec.image,
             "command": spec.command,
@@ -53,6 +57,15 @@ pub fn job_json(j: &Job) -> Value {
             "shm_size_bytes": spec.shm_size_bytes,
             "mounts": spec.mounts.iter().map(|m| json!({"source": m.source, "target": m.target, "read_only": m.read_only})).collect::<Vec<_>>(),
             "ports": spec.ports.iter().map(|p| json!({"host_ip": p.host_ip, "host_port": p.host_port, "container_port": p.container_port, "protocol": p.protocol})).collect::<Vec<_>>(),
+            "gpu_model": spec.gpu_model,
+            "gpu_memory_bytes": spec.gpu_memory_bytes,
+            "constraints": spec.constraints,
+            "exclusive": spec.exclusive,
+            "priority": spec.priority,
+            "preemptible": spec.preemptible,
+            "user": spec.user,
+            "nodes": spec.nodes,
+            "array": spec.array.as_ref().map(|a| json!({"start": a.start, "end": a.end, "max_running": a.max_running})),
         },
     })
 }

@@ -2,7 +2,7 @@
 //! here, before any request is sent, so a typo creates nothing.
 
 use anyhow::{bail, Context, Result};
-use berth_proto::v1::{Mount, PortMapping};
+use berth_proto::v1::{ArrayRange, Mount, PortMapping};
 
 /// `-v SRC:DST[:ro|rw]`. SRC must be an absolute host path (a relative one
 /// would mean different things on different hosts).
@@ -27,6 +27,39 @@ pub fn mount(s: &str) -> Result<Mount> {
         source: source.to_string(),
         target: target.to_string(),
         read_only,
+    })
+}
+
+/// `--array START-END[%MAX]` or `--array N` (one task, index N), as Slurm.
+pub fn array(s: &str) -> Result<ArrayRange> {
+    let usage = || format!("--array {s:?}: expected START-END[%MAX_RUNNING], e.g. 0-99%8");
+    let (range, cap) = match s.split_once('%') {
+        Some((r, c)) => (r, Some(c)),
+        None => (s, None),
+    };
+    let (start, end) = match range.split_once('-') {
+        Some((a, b)) => (a, b),
+        None => (range, range),
+    };
+    let start: u32 = start.trim().parse().with_context(usage)?;
+    let end: u32 = end.trim().parse().with_context(usage)?;
+    if end < start {
+        bail!("--array {s:?}: the end ({end}) is before the start ({start})");
+    }
+    let max_running = match cap {
+        Some(c) => {
+            let c: u32 = c.trim().parse().with_context(usage)?;
+            if c == 0 {
+                bail!("--array {s:?}: %0 would never run a task; use %1 or more");
+            }
+            c
+        }
+        None => 0,
+    };
+    Ok(ArrayRange {
+        start,
+        end,
+        max_running,
     })
 }
 
@@ -99,6 +132,20 @@ pub fn env(s: &str) -> Result<Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arrays() {
+        let a = array("0-99%8").unwrap();
+        assert_eq!((a.start, a.end, a.max_running), (0, 99, 8));
+        let a = array("5").unwrap();
+        assert_eq!((a.start, a.end, a.max_running), (5, 5, 0));
+        assert!(array("9-3")
+            .unwrap_err()
+            .to_string()
+            .contains("before the start"));
+        assert!(array("0-9%0").is_err());
+        assert!(array("a-b").unwrap_err().to_string().contains("START-END"));
+    }
 
     #[test]
     fn mounts() {

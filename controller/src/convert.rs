@@ -44,6 +44,10 @@ pub fn job_at(j: &JobRecord, queue_position: u32) -> pb::Job {
         started_at_ms: j.started_at_ms,
         finished_at_ms: j.finished_at_ms,
         queue_position,
+        group_id: j.group.clone(),
+        task_index: j.task_index,
+        preemptions: j.preemptions,
+        task_env: j.task_env.clone(),
     }
 }
 
@@ -69,6 +73,16 @@ pub fn node(n: &NodeRecord, t: Option<&Telemetry>, state: &State, ready: bool) -
                     .map(|g| g.foreign_processes.clone())
                     .unwrap_or_default(),
                 job_id: state.gpu_holder(&inv.uuid).unwrap_or_default().to_string(),
+                topology_group: inv.group.clone(),
+                slices: state
+                    .gpu_slices(&inv.uuid)
+                    .into_iter()
+                    .flatten()
+                    .map(|(job, bytes)| pb::GpuSlice {
+                        job_id: job.clone(),
+                        memory_bytes: *bytes,
+                    })
+                    .collect(),
             }
         })
         .collect();
@@ -85,5 +99,6 @@ pub fn node(n: &NodeRecord, t: Option<&Telemetry>, state: &State, ready: bool) -
         disk: t.and_then(|t| t.report.disk.clone()),
         last_seen_ms_ago: t.map_or(-1, |t| t.at.elapsed().as_millis() as i64),
         docker_version: n.docker_version.clone(),
+        labels: n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
     }
 }

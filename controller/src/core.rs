@@ -3,21 +3,21 @@
 //! the API and schedules; every replica applies the same committed commands
 //! (`machine::Shared`).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth_proto::v1::{Event, JobSpec, JobState, NodeReport};
+use berth_proto::v1::{Event, NodeReport};
 use tokio::sync::{broadcast, watch};
 
 use crate::machine::{Shared, Telemetry};
 use crate::raft::node::{self, RaftConfig, RaftHandle};
 use crate::raft::transport::{Cut, Transport};
 use crate::raft::{ProposeError, SledRaftStorage};
-use crate::state::{Applied, Command, JobRecord, NodeRecord, State};
-use crate::views::{image_set, resolve_in, scheduler_snapshot};
-use crate::{convert, scheduler, validate, Error, Result};
+use crate::state::{Applied, Command, NodeRecord, State};
+use crate::views::scheduler_snapshot;
+use crate::{convert, scheduler, Error, Result};
 use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
 
 /// A node that has not reported for this long is DOWN: nothing new lands on it.
@@ -175,81 +175,6 @@ impl Controller {
         self.shared.subscribe_events()
     }
 
-    /// Finds a job by id, unique id prefix, or name (the newest job of that name).
-    pub fn resolve(&self, reference: &str) -> Result<JobRecord> {
-        self.read(|s| resolve_in(s, reference).cloned())
-    }
-
-    /// Validates, then queues a job. Nothing is written when validation fails.
-    /// A retry with the same `request_id` returns the first attempt's job.
-    pub async fn submit(
-        &self,
-        spec: JobSpec,
-        name: String,
-        request_id: String,
-    ) -> Result<JobRecord> {
-        self.ensure_leader()?;
-        if let Some(id) = self.read(|s| s.job_for_request(&request_id).map(String::from)) {
-            return self.resolve(&id);
-        }
-        let id = format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
-        let name = if name.is_empty() {
-            format!("job-{id}")
-        } else {
-            name
-        };
-        {
-            let inner = self.shared.lock();
-            validate::job(&spec, &name)?;
-            let images: Vec<(String, Option<HashSet<String>>)> = inner
-                .state
-                .nodes
-                .keys()
-                .map(|n| {
-                    (
-                        n.clone(),
-                        inner.telemetry.get(n).map(|t| image_set(&t.report)),
-                    )
-                })
-                .collect();
-            validate::against_cluster(&spec, &inner.state, &images)?;
-        }
-        let applied = self
-            .propose(Command::Submit {
-                id: id.clone(),
-                name,
-                spec,
-                at_ms: convert::now_ms(),
-                request_id,
-            })
-            .await?;
-        // A duplicate request id applies as the job it first created.
-        let job_id = applied.jobs.first().cloned().unwrap_or(id);
-        self.resolve(&job_id)
-    }
-
-    pub async fn cancel(&self, reference: &str) -> Result<JobRecord> {
-        self.ensure_leader()?;
-        let job = self.resolve(reference)?;
-        if job.state.is_finished() {
-            return Err(Error::FailedPrecondition(format!(
-                "job {} ({}) has already finished ({})",
-                job.name,
-                job.id,
-                job.state.word()
-            )));
-        }
-        if job.state == JobState::Stopping {
-            return Ok(job);
-        }
-        self.propose(Command::Cancel {
-            job_id: job.id.clone(),
-            at_ms: convert::now_ms(),
-        })
-        .await?;
-        self.resolve(&job.id)
-    }
-
     /// Registers (or re-registers) a node; a no-op when nothing changed.
     pub async fn register(&self, node: NodeRecord) -> Result<String> {
         self.ensure_leader()?;
@@ -285,11 +210,17 @@ impl Controller {
                 )));
             }
             let commands = crate::report::transitions(&inner.state, &report, convert::now_ms());
+            let stamp = match inner.telemetry.get(&report.node) {
+                Some(old) if same_for_scheduling(&old.report, &report) => old.stamp,
+                Some(old) => old.stamp + 1,
+                None => 0,
+            };
             inner.telemetry.insert(
                 report.node.clone(),
                 Telemetry {
                     at: Instant::now(),
                     report,
+                    stamp,
                 },
             );
             commands
@@ -321,21 +252,38 @@ impl Controller {
         }
         self.ensure_cluster_id().await?;
         let snapshot = {
-            let inner = self.shared.lock();
+            let mut inner = self.shared.lock();
             if inner.state.queue.is_empty() {
                 return Ok(0);
             }
-            scheduler_snapshot(&inner)
+            // Hosts lacking an image are not chosen until agents can move
+            // images between them.
+            scheduler_snapshot(&mut inner, false)
         };
         let plan = scheduler::schedule(&snapshot);
-        if plan.is_empty() {
+        // Dropped before the plan applies, so the next pass's queue is
+        // updated in place rather than copied (see `sched_queue`).
+        drop(snapshot);
+        if plan.placements.is_empty() && plan.preemptions.is_empty() {
             return Ok(0);
         }
-        for p in &plan {
-            tracing::info!(job = %p.job_id, node = %p.node, gpus = ?p.gpus.iter().map(|g| g.index).collect::<Vec<_>>(), "placing");
+        if plan.placements.len() <= 32 {
+            for p in &plan.placements {
+                tracing::info!(job = %p.job_id, node = %p.node, gpus = ?p.gpus.iter().map(|g| g.index).collect::<Vec<_>>(), "placing");
+            }
+        } else {
+            tracing::info!(jobs = plan.placements.len(), "placing");
         }
-        let applied = self.propose(Command::Place { placements: plan }).await?;
-        Ok(applied.jobs.len())
+        for (victim, for_job) in &plan.preemptions {
+            tracing::info!(%victim, %for_job, "preempting");
+        }
+        let placed = plan.placements.len();
+        self.propose(Command::Place {
+            placements: plan.placements,
+            preemptions: plan.preemptions.into_iter().map(|p| p.0).collect(),
+        })
+        .await?;
+        Ok(placed)
     }
 }
 
@@ -478,4 +426,17 @@ pub fn peers_text(peers: &BTreeMap<u64, String>) -> String {
         .map(|(id, a)| format!("{id}={a}"))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// Whether two reports agree on everything the scheduler reads: per GPU its
+/// used memory and foreign processes, the images, the free disk.
+fn same_for_scheduling(a: &NodeReport, b: &NodeReport) -> bool {
+    a.gpus.len() == b.gpus.len()
+        && a.gpus.iter().zip(&b.gpus).all(|(x, y)| {
+            x.uuid == y.uuid
+                && x.memory_used_bytes == y.memory_used_bytes
+                && x.foreign_processes == y.foreign_processes
+        })
+        && a.images == b.images
+        && a.disk.as_ref().map(|d| d.free_bytes) == b.disk.as_ref().map(|d| d.free_bytes)
 }

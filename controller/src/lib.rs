@@ -6,22 +6,32 @@
 //! Layout:
 //! - `state`: the deterministic state machine (`Command` → `apply`), with the
 //!   placement re-check that keeps one GPU from ever serving two live jobs.
-//! - `scheduler`: pure FIFO best-fit placement (snapshot in, plan out).
+//! - `scheduler`: pure placement (snapshot in, plan out): constraints, shared
+//!   GPUs, topology, priorities, fair share, quotas, backfill, preemption,
+//!   gangs, arrays, and `explain`.
 //! - `report`: pure rules turning agent reports into job transitions.
 //! - `validate`: submit-time checks, before anything is written.
 //! - `raft`: the replicated log: sled storage, the ready loop, the transport.
 //! - `machine`: the state machine raft drives (`State` + in-memory telemetry).
-//! - `core`: `Controller`: opens raft over sled, proposes, implements operations.
-//! - `views`: read-only views (scheduler snapshot, job lookup).
+//! - `core`: `Controller`: opens raft over sled, proposes, registers nodes,
+//!   takes reports, runs leader passes; `jobs`: its job operations;
+//!   `images`: image pushes between hosts (planned here, run agent to agent).
+//! - `views`: read-only views (scheduler snapshot, job lookup); `sched_queue`:
+//!   the queue as the scheduler sees it, maintained as commands apply.
 //! - `api`: thin tonic handlers; `server`: wiring, the leader loop, `run`.
 
 pub mod api;
 pub mod convert;
 pub mod core;
 mod error;
+pub mod images;
+pub mod jobs;
+
 pub mod machine;
 pub mod raft;
 pub mod report;
+pub mod sched_queue;
+
 pub mod scheduler;
 pub mod server;
 pub mod state;

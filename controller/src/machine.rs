@@ -7,7 +7,7 @@
 //! that change what a job *is* (started, exited, failed) become commands.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use berth_proto::v1::{event, Event, NodeReport};
@@ -15,6 +15,7 @@ use tokio::sync::{broadcast, watch, Notify};
 
 use crate::convert;
 use crate::raft::node::{ApplyOutput, StateMachine};
+use crate::sched_queue::SchedQueue;
 use crate::state::{Command, Rejection, State};
 
 /// The latest report of a node, kept in memory on the leader only.
@@ -22,11 +23,27 @@ use crate::state::{Command, Rejection, State};
 pub struct Telemetry {
     pub at: Instant,
     pub report: NodeReport,
+    /// Changes when what the scheduler reads of the report changes (GPU
+    /// memory and foreign processes, images, disk).
+    pub stamp: u64,
+}
+
+/// A node's scheduling view and its users' GPU-equivalents, with the stamps
+/// it was built at.
+pub struct CachedNode {
+    pub stamps: (u64, u64),
+    pub view: Arc<crate::scheduler::NodeView>,
+    pub usage: Vec<(String, u64)>,
 }
 
 pub struct Inner {
     pub state: State,
     pub telemetry: HashMap<String, Telemetry>,
+    /// Each ready node's scheduling view, kept while neither its jobs
+    /// (`State::node_stamp`) nor its report (`Telemetry::stamp`) changed.
+    pub node_views: rustc_hash::FxHashMap<String, CachedNode>,
+    /// The queue as the scheduler sees it, kept up to date as commands apply.
+    pub sched: SchedQueue,
 }
 
 pub struct Shared {
@@ -43,6 +60,8 @@ impl Shared {
             inner: Mutex::new(Inner {
                 state: State::default(),
                 telemetry: HashMap::new(),
+                sched: SchedQueue::new(),
+                node_views: Default::default(),
             }),
             applied: watch::channel(0).0,
             events: broadcast::channel(4096).0,
@@ -82,6 +101,8 @@ impl StateMachine for Shared {
         let mut inner = self.lock();
         let result = inner.state.apply(index, &cmd);
         if let Ok(applied) = &result {
+            let Inner { state, sched, .. } = &mut *inner;
+            sched.note(state, &applied.jobs);
             for rejected in &applied.rejected {
                 tracing::warn!(%rejected, "state machine refused a placement");
             }
@@ -129,7 +150,11 @@ impl StateMachine for Shared {
             }
         };
         state.reindex();
-        self.lock().state = state;
+        let mut inner = self.lock();
+        inner.state = state;
+        inner.sched.reset();
+        inner.node_views.clear();
+        drop(inner);
         self.applied.send_replace(index);
         self.schedule_needed.notify_one();
     }

@@ -13,10 +13,12 @@ use crate::state::{Command, State};
 
 pub fn transitions(state: &State, report: &NodeReport, now_ms: i64) -> Vec<Command> {
     let mut out = Vec::new();
-    let containers: HashMap<&str, &ContainerStatus> = report
+    // Only a container of the job's current attempt speaks for it: after a
+    // preemption the old one lingers, exited.
+    let containers: HashMap<(&str, u32), &ContainerStatus> = report
         .containers
         .iter()
-        .map(|c| (c.job_id.as_str(), c))
+        .map(|c| ((c.job_id.as_str(), c.attempt), c))
         .collect();
     let failures: HashMap<&str, &str> = report
         .failures
@@ -31,7 +33,7 @@ pub fn transitions(state: &State, report: &NodeReport, now_ms: i64) -> Vec<Comma
         // succeeded (a taken host port), leaving a container that never ran.
         let failure = failures.get(job.id.as_str());
         match containers
-            .get(job.id.as_str())
+            .get(&(job.id.as_str(), job.preemptions))
             .filter(|c| failure.is_none() || c.state != "created")
         {
             Some(c) => {

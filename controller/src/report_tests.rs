@@ -16,8 +16,10 @@ fn placed() -> State {
                 uuid: "g0".into(),
                 model: "m".into(),
                 memory_total_bytes: 1,
+                ..Default::default()
             }],
             docker_version: String::new(),
+            ..Default::default()
         }),
     )
     .unwrap();
@@ -29,7 +31,8 @@ fn placed() -> State {
             spec: JobSpec {
                 gpus: 1,
                 ..Default::default()
-            },
+            }
+            .into(),
             at_ms: 0,
             request_id: String::new(),
         },
@@ -46,6 +49,7 @@ fn placed() -> State {
                     uuid: "g0".into(),
                 }],
             }],
+            preemptions: Vec::new(),
         },
     )
     .unwrap();
@@ -69,6 +73,7 @@ fn container(state: &str, code: i32) -> ContainerStatus {
         exit_code: code,
         started_at_ms: 10,
         finished_at_ms: 20,
+        attempt: 0,
     }
 }
 

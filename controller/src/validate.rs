@@ -5,8 +5,8 @@ use std::collections::HashSet;
 
 use berth_proto::v1::JobSpec;
 
-use crate::scheduler::has_image;
-use crate::state::State;
+use crate::scheduler::{explain::bytes, Constraint};
+use crate::state::{GpuInventory, NodeRecord, State};
 use crate::{Error, Result};
 
 /// Checks that need nothing but the spec itself.
@@ -65,50 +65,219 @@ pub fn job(spec: &JobSpec, name: &str) -> Result<()> {
             return bad(format!("environment entry {e:?} must look like KEY=VALUE"));
         }
     }
+    for c in &spec.constraints {
+        if Constraint::parse(c).is_none() {
+            return bad(format!(
+                "constraint {c:?} must look like key=value or key!=value"
+            ));
+        }
+    }
+    if !(-1000..=1000).contains(&spec.priority) {
+        return bad(format!(
+            "priority {} is out of range: use -1000..1000",
+            spec.priority
+        ));
+    }
+    if spec.master_port > 65535 {
+        return bad(format!(
+            "master port {} is out of range: ports are 1..65535",
+            spec.master_port
+        ));
+    }
+    groups(spec)
+}
+
+/// Largest gang, and most tasks in one array.
+pub const MAX_GANG: u32 = 1024;
+pub const MAX_ARRAY: u32 = 10_000;
+
+fn groups(spec: &JobSpec) -> Result<()> {
+    let bad = |m: String| Err(Error::InvalidArgument(m));
+    if spec.nodes > MAX_GANG {
+        return bad(format!(
+            "--nodes {} is out of range: a gang has 2..{MAX_GANG} tasks",
+            spec.nodes
+        ));
+    }
+    if spec.nodes > 1 {
+        if spec.array.is_some() {
+            return bad("--nodes and --array cannot be combined: submit an array of single jobs, or one gang".into());
+        }
+        if spec.preemptible {
+            return bad(
+                "a gang cannot be --preemptible (stopping one task stops the whole gang)".into(),
+            );
+        }
+    }
+    if let Some(a) = &spec.array {
+        if a.end < a.start {
+            return bad(format!(
+                "--array {}-{}: the end is before the start",
+                a.start, a.end
+            ));
+        }
+        let n = a.end - a.start + 1;
+        if n > MAX_ARRAY {
+            return bad(format!(
+                "--array {}-{} has {n} tasks; at most {MAX_ARRAY} per array",
+                a.start, a.end
+            ));
+        }
+    }
     Ok(())
 }
 
 /// Checks against the cluster: a GPU count some host can give, an image some
 /// host holds, a name no live job uses.
-pub fn against_cluster(
-    spec: &JobSpec,
-    state: &State,
-    images: &[(String, Option<HashSet<String>>)],
-) -> Result<()> {
+pub fn against_cluster(spec: &JobSpec, state: &State, image: ImageSeen) -> Result<()> {
     if state.nodes.is_empty() {
         return Err(Error::FailedPrecondition(
             "the cluster has no nodes yet: start `berth-agent` on a GPU host (or use `berth dev`)"
                 .into(),
         ));
     }
-    let largest = state
-        .nodes
-        .values()
-        .map(|n| n.gpus.len())
-        .max()
-        .unwrap_or(0);
-    if spec.gpus as usize > largest {
-        let host = state
-            .nodes
-            .values()
-            .max_by_key(|n| n.gpus.len())
-            .map(|n| n.name.as_str())
-            .unwrap_or("");
-        return Err(Error::FailedPrecondition(format!(
-            "no host has {} GPUs: the largest host ({host}) has {largest}; ask for --gpus {largest} or fewer",
-            spec.gpus
-        )));
-    }
-    let unknown = images.iter().any(|(_, set)| set.is_none());
-    if !unknown
-        && !images
-            .iter()
-            .any(|(_, set)| set.as_ref().is_some_and(|s| has_image(s, &spec.image)))
-    {
+    hosts_for(spec, state)?;
+    if image == ImageSeen::Nowhere {
         return Err(Error::FailedPrecondition(format!(
             "image {:?} exists on no host (Berth pulls from no registry): build or `docker load` it on a host first; `berth images` lists what each host has",
             spec.image
         )));
+    }
+    Ok(())
+}
+
+/// Whether some host reported holding the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageSeen {
+    Somewhere,
+    /// Every host reported, none has it.
+    Nowhere,
+    /// Not found, but some host has not reported yet: it may have it.
+    Unknown,
+}
+
+/// `needle` (already lowercase) in `hay`, ignoring ASCII case, without allocating:
+/// this runs for every GPU of every host on every submit.
+fn contains_ci(hay: &str, needle: &str) -> bool {
+    needle.is_empty()
+        || hay
+            .as_bytes()
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+/// Refuses a request no host could ever satisfy, saying which part fails:
+/// labels, GPU model, GPU memory, GPU count, or (for a gang) host count.
+/// The common case (some host qualifies) stops at the first hosts that do.
+fn hosts_for(spec: &JobSpec, state: &State) -> Result<()> {
+    let constraints: Vec<Constraint> = spec
+        .constraints
+        .iter()
+        .filter_map(|c| Constraint::parse(c))
+        .collect();
+    let model = spec.gpu_model.to_lowercase();
+    let need = (spec.gpus as usize).max(usize::from(spec.gpu_memory_bytes > 0));
+    let qualifies = |n: &NodeRecord| {
+        constraints.iter().all(|c| c.holds(&n.labels))
+            && n.gpus
+                .iter()
+                .filter(|g| {
+                    contains_ci(&g.model, &model) && g.memory_total_bytes >= spec.gpu_memory_bytes
+                })
+                .count()
+                >= need
+    };
+    let wanted = (spec.nodes as usize).max(1);
+    let qualifying = state
+        .nodes
+        .values()
+        .filter(|n| qualifies(n))
+        .take(wanted)
+        .count();
+    if qualifying >= wanted {
+        return Ok(());
+    }
+    refusal(spec, state, &constraints, &model, qualifying)
+}
+
+/// Says why no (or too few) hosts qualify, most basic reason first.
+fn refusal(
+    spec: &JobSpec,
+    state: &State,
+    constraints: &[Constraint],
+    model: &str,
+    qualifying: usize,
+) -> Result<()> {
+    let nope = |m: String| Err(Error::FailedPrecondition(m));
+    let labelled: Vec<&NodeRecord> = state
+        .nodes
+        .values()
+        .filter(|n| constraints.iter().all(|c| c.holds(&n.labels)))
+        .collect();
+    if labelled.is_empty() {
+        return nope(format!(
+            "no host matches --constraint {}; `berth nodes --output json` shows each host's labels",
+            spec.constraints.join(" --constraint ")
+        ));
+    }
+    let of_model = |g: &&GpuInventory| contains_ci(&g.model, model);
+    if !model.is_empty() && !labelled.iter().any(|n| n.gpus.iter().any(|g| of_model(&g))) {
+        let mut models: Vec<&str> = state
+            .nodes
+            .values()
+            .flat_map(|n| n.gpus.iter().map(|g| g.model.as_str()))
+            .collect();
+        models.sort();
+        models.dedup();
+        return nope(format!(
+            "no host has a {} GPU; the models here are: {}",
+            spec.gpu_model,
+            models.join(", ")
+        ));
+    }
+    let largest_mem = labelled
+        .iter()
+        .flat_map(|n| n.gpus.iter().filter(of_model))
+        .map(|g| g.memory_total_bytes)
+        .max()
+        .unwrap_or(0);
+    if spec.gpu_memory_bytes > largest_mem {
+        return nope(format!(
+            "no GPU has {} of memory: the largest{} has {}",
+            bytes(spec.gpu_memory_bytes),
+            if model.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", spec.gpu_model)
+            },
+            bytes(largest_mem)
+        ));
+    }
+    let fits = |n: &&&NodeRecord| {
+        n.gpus
+            .iter()
+            .filter(of_model)
+            .filter(|g| g.memory_total_bytes >= spec.gpu_memory_bytes)
+            .count()
+            >= spec.gpus as usize
+    };
+    if qualifying == 0 || labelled.iter().filter(fits).count() == 0 {
+        let (host, largest) = labelled
+            .iter()
+            .map(|n| (n.name.as_str(), n.gpus.iter().filter(of_model).count()))
+            .max_by_key(|(_, c)| *c)
+            .unwrap_or(("", 0));
+        return nope(format!(
+            "no host has {} GPUs{}: the largest host ({host}) has {largest}; ask for --gpus {largest} or fewer",
+            spec.gpus,
+            if model.is_empty() { String::new() } else { format!(" of model {}", spec.gpu_model) },
+        ));
+    }
+    if spec.nodes > 1 && qualifying < spec.nodes as usize {
+        return nope(format!(
+            "a gang of {} needs {} hosts with {} GPUs each; only {qualifying} host(s) qualify",
+            spec.nodes, spec.nodes, spec.gpus
+        ));
     }
     Ok(())
 }
@@ -177,34 +346,27 @@ mod tests {
                             uuid: format!("{name}{i}"),
                             model: "m".into(),
                             memory_total_bytes: 1,
+                            ..Default::default()
                         })
                         .collect(),
                     docker_version: String::new(),
+                    ..Default::default()
                 },
             );
         }
-        let images = vec![
-            (
-                "a".to_string(),
-                Some(HashSet::from(["busybox:latest".to_string()])),
-            ),
-            ("b".to_string(), Some(HashSet::new())),
-        ];
         let mut s = spec();
         s.gpus = 5;
-        let err = against_cluster(&s, &state, &images)
+        let err = against_cluster(&s, &state, ImageSeen::Somewhere)
             .unwrap_err()
             .to_string();
         assert!(err.contains("largest host (b) has 4"), "{err}");
         s.gpus = 4;
-        assert!(against_cluster(&s, &state, &images).is_ok());
-        s.image = "nope:1".into();
-        let err = against_cluster(&s, &state, &images)
+        assert!(against_cluster(&s, &state, ImageSeen::Somewhere).is_ok());
+        let err = against_cluster(&s, &state, ImageSeen::Nowhere)
             .unwrap_err()
             .to_string();
         assert!(err.contains("exists on no host"), "{err}");
         // A node that has not reported yet might hold it: do not refuse.
-        let unknown = vec![("a".to_string(), None)];
-        assert!(against_cluster(&s, &state, &unknown).is_ok());
+        assert!(against_cluster(&s, &state, ImageSeen::Unknown).is_ok());
     }
 }

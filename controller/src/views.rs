@@ -2,69 +2,166 @@
 //! job lookup by id, name or prefix.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
-use berth_proto::v1::NodeReport;
+use berth_proto::v1::{JobState, NodeReport};
 
 use crate::core::NODE_DOWN_AFTER;
-use crate::machine::Inner;
-use crate::scheduler::{GpuSlot, NodeView, QueuedJob, Snapshot};
-use crate::state::{JobRecord, State};
+use crate::machine::{CachedNode, Inner, Telemetry};
+use crate::scheduler::{normalize_image, GpuUse, GpuView, NodeView, Snapshot, Victim};
+use crate::state::{is_slice, JobRecord, NodeRecord, State};
 use crate::{Error, Result};
 
-pub fn scheduler_snapshot(inner: &Inner) -> Snapshot {
-    let state = &inner.state;
-    let nodes = state
-        .nodes
-        .values()
-        .filter_map(|node| {
-            let t = inner.telemetry.get(&node.name)?;
-            if t.at.elapsed() >= NODE_DOWN_AFTER {
-                return None;
+/// The scheduler's view: ready nodes with each GPU's use, and the queue
+/// (a gang as one entry). Built under the state lock, so keep it lean.
+pub fn scheduler_snapshot(inner: &mut Inner, move_images: bool) -> Snapshot {
+    let Inner {
+        state,
+        telemetry,
+        sched,
+        node_views,
+    } = inner;
+    let mut snap = Snapshot {
+        move_images,
+        ..Snapshot::default()
+    };
+    for node in state.nodes.values() {
+        let Some(t) = telemetry.get(&node.name) else {
+            continue;
+        };
+        if t.at.elapsed() >= NODE_DOWN_AFTER {
+            continue;
+        }
+        // A node whose jobs and report did not change since the last pass
+        // (most of them, at 1,000 hosts) is not rebuilt.
+        let stamps = (state.node_stamp(&node.name), t.stamp);
+        let cached = match node_views.get(&node.name) {
+            Some(c) if c.stamps == stamps => c,
+            _ => {
+                let (view, usage) = node_view(state, node, t);
+                node_views.insert(
+                    node.name.clone(),
+                    CachedNode {
+                        stamps,
+                        view: Arc::new(view),
+                        usage,
+                    },
+                );
+                &node_views[&node.name]
             }
-            let foreign: HashSet<&str> = t
-                .report
+        };
+        for (user, share) in &cached.usage {
+            match snap.usage.get_mut(user) {
+                Some(u) => *u += share,
+                None => {
+                    snap.usage.insert(user.clone(), *share);
+                }
+            }
+        }
+        snap.nodes.push(cached.view.clone());
+        // Sizes matter only to choose hosts that would receive an image.
+        for img in t.report.images.iter().filter(|_| move_images) {
+            for tag in &img.tags {
+                snap.image_sizes
+                    .insert(normalize_image(tag), img.size_bytes);
+            }
+            snap.image_sizes.insert(img.id.clone(), img.size_bytes);
+        }
+    }
+    for (user, _) in state.quotas.iter() {
+        snap.whole_held.insert(user.clone(), state.user_gpus(user));
+    }
+    snap.quotas = state.quotas.iter().map(|(u, q)| (u.clone(), *q)).collect();
+    snap.queue = sched.snapshot(state);
+    for group in sched.capped_groups() {
+        snap.group_live
+            .insert(group.clone(), state.group_live(group));
+    }
+    snap
+}
+
+/// One node's scheduling view (each GPU's use, ports, preemptible jobs) and
+/// the GPU-equivalents each user holds there.
+fn node_view(state: &State, node: &NodeRecord, t: &Telemetry) -> (NodeView, Vec<(String, u64)>) {
+    let mut usage: Vec<(String, u64)> = Vec::new();
+    // Reports list GPUs in inventory order; look further only if not.
+    let reported = |i: usize, uuid: &str| {
+        t.report
+            .gpus
+            .get(i)
+            .filter(|g| g.uuid == uuid)
+            .or_else(|| t.report.gpus.iter().find(|g| g.uuid == uuid))
+    };
+    let mut victims = Vec::new();
+    let mut live_jobs = 0;
+    let mut releasing = HashSet::new();
+    for job in state.jobs_on(&node.name) {
+        live_jobs += 1;
+        if job.state == JobState::Stopping && !is_slice(&job.spec) {
+            releasing.extend(job.gpus.iter().map(|g| g.uuid.as_str()));
+        } else if job.state != JobState::Stopping && job.spec.preemptible && job.spec.gpus > 0 {
+            victims.push(Victim {
+                job_id: job.id.clone(),
+                priority: job.spec.priority,
+                gpus: job.gpus.iter().map(|g| g.index).collect(),
+            });
+        }
+        let share = if is_slice(&job.spec) {
+            let total = node
                 .gpus
                 .iter()
-                .filter(|g| !g.foreign_processes.is_empty())
-                .map(|g| g.uuid.as_str())
-                .collect();
-            let free_gpus = node
-                .gpus
-                .iter()
-                .filter(|g| {
-                    state.gpu_holder(&g.uuid).is_none() && !foreign.contains(g.uuid.as_str())
-                })
-                .map(|g| GpuSlot {
-                    index: g.index,
-                    uuid: g.uuid.clone(),
-                })
-                .collect();
-            let used_ports = state.ports_on(&node.name).collect();
-            Some(NodeView {
-                name: node.name.clone(),
-                free_gpus,
-                images: image_set(&t.report),
-                used_ports,
-            })
-        })
-        .collect();
-    let queue = state
-        .queue
+                .find(|g| job.gpus.first().is_some_and(|j| j.uuid == g.uuid));
+            job.spec.gpu_memory_bytes.saturating_mul(1000)
+                / total.map_or(1, |g| g.memory_total_bytes.max(1))
+        } else {
+            job.spec.gpus as u64 * 1000
+        };
+        match usage.iter_mut().find(|(u, _)| *u == job.spec.user) {
+            Some((_, u)) => *u += share,
+            None => usage.push((job.spec.user.clone(), share)),
+        }
+    }
+    let gpus = node
+        .gpus
         .iter()
-        .filter_map(|id| state.jobs.get(id))
-        .map(|j| QueuedJob {
-            id: j.id.clone(),
-            gpus: j.spec.gpus,
-            image: j.spec.image.clone(),
-            ports: j
-                .spec
-                .ports
-                .iter()
-                .map(|p| (p.host_port, p.protocol.clone()))
-                .collect(),
+        .enumerate()
+        .map(|(i, g)| {
+            let live = reported(i, &g.uuid);
+            let used = live.map_or(0, |l| l.memory_used_bytes);
+            let use_ = if releasing.contains(g.uuid.as_str()) {
+                GpuUse::Releasing
+            } else if state.gpu_holder(&g.uuid).is_some() {
+                GpuUse::Held
+            } else if let Some(s) = state.gpu_slices(&g.uuid) {
+                GpuUse::Shared(s.values().sum())
+            } else if live.is_some_and(|l| !l.foreign_processes.is_empty()) {
+                GpuUse::Foreign
+            } else {
+                GpuUse::Free
+            };
+            GpuView {
+                index: g.index,
+                uuid: g.uuid.as_str().into(),
+                model: g.model.to_lowercase().into(),
+                memory_total: g.memory_total_bytes,
+                memory_free: g.memory_total_bytes.saturating_sub(used),
+                group: g.group.as_str().into(),
+                use_,
+            }
         })
         .collect();
-    Snapshot { nodes, queue }
+    let view = NodeView {
+        name: node.name.clone(),
+        labels: Arc::new(node.labels.clone()),
+        gpus,
+        images: Arc::new(image_set(&t.report)),
+        used_ports: state.ports_on(&node.name).collect(),
+        disk_free: t.report.disk.as_ref().map_or(0, |d| d.free_bytes),
+        live_jobs,
+        exclusive: state.exclusive_holder(&node.name).is_some(),
+        victims,
+    };
+    (view, usage)
 }
 
 /// Every reference an image can be named by on a node: tags and ids.

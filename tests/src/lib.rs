@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod dockerd;
+pub use dockerd::{main_image_id, Dockerd};
+
 /// The image the tests run; built by `deploy/images/build-workload-image.sh`.
 pub const IMAGE: &str = "berth/workload:latest";
 
@@ -310,8 +313,19 @@ impl Cluster {
     /// Starts an agent with `gpus` simulated GPUs and waits until it is ready.
     /// Returns the node name; its foreign-process file is `self.foreign_file(name)`.
     pub fn add_agent(&mut self, gpus: u32) -> String {
+        self.add_agent_with(&gpus.to_string(), &[])
+    }
+
+    /// An agent with a simulated GPU spec (`2`, `1:A100:40G`) and extra flags
+    /// (`--label zone=a`).
+    pub fn add_agent_with(&mut self, gpus: &str, extra: &[&str]) -> String {
+        self.add_agent_env(gpus, extra, &[])
+    }
+
+    /// An agent with extra flags and environment (fault hooks).
+    pub fn add_agent_env(&mut self, gpus: &str, extra: &[&str], env: &[(&str, &str)]) -> String {
         let name = unique("node");
-        self.spawn_agent(&name, gpus);
+        self.spawn_agent_full(&name, gpus, extra, env);
         self.wait_node_ready(&name);
         name
     }
@@ -321,6 +335,14 @@ impl Cluster {
     }
 
     fn spawn_agent(&mut self, name: &str, gpus: u32) {
+        self.spawn_agent_with(name, &gpus.to_string(), &[]);
+    }
+
+    fn spawn_agent_with(&mut self, name: &str, gpus: &str, extra: &[&str]) {
+        self.spawn_agent_full(name, gpus, extra, &[]);
+    }
+
+    fn spawn_agent_full(&mut self, name: &str, gpus: &str, extra: &[&str], env: &[(&str, &str)]) {
         let foreign = self.foreign_file(name);
         if !foreign.exists() {
             std::fs::write(&foreign, "").unwrap();
@@ -336,7 +358,9 @@ impl Cluster {
                     "--listen",
                     "127.0.0.1:0",
                 ])
-                .args(["--fake-gpus", &gpus.to_string(), "--report-every", "0.3"])
+                .args(["--fake-gpus", gpus, "--report-every", "0.3"])
+                .args(extra)
+                .envs(env.iter().copied())
                 .arg("--fake-foreign")
                 .arg(&foreign),
             &log,
@@ -463,12 +487,18 @@ pub fn docker_containers(node: &str) -> Vec<String> {
 }
 
 pub fn docker_inspect(container: &str) -> Value {
+    docker_inspect_opt(container).unwrap_or_else(|| panic!("docker inspect {container}"))
+}
+
+/// `docker inspect`, or `None` when the container does not exist (any more).
+pub fn docker_inspect_opt(container: &str) -> Option<Value> {
     let out = Command::new("docker")
         .args(["inspect", container])
         .output()
         .unwrap();
-    assert!(out.status.success(), "docker inspect {container}");
-    serde_json::from_slice::<Value>(&out.stdout).unwrap()[0].clone()
+    out.status
+        .success()
+        .then(|| serde_json::from_slice::<Value>(&out.stdout).unwrap()[0].clone())
 }
 
 /// The value of `KEY` in a container's environment.

@@ -20,6 +20,8 @@ pub struct GpuSample {
     pub utilization_percent: u32,
     /// Every process using the GPU, Berth's or not.
     pub processes: Vec<GpuProcess>,
+    /// GPUs sharing a non-empty group are close (NVLink / one PCIe switch).
+    pub topology_group: String,
 }
 
 pub trait GpuBackend: Send + Sync {
@@ -64,6 +66,8 @@ pub fn classify(samples: Vec<GpuSample>, is_berth: impl Fn(u32) -> bool) -> Vec<
                 .filter(|p| !is_berth(p.pid))
                 .collect(),
             job_id: String::new(),
+            topology_group: s.topology_group,
+            slices: Vec::new(),
         })
         .collect()
 }

@@ -1,6 +1,7 @@
 //! Real GPUs through NVML (`libnvidia-ml.so.1`, loaded at run time).
 
 use berth_proto::v1::GpuProcess;
+use nvml_wrapper::enum_wrappers::device::TopologyLevel;
 use nvml_wrapper::enums::device::UsedGpuMemory;
 use nvml_wrapper::Nvml;
 
@@ -9,6 +10,8 @@ use crate::{Error, Result};
 
 pub struct NvmlGpus {
     nvml: Nvml,
+    /// Topology group per GPU index, computed once: it does not change.
+    groups: Vec<String>,
 }
 
 impl NvmlGpus {
@@ -16,7 +19,8 @@ impl NvmlGpus {
     /// caller can say why it falls back to simulated GPUs.
     pub fn init() -> Result<NvmlGpus> {
         let nvml = Nvml::init().map_err(|e| Error::Gpu(format!("NVML init: {e}")))?;
-        Ok(NvmlGpus { nvml })
+        let groups = topology_groups(&nvml);
+        Ok(NvmlGpus { nvml, groups })
     }
 
     pub fn count(&self) -> u32 {
@@ -70,8 +74,86 @@ impl GpuBackend for NvmlGpus {
                 memory_used_bytes: mem.used,
                 utilization_percent: dev.utilization_rates().map(|u| u.gpu).unwrap_or(0),
                 processes,
+                topology_group: self.groups.get(index as usize).cloned().unwrap_or_default(),
             });
         }
         Ok(out)
     }
+}
+
+/// GPUs that are close, as union-find over pairs: joined by an active NVLink
+/// (directly, or through NVSwitch, where every linked GPU reaches every
+/// other), or under one PCIe switch (common ancestor `Single`/`Multiple`, or
+/// `Internal` for dual-GPU boards). A GPU close to no other gets no group.
+fn topology_groups(nvml: &Nvml) -> Vec<String> {
+    let count = nvml.device_count().unwrap_or(0) as usize;
+    let mut parent: Vec<usize> = (0..count).collect();
+    fn root(parent: &mut [usize], i: usize) -> usize {
+        let mut r = i;
+        while parent[r] != r {
+            r = parent[r];
+        }
+        parent[i] = r;
+        r
+    }
+    let join = |parent: &mut Vec<usize>, a: usize, b: usize| {
+        let (ra, rb) = (root(parent, a), root(parent, b));
+        parent[ra.max(rb)] = ra.min(rb);
+    };
+    let bus_ids: Vec<String> = (0..count)
+        .map(|i| {
+            nvml.device_by_index(i as u32)
+                .and_then(|d| d.pci_info())
+                .map(|p| p.bus_id.to_lowercase())
+                .unwrap_or_default()
+        })
+        .collect();
+    let mut switched = Vec::new();
+    for a in 0..count {
+        let Ok(dev) = nvml.device_by_index(a as u32) else {
+            continue;
+        };
+        // NVLink: up to 18 links per GPU on current parts.
+        for link in 0..18 {
+            let l = dev.link_wrapper_for(link);
+            if !l.is_active().unwrap_or(false) {
+                continue;
+            }
+            let Ok(remote) = l.remote_pci_info() else {
+                continue;
+            };
+            match bus_ids
+                .iter()
+                .position(|b| *b == remote.bus_id.to_lowercase())
+            {
+                Some(b) => join(&mut parent, a, b),
+                None => switched.push(a),
+            }
+        }
+        for b in a + 1..count {
+            let Ok(other) = nvml.device_by_index(b as u32) else {
+                continue;
+            };
+            if matches!(
+                dev.topology_common_ancestor(other),
+                Ok(TopologyLevel::Internal | TopologyLevel::Single | TopologyLevel::Multiple)
+            ) {
+                join(&mut parent, a, b);
+            }
+        }
+    }
+    for w in switched.windows(2) {
+        join(&mut parent, w[0], w[1]);
+    }
+    let roots: Vec<usize> = (0..count).map(|i| root(&mut parent, i)).collect();
+    roots
+        .iter()
+        .map(|r| {
+            if roots.iter().filter(|x| *x == r).count() > 1 {
+                format!("gpu{r}")
+            } else {
+                String::new()
+            }
+        })
+        .collect()
 }

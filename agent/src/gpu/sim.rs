@@ -91,6 +91,8 @@ impl GpuBackend for SimGpus {
                     .map(|(_, p)| p.clone())
                     .collect();
                 GpuSample {
+                    // Simulated GPUs have no topology: adjacent indexes count as close.
+                    topology_group: String::new(),
                     index,
                     uuid: sim_uuid(&self.uuid_seed, index),
                     model: model.clone(),

@@ -14,13 +14,16 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 
 use super::{
-    ContainerInfo, ContainerRuntime, ContainerSpec, DaemonInfo, LogItem, LABEL_CLUSTER, LABEL_JOB,
-    LABEL_NODE,
+    ContainerInfo, ContainerRuntime, ContainerSpec, DaemonInfo, LogItem, LABEL_ATTEMPT,
+    LABEL_CLUSTER, LABEL_JOB, LABEL_NODE,
 };
 use crate::{Error, Result};
 
 pub struct Docker {
     client: bollard::Docker,
+    /// The same daemon with a long timeout: save and load of a big image
+    /// take longer than bollard's default 120 s.
+    streams: bollard::Docker,
 }
 
 impl Docker {
@@ -39,7 +42,8 @@ impl Docker {
                 "Docker at {socket:?} does not answer: {e} (is dockerd running?)"
             ))
         })?;
-        Ok(Docker { client })
+        let streams = client.clone().with_timeout(Duration::from_secs(6 * 3600));
+        Ok(Docker { client, streams })
     }
 
     async fn inspect(&self, id: &str) -> Result<ContainerInfo> {
@@ -58,6 +62,10 @@ impl Docker {
             started_at_ms: parse_time(state.started_at.as_deref()),
             finished_at_ms: parse_time(state.finished_at.as_deref()),
             pid: state.pid.unwrap_or(0).max(0) as u32,
+            attempt: labels
+                .get(LABEL_ATTEMPT)
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(0),
         })
     }
 
@@ -75,7 +83,11 @@ impl Docker {
         let running = old.state.and_then(|s| s.running).unwrap_or(false);
         match labels.get(LABEL_JOB) {
             Some(job) if !running => {
-                let new_name = format!("{name}-{job}");
+                // Attempts of one job (after preemptions) each keep their own.
+                let new_name = match labels.get(LABEL_ATTEMPT).map(String::as_str) {
+                    None | Some("0") => format!("{name}-{job}"),
+                    Some(a) => format!("{name}-{job}-{a}"),
+                };
                 let opts = RenameContainerOptionsBuilder::default().name(&new_name).build();
                 self.client.rename_container(name, opts).await.map_err(docker_err)
             }
@@ -222,15 +234,62 @@ impl ContainerRuntime for Docker {
             .collect())
     }
 
+    async fn image(&self, reference: &str) -> Result<Option<(String, u64)>> {
+        match self.client.inspect_image(reference).await {
+            Ok(i) => Ok(Some((
+                i.id.unwrap_or_default(),
+                i.size.unwrap_or(0).max(0) as u64,
+            ))),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(docker_err(e)),
+        }
+    }
+
+    fn export_image(&self, reference: &str) -> BoxStream<'static, Result<bytes::Bytes>> {
+        self.streams
+            .export_image(reference)
+            .map(|r| r.map_err(docker_err))
+            .boxed()
+    }
+
+    async fn import_image(
+        &self,
+        archive: BoxStream<'static, std::result::Result<bytes::Bytes, std::io::Error>>,
+    ) -> Result<()> {
+        let opts = bollard::query_parameters::ImportImageOptionsBuilder::default()
+            .quiet(true)
+            .build();
+        let mut out = self.streams.import_image_stream(opts, archive, None);
+        // The daemon answers 200 and reports a failed load inside the body:
+        // an errorDetail line, or an "Error ..." message.
+        while let Some(item) = out.next().await {
+            let info = item.map_err(|e| Error::Docker(format!("docker load: {e}")))?;
+            if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                return Err(Error::Docker(format!("docker load: {detail}")));
+            }
+            if let Some(msg) = info.stream.as_deref().filter(|m| m.contains("Error")) {
+                return Err(Error::Docker(format!("docker load: {}", msg.trim())));
+            }
+        }
+        Ok(())
+    }
+
     async fn disk(&self) -> Result<DiskState> {
         let root = self.info().await?.root_dir;
         let st = nix::sys::statvfs::statvfs(root.as_str())
             .map_err(|e| Error::Docker(format!("statvfs {root}: {e}")))?;
         let frag = st.fragment_size() as u64;
+        // Fault injection for tests: a host whose disk is (nearly) full.
+        let free = std::env::var("BERTH_FAULT_DISK_FREE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(st.blocks_available() as u64 * frag);
         Ok(DiskState {
             docker_root_dir: root,
             total_bytes: st.blocks() as u64 * frag,
-            free_bytes: st.blocks_available() as u64 * frag,
+            free_bytes: free,
         })
     }
 }

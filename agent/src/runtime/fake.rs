@@ -17,6 +17,13 @@ pub struct FakeRuntime {
     pub calls: Mutex<Vec<String>>,
     /// Job ids whose create fails, with the message.
     pub fail_create: Mutex<Vec<(String, String)>>,
+    /// Images this fake daemon holds: reference → (id, `docker save` bytes).
+    pub images: Mutex<std::collections::HashMap<String, (String, Vec<u8>)>>,
+    /// Archives `import_image` received in full, in order.
+    pub loaded: Mutex<Vec<Vec<u8>>>,
+    /// What a complete load registers: (reference, id), as a daemon would
+    /// after reading the archive's manifest.
+    pub load_as: Mutex<Option<(String, String)>>,
     next_id: Mutex<u32>,
 }
 
@@ -109,6 +116,52 @@ impl ContainerRuntime for FakeRuntime {
             size_bytes: 1,
             created_at: 0,
         }])
+    }
+
+    async fn image(&self, reference: &str) -> Result<Option<(String, u64)>> {
+        Ok(self
+            .images
+            .lock()
+            .unwrap()
+            .get(reference)
+            .map(|(id, bytes)| (id.clone(), bytes.len() as u64)))
+    }
+
+    fn export_image(&self, reference: &str) -> BoxStream<'static, Result<bytes::Bytes>> {
+        self.record(format!("export {reference}"));
+        match self.images.lock().unwrap().get(reference) {
+            // In odd-sized pieces, as a daemon's HTTP body arrives.
+            Some((_, archive)) => futures::stream::iter(
+                archive
+                    .chunks(7777)
+                    .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+                    .collect::<Vec<_>>(),
+            )
+            .boxed(),
+            None => futures::stream::once(async move {
+                Err(Error::NotFound(format!("no such image {}", "in the fake")))
+            })
+            .boxed(),
+        }
+    }
+
+    async fn import_image(
+        &self,
+        mut archive: BoxStream<'static, std::result::Result<bytes::Bytes, std::io::Error>>,
+    ) -> Result<()> {
+        let mut all = Vec::new();
+        while let Some(piece) = archive.next().await {
+            let piece = piece.map_err(|e| Error::Docker(format!("docker load: {e}")))?;
+            all.extend_from_slice(&piece);
+        }
+        if let Some((reference, id)) = self.load_as.lock().unwrap().clone() {
+            self.images
+                .lock()
+                .unwrap()
+                .insert(reference, (id, all.clone()));
+        }
+        self.loaded.lock().unwrap().push(all);
+        Ok(())
     }
 
     async fn disk(&self) -> Result<DiskState> {

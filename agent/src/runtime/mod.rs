@@ -21,6 +21,8 @@ pub const LABEL_NODE: &str = "berth.node";
 pub const LABEL_JOB: &str = "berth.job";
 pub const LABEL_JOB_NAME: &str = "berth.job-name";
 pub const LABEL_GPUS: &str = "berth.gpus";
+/// Attempt of the job (bumped by each preemption); absent means 0.
+pub const LABEL_ATTEMPT: &str = "berth.attempt";
 
 /// Everything needed to create one container; built purely from an allocation.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -54,6 +56,8 @@ pub struct ContainerInfo {
     pub finished_at_ms: i64,
     /// Host pids of the container's main process (0 when not running).
     pub pid: u32,
+    /// The job attempt it was created for.
+    pub attempt: u32,
 }
 
 impl ContainerInfo {
@@ -84,4 +88,14 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     fn logs(&self, id: &str, follow: bool, tail: u32) -> BoxStream<'static, LogItem>;
     async fn images(&self) -> Result<Vec<ImageInfo>>;
     async fn disk(&self) -> Result<DiskState>;
+    /// The image's id and size, or `None` if the daemon does not have it.
+    async fn image(&self, reference: &str) -> Result<Option<(String, u64)>>;
+    /// `docker save` of one image, as the daemon streams it.
+    fn export_image(&self, reference: &str) -> BoxStream<'static, Result<bytes::Bytes>>;
+    /// `docker load` from a stream. An `Err` item aborts the upload, so the
+    /// daemon sees a broken archive and loads nothing.
+    async fn import_image(
+        &self,
+        archive: BoxStream<'static, std::result::Result<bytes::Bytes, std::io::Error>>,
+    ) -> Result<()>;
 }

@@ -2,11 +2,14 @@
 
 pub mod controller;
 pub mod dev;
+pub mod explain;
+pub mod image;
 pub mod images;
 pub mod inspect;
 pub mod logs;
 pub mod nodes;
 pub mod ps;
+pub mod quota;
 pub mod run;
 pub mod stop;
 pub mod wait;

@@ -39,12 +39,15 @@ pub async fn run(client: &Client, format: Format) -> Result<()> {
                     "gpu_backend": n.gpu_backend,
                     "docker_version": n.docker_version,
                     "last_seen_ms_ago": n.last_seen_ms_ago,
+                    "labels": n.labels,
                     "disk": n.disk.as_ref().map(|d| json!({"docker_root_dir": d.docker_root_dir, "total_bytes": d.total_bytes, "free_bytes": d.free_bytes})),
                     "gpus": n.gpus.iter().map(|g| json!({
                         "index": g.index, "uuid": g.uuid, "model": g.model,
                         "memory_total_bytes": g.memory_total_bytes, "memory_used_bytes": g.memory_used_bytes,
                         "utilization_percent": g.utilization_percent,
                         "job_id": g.job_id,
+                        "topology_group": g.topology_group,
+                        "slices": g.slices.iter().map(|s| json!({"job_id": s.job_id, "memory_bytes": s.memory_bytes})).collect::<Vec<_>>(),
                         "foreign": !g.foreign_processes.is_empty(),
                         "foreign_processes": g.foreign_processes.iter().map(|p| json!({"pid": p.pid, "name": p.name, "used_memory_bytes": p.used_memory_bytes})).collect::<Vec<_>>(),
                     })).collect::<Vec<_>>(),
@@ -76,6 +79,13 @@ pub async fn run(client: &Client, format: Format) -> Result<()> {
         for g in &n.gpus {
             let holder = if !g.job_id.is_empty() {
                 job_name(&g.job_id)
+            } else if !g.slices.is_empty() {
+                let parts: Vec<String> = g
+                    .slices
+                    .iter()
+                    .map(|s| format!("{} ({})", job_name(&s.job_id), bytes(s.memory_bytes)))
+                    .collect();
+                format!("shared: {}", parts.join(", "))
             } else if let Some(p) = g.foreign_processes.first() {
                 format!("foreign ({} pid {})", p.name, p.pid)
             } else {

@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use berth_proto::v1::{
-    event, CancelJobRequest, JobSpec, JobState, SubmitJobRequest, WaitJobRequest, WatchRequest,
+    event, CancelJobRequest, Job, JobSpec, JobState, SubmitJobRequest, WaitJobRequest, WatchRequest,
 };
 use futures::StreamExt;
 
@@ -42,6 +42,39 @@ pub struct Args {
     /// Detach: print the job id and return.
     #[arg(short = 'd', long)]
     detach: bool,
+    /// GPU model, matched as a substring of the model name (e.g. A100).
+    #[arg(long)]
+    gpu_model: Option<String>,
+    /// With --gpus N: least free memory per GPU (e.g. 40G). Without --gpus:
+    /// a shared slice of one GPU of this size.
+    #[arg(long)]
+    gpu_mem: Option<String>,
+    /// Node label selector KEY=VALUE or KEY!=VALUE (repeatable).
+    #[arg(long = "constraint")]
+    constraints: Vec<String>,
+    /// Take the whole host: no other job runs there meanwhile.
+    #[arg(long)]
+    exclusive: bool,
+    /// Higher runs first (-1000..1000; default 0).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    priority: i32,
+    /// May be stopped and requeued for a higher-priority job.
+    #[arg(long)]
+    preemptible: bool,
+    /// User the job is charged to (fair share, quotas).
+    #[arg(long, env = "USER", default_value = "")]
+    user: String,
+    /// Gang job: N tasks of --gpus GPUs each, on distinct hosts, started
+    /// together, with MASTER_ADDR/MASTER_PORT/WORLD_SIZE/NODE_RANK/RANK.
+    #[arg(long, default_value_t = 0)]
+    nodes: u32,
+    /// Rendezvous port of a gang's rank 0 (MASTER_PORT; default 29500).
+    #[arg(long, default_value_t = 0)]
+    master_port: u32,
+    /// Job array START-END[%MAX_RUNNING] (e.g. 0-99%8): one task per index,
+    /// each with BERTH_ARRAY_INDEX.
+    #[arg(long)]
+    array: Option<String>,
     /// Image, then the command and its arguments.
     #[arg(required = true, num_args = 1..)]
     image_and_command: Vec<String>,
@@ -79,6 +112,21 @@ pub fn job_spec(args: &Args) -> Result<JobSpec> {
         gpus: args.gpus,
         workdir: args.workdir.clone().unwrap_or_default(),
         tty: false,
+        gpu_model: args.gpu_model.clone().unwrap_or_default(),
+        gpu_memory_bytes: args
+            .gpu_mem
+            .as_deref()
+            .map(spec::size)
+            .transpose()?
+            .unwrap_or(0),
+        constraints: args.constraints.clone(),
+        exclusive: args.exclusive,
+        priority: args.priority,
+        preemptible: args.preemptible,
+        user: args.user.clone(),
+        nodes: args.nodes,
+        master_port: args.master_port,
+        array: args.array.as_deref().map(spec::array).transpose()?,
     })
 }
 
@@ -96,7 +144,7 @@ pub async fn run(client: &Client, args: Args, spec: JobSpec) -> Result<i32> {
                 .into_inner(),
         )
     };
-    let job = client
+    let submitted = client
         .jobs()
         .submit_job(SubmitJobRequest {
             spec: Some(spec),
@@ -106,9 +154,11 @@ pub async fn run(client: &Client, args: Args, spec: JobSpec) -> Result<i32> {
         })
         .await
         .map_err(status_message)?
-        .into_inner()
-        .job
-        .unwrap_or_default();
+        .into_inner();
+    if !submitted.group_id.is_empty() {
+        return group(client, &submitted.group_id, &submitted.tasks, args.detach).await;
+    }
+    let job = submitted.job.unwrap_or_default();
     if args.detach {
         println!("{}", job.id);
         return Ok(0);
@@ -181,6 +231,45 @@ pub async fn run(client: &Client, args: Args, spec: JobSpec) -> Result<i32> {
         JobState::Cancelled if finished.exit_code.is_none() => Ok(130),
         _ => Ok(done.exit_code),
     }
+}
+
+/// A gang or an array: `-d` prints the group id; attached, waits for every
+/// task, prints each outcome, and exits with the first non-zero exit code.
+async fn group(client: &Client, id: &str, tasks: &[Job], detach: bool) -> Result<i32> {
+    if detach {
+        println!("{id}");
+        return Ok(0);
+    }
+    eprintln!(
+        "berth: group {id} submitted: {} task(s), {} .. {} (berth logs TASK, berth explain {id})",
+        tasks.len(),
+        tasks.first().map_or("", |t| t.name.as_str()),
+        tasks.last().map_or("", |t| t.name.as_str()),
+    );
+    let mut jobs = client.jobs();
+    let wait = jobs.wait_job(WaitJobRequest {
+        job: id.to_string(),
+    });
+    let done = tokio::select! {
+        r = wait => r.map_err(status_message)?.into_inner(),
+        _ = tokio::signal::ctrl_c() => {
+            stop(client, id).await?;
+            return Ok(130);
+        }
+    };
+    for t in &done.tasks {
+        let outcome = match (state(t), t.exit_code) {
+            (JobState::Failed, _) => format!("failed: {}", t.message),
+            (st, Some(code)) => format!("{} (exit code {code})", st.word()),
+            (st, None) => st.word().to_string(),
+        };
+        eprintln!(
+            "berth: {} on {}: {outcome}",
+            t.name,
+            if t.node.is_empty() { "-" } else { &t.node }
+        );
+    }
+    Ok(done.exit_code)
 }
 
 async fn stop(client: &Client, id: &str) -> Result<()> {

@@ -9,6 +9,7 @@ use crate::output::{job_json, Format};
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// Job id or name, or a gang's / array's id or name (waits for every task).
     job: String,
 }
 
@@ -22,7 +23,11 @@ pub async fn run(client: &Client, args: Args, format: Format) -> Result<i32> {
     match format {
         Format::Json => println!(
             "{}",
-            serde_json::json!({"exit_code": done.exit_code, "job": job_json(&done.job.unwrap_or_default())})
+            serde_json::json!({
+                "exit_code": done.exit_code,
+                "job": job_json(&done.job.unwrap_or_default()),
+                "tasks": done.tasks.iter().map(job_json).collect::<Vec<_>>(),
+            })
         ),
         Format::Table => println!("{}", done.exit_code),
     }

@@ -59,6 +59,26 @@ impl ImageService for Cluster {
             .collect();
         Ok(Response::new(ListImagesResponse { nodes }))
     }
+
+    type PushImageStream = Pin<Box<dyn Stream<Item = Result<PushProgress, Status>> + Send>>;
+
+    async fn push_image(
+        &self,
+        req: Request<PushImageRequest>,
+    ) -> Result<Response<Self::PushImageStream>, Status> {
+        self.0.ensure_leader()?;
+        let req = req.into_inner();
+        let plan = self.0.plan_push(&req.image, &req.to, req.all)?;
+        tracing::info!(image = %plan.image, targets = plan.targets.len(), sources = plan.sources.len(), "pushing image");
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(crate::images::run(plan, tx));
+        let out = async_stream::stream! {
+            while let Some(p) = rx.recv().await {
+                yield Ok(p);
+            }
+        };
+        Ok(Response::new(Box::pin(out)))
+    }
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;

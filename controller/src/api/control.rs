@@ -30,7 +30,21 @@ impl ControlPlane for Control {
         if r.node.is_empty() || r.agent_addr.is_empty() {
             return Err(Status::invalid_argument("node and agent_addr are required"));
         }
+        let mut labels = std::collections::BTreeMap::new();
+        for l in &r.labels {
+            match l.split_once('=') {
+                Some((k, v)) if !k.is_empty() && !k.contains('!') => {
+                    labels.insert(k.to_string(), v.to_string());
+                }
+                _ => {
+                    return Err(Status::invalid_argument(format!(
+                        "node label {l:?} must look like key=value"
+                    )))
+                }
+            }
+        }
         let node = NodeRecord {
+            labels,
             name: r.node,
             agent_addr: r.agent_addr,
             gpu_backend: r.gpu_backend,
@@ -42,6 +56,7 @@ impl ControlPlane for Control {
                     uuid: g.uuid,
                     model: g.model,
                     memory_total_bytes: g.memory_total_bytes,
+                    group: g.topology_group,
                 })
                 .collect(),
             docker_version: r.docker_version,
@@ -108,6 +123,23 @@ pub fn desired(state: &State, node: &str) -> Vec<Allocation> {
             spec: Some(j.spec.clone()),
             gpus: j.gpus.clone(),
             state: j.state as i32,
+            extra_env: extra_env(j),
+            attempt: j.preemptions,
         })
         .collect()
+}
+
+/// What the controller adds to a job's environment: its task's (array index,
+/// gang rendezvous) and, for a GPU slice, the bytes reserved, so a framework
+/// can cap itself (e.g. TensorFlow's memory limit, PyTorch's
+/// set_per_process_memory_fraction).
+fn extra_env(j: &crate::state::JobRecord) -> Vec<String> {
+    let mut env = j.task_env.clone();
+    if crate::state::is_slice(&j.spec) {
+        env.push(format!(
+            "BERTH_GPU_MEMORY_BYTES={}",
+            j.spec.gpu_memory_bytes
+        ));
+    }
+    env
 }

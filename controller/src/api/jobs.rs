@@ -10,6 +10,7 @@ use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::core::Controller;
+use crate::jobs::Target;
 use crate::{convert, Error};
 
 pub struct Jobs(pub Arc<Controller>);
@@ -26,11 +27,25 @@ impl JobService for Jobs {
         let spec = req
             .spec
             .ok_or_else(|| Status::invalid_argument("spec is required"))?;
-        let job = self.0.submit(spec, req.name, req.request_id).await?;
-        tracing::info!(job = %job.id, name = %job.name, image = %job.spec.image, gpus = job.spec.gpus, "submitted");
-        Ok(Response::new(SubmitJobResponse {
-            job: Some(self.0.read(|s| convert::job(&job, s))),
-        }))
+        let target = self.0.submit(spec, req.name, req.request_id).await?;
+        Ok(Response::new(self.0.read(|s| match &target {
+            Target::Job(job) => {
+                tracing::info!(job = %job.id, name = %job.name, image = %job.spec.image, gpus = job.spec.gpus, "submitted");
+                SubmitJobResponse {
+                    job: Some(convert::job(job, s)),
+                    ..Default::default()
+                }
+            }
+            Target::Group(g, tasks) => {
+                tracing::info!(group = %g.id, name = %g.name, kind = ?g.kind, tasks = tasks.len(), "submitted");
+                let tasks: Vec<Job> = tasks.iter().map(|t| convert::job(t, s)).collect();
+                SubmitJobResponse {
+                    job: tasks.first().cloned(),
+                    tasks,
+                    group_id: g.id.clone(),
+                }
+            }
+        })))
     }
 
     async fn get_job(&self, req: Request<GetJobRequest>) -> Result<Response<Job>, Status> {
@@ -65,7 +80,9 @@ impl JobService for Jobs {
     }
 
     async fn cancel_job(&self, req: Request<CancelJobRequest>) -> Result<Response<Job>, Status> {
-        let job = self.0.cancel(&req.into_inner().job).await?;
+        let target = self.0.cancel(&req.into_inner().job).await?;
+        let first = target.tasks().into_iter().next();
+        let job = first.ok_or_else(|| Status::not_found("the group has no tasks"))?;
         Ok(Response::new(self.0.read(|s| convert::job(&job, s))))
     }
 
@@ -73,13 +90,79 @@ impl JobService for Jobs {
         &self,
         req: Request<WaitJobRequest>,
     ) -> Result<Response<WaitJobResponse>, Status> {
-        let id = self.0.resolve(&req.into_inner().job)?.id;
-        let job = wait_until(&self.0, &id, |j| j.state.is_finished()).await?;
-        let exit_code = job.exit_code.unwrap_or(-1);
-        Ok(Response::new(WaitJobResponse {
+        let target = self.0.resolve_target(&req.into_inner().job)?;
+        let mut finished = Vec::new();
+        for task in target.tasks() {
+            finished.push(wait_until(&self.0, &task.id, |j| j.state.is_finished()).await?);
+        }
+        let code = |j: &crate::state::JobRecord| j.exit_code.unwrap_or(-1);
+        let exit_code = finished.iter().map(code).find(|c| *c != 0).unwrap_or(0);
+        Ok(Response::new(self.0.read(|s| match target {
+            Target::Job(_) => WaitJobResponse {
+                job: finished.first().map(|j| convert::job(j, s)),
+                exit_code: finished.first().map_or(-1, code),
+                tasks: Vec::new(),
+            },
+            Target::Group(..) => WaitJobResponse {
+                job: finished.first().map(|j| convert::job(j, s)),
+                exit_code,
+                tasks: finished.iter().map(|j| convert::job(j, s)).collect(),
+            },
+        })))
+    }
+
+    async fn explain_job(
+        &self,
+        req: Request<ExplainJobRequest>,
+    ) -> Result<Response<Explanation>, Status> {
+        self.0.ensure_leader()?;
+        let (job, e) = self.0.explain(&req.into_inner().job)?;
+        Ok(Response::new(Explanation {
             job: Some(self.0.read(|s| convert::job(&job, s))),
-            exit_code,
+            summary: e.summary,
+            hosts: e
+                .hosts
+                .into_iter()
+                .map(|(reason, hosts)| HostReason {
+                    reason,
+                    hosts: hosts.len() as u32,
+                    examples: hosts.into_iter().take(5).collect(),
+                })
+                .collect(),
+            queue: e.queue,
         }))
+    }
+
+    async fn set_quota(
+        &self,
+        req: Request<SetQuotaRequest>,
+    ) -> Result<Response<SetQuotaResponse>, Status> {
+        let req = req.into_inner();
+        self.0.set_quota(req.user, req.gpus).await?;
+        Ok(Response::new(SetQuotaResponse {}))
+    }
+
+    async fn list_quotas(
+        &self,
+        _req: Request<ListQuotasRequest>,
+    ) -> Result<Response<ListQuotasResponse>, Status> {
+        self.0.read_barrier().await?;
+        let quotas = self.0.read(|s| {
+            s.quotas
+                .iter()
+                .map(|(user, gpus)| Quota {
+                    user: user.clone(),
+                    gpus: *gpus,
+                    used: s.user_gpus(user),
+                    queued_jobs: s
+                        .queue
+                        .iter()
+                        .filter(|id| s.jobs.get(*id).is_some_and(|j| &j.spec.user == user))
+                        .count() as u32,
+                })
+                .collect()
+        });
+        Ok(Response::new(ListQuotasResponse { quotas }))
     }
 
     type JobLogsStream = LogStream;

@@ -3,28 +3,44 @@
 //! input it needs travels inside the `Command`, so a log replayed on any replica
 //! yields the same state. It re-checks every placement, so a stale or buggy
 //! plan is rejected instead of giving one GPU to two live jobs.
+//!
+//! `place` holds the placement re-check, preemption and gang rules;
+//! `groups` the tasks of gangs and arrays.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+mod groups;
+mod place;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use rustc_hash::FxHashMap;
 
 use berth_proto::v1::{GpuRef, JobSpec, JobState};
 use serde::{Deserialize, Serialize};
 
+pub use groups::{GroupKind, GroupRecord};
+
 /// A node as registered: inventory only. Telemetry is not replicated.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NodeRecord {
     pub name: String,
     pub agent_addr: String,
     pub gpu_backend: String,
     pub gpus: Vec<GpuInventory>,
     pub docker_version: String,
+    /// Placement labels (agent `--label key=value`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GpuInventory {
     pub index: u32,
     pub uuid: String,
     pub model: String,
     pub memory_total_bytes: u64,
+    /// Topology group: GPUs sharing one are close (NVLink / PCIe switch).
+    #[serde(default)]
+    pub group: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +62,22 @@ pub struct JobRecord {
     pub placed_index: u64,
     /// Log index of the stop request, same use for STOPPING jobs.
     pub stop_index: u64,
+    /// Log index of the submit: the job's age in the queue (kept on requeue).
+    #[serde(default)]
+    pub seq: u64,
+    /// Gang or array this job is a task of; empty for a single job.
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub task_index: u32,
+    /// Environment the controller adds (array index; gang rendezvous).
+    #[serde(default)]
+    pub task_env: Vec<String>,
+    /// Stopping because it was preempted: requeue instead of finishing.
+    #[serde(default)]
+    pub requeue: bool,
+    #[serde(default)]
+    pub preemptions: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,7 +98,8 @@ pub enum Command {
     Submit {
         id: String,
         name: String,
-        spec: JobSpec,
+        // Boxed: a spec is far bigger than every other command.
+        spec: Box<JobSpec>,
         at_ms: i64,
         /// Client-chosen idempotency key; empty for none.
         #[serde(default)]
@@ -74,6 +107,14 @@ pub enum Command {
     },
     Place {
         placements: Vec<Placement>,
+        /// Jobs to stop and requeue to make room (applied first).
+        #[serde(default)]
+        preemptions: Vec<String>,
+    },
+    /// Sets (Some) or removes (None) a user's whole-GPU quota.
+    SetQuota {
+        user: String,
+        gpus: Option<u32>,
     },
     Started {
         job_id: String,
@@ -137,17 +178,41 @@ pub struct State {
     /// Submit request ids seen → the job each created (idempotent retries).
     #[serde(default)]
     pub requests: BTreeMap<String, String>,
+    /// Gangs and arrays by group id.
+    #[serde(default)]
+    pub groups: BTreeMap<String, GroupRecord>,
+    /// User → whole GPUs their live jobs may hold at once.
+    #[serde(default)]
+    pub quotas: BTreeMap<String, u32>,
     /// Derived indexes, rebuilt after a snapshot is loaded.
     #[serde(skip)]
-    gpu_holder: HashMap<String, String>,
+    gpu_holder: FxHashMap<String, String>,
     #[serde(skip)]
-    live_names: HashMap<String, String>,
+    live_names: FxHashMap<String, String>,
     /// Node → jobs holding resources there (what its agent must run).
     #[serde(skip)]
-    node_jobs: HashMap<String, BTreeSet<String>>,
+    node_jobs: FxHashMap<String, BTreeSet<String>>,
     /// (node, host port, protocol) → live job publishing it.
     #[serde(skip)]
     ports: BTreeMap<(String, u32, String), String>,
+    /// GPU uuid → slice jobs on it and the bytes each reserved.
+    #[serde(skip)]
+    slices: FxHashMap<String, BTreeMap<String, u64>>,
+    /// Node → the live exclusive job owning it.
+    #[serde(skip)]
+    exclusive: FxHashMap<String, String>,
+    /// User → whole GPUs held by their live jobs (quotas).
+    #[serde(skip)]
+    user_gpus: FxHashMap<String, u32>,
+    /// Group → its tasks holding resources (array caps).
+    #[serde(skip)]
+    group_live: FxHashMap<String, u32>,
+    /// Node → a stamp that changes whenever what its jobs hold changes, so
+    /// the leader can reuse its scheduling view of an unchanged node.
+    #[serde(skip)]
+    node_stamp: FxHashMap<String, u64>,
+    #[serde(skip)]
+    stamps: u64,
 }
 
 impl State {
@@ -157,25 +222,54 @@ impl State {
         self.live_names.clear();
         self.node_jobs.clear();
         self.ports.clear();
-        for job in self.jobs.values() {
+        self.slices.clear();
+        self.exclusive.clear();
+        self.user_gpus.clear();
+        self.group_live.clear();
+        let ids: Vec<String> = self.jobs.keys().cloned().collect();
+        for id in ids {
+            let job = &self.jobs[&id];
             if job.state.is_live() {
                 self.live_names.insert(job.name.clone(), job.id.clone());
             }
             if job.state.holds_resources() {
-                if let Some(node) = &job.node {
-                    self.node_jobs
-                        .entry(node.clone())
-                        .or_default()
-                        .insert(job.id.clone());
-                    for p in &job.spec.ports {
-                        let key = (node.clone(), p.host_port, norm_proto(&p.protocol));
-                        self.ports.insert(key, job.id.clone());
-                    }
-                }
-                for g in &job.gpus {
-                    self.gpu_holder.insert(g.uuid.clone(), job.id.clone());
-                }
+                self.hold(&id);
             }
+        }
+    }
+
+    /// Indexes what a placed job holds: GPUs (whole or a slice), ports,
+    /// the host for an exclusive job, quota and array counts.
+    fn hold(&mut self, id: &str) {
+        let Some(node) = self.jobs[id].node.clone() else {
+            return;
+        };
+        self.touch(&node);
+        let job = &self.jobs[id];
+        self.node_jobs
+            .entry(node.clone())
+            .or_default()
+            .insert(id.to_string());
+        for p in &job.spec.ports {
+            let key = (node.clone(), p.host_port, norm_proto(&p.protocol));
+            self.ports.insert(key, id.to_string());
+        }
+        for g in &job.gpus {
+            if is_slice(&job.spec) {
+                self.slices
+                    .entry(g.uuid.clone())
+                    .or_default()
+                    .insert(id.to_string(), job.spec.gpu_memory_bytes);
+            } else {
+                self.gpu_holder.insert(g.uuid.clone(), id.to_string());
+            }
+        }
+        if job.spec.exclusive {
+            self.exclusive.insert(node, id.to_string());
+        }
+        *self.user_gpus.entry(job.spec.user.clone()).or_default() += job.spec.gpus;
+        if !job.group.is_empty() {
+            *self.group_live.entry(job.group.clone()).or_default() += 1;
         }
     }
 
@@ -188,9 +282,45 @@ impl State {
             .filter_map(|id| self.jobs.get(id))
     }
 
-    /// The live job holding a GPU, by uuid.
+    /// Marks `node`'s resources as changed (see `node_stamp`).
+    fn touch(&mut self, node: &str) {
+        self.stamps += 1;
+        match self.node_stamp.get_mut(node) {
+            Some(s) => *s = self.stamps,
+            None => {
+                self.node_stamp.insert(node.to_string(), self.stamps);
+            }
+        }
+    }
+
+    /// Changes whenever the jobs holding resources on `node` change.
+    pub fn node_stamp(&self, node: &str) -> u64 {
+        self.node_stamp.get(node).copied().unwrap_or(0)
+    }
+
+    /// The live job holding a GPU whole, by uuid.
     pub fn gpu_holder(&self, uuid: &str) -> Option<&str> {
         self.gpu_holder.get(uuid).map(String::as_str)
+    }
+
+    /// Slice jobs sharing a GPU, and the bytes each reserved.
+    pub fn gpu_slices(&self, uuid: &str) -> Option<&BTreeMap<String, u64>> {
+        self.slices.get(uuid).filter(|s| !s.is_empty())
+    }
+
+    /// The live exclusive job owning `node`, if any.
+    pub fn exclusive_holder(&self, node: &str) -> Option<&str> {
+        self.exclusive.get(node).map(String::as_str)
+    }
+
+    /// Whole GPUs held by `user`'s live jobs.
+    pub fn user_gpus(&self, user: &str) -> u32 {
+        self.user_gpus.get(user).copied().unwrap_or(0)
+    }
+
+    /// Tasks of `group` holding resources now.
+    pub fn group_live(&self, group: &str) -> u32 {
+        self.group_live.get(group).copied().unwrap_or(0)
     }
 
     /// The job a submit with this request id created, if any.
@@ -218,6 +348,7 @@ impl State {
             }
             Command::RegisterNode(node) => {
                 self.nodes.insert(node.name.clone(), node.clone());
+                self.touch(&node.name);
                 Ok(Applied {
                     node: Some(node.name.clone()),
                     ..Applied::default()
@@ -237,13 +368,23 @@ impl State {
                         ..Applied::default()
                     });
                 }
-                let applied = self.submit(id, name, spec, *at_ms)?;
+                let applied = self.submit(index, id, name, spec, *at_ms)?;
                 if !request_id.is_empty() {
                     self.requests.insert(request_id.clone(), id.clone());
                 }
                 Ok(applied)
             }
-            Command::Place { placements } => Ok(self.place(index, placements)),
+            Command::Place {
+                placements,
+                preemptions,
+            } => Ok(self.place(index, placements, preemptions)),
+            Command::SetQuota { user, gpus } => {
+                match gpus {
+                    Some(n) => self.quotas.insert(user.clone(), *n),
+                    None => self.quotas.remove(user),
+                };
+                Ok(Applied::default())
+            }
             Command::Started {
                 job_id,
                 container_id,
@@ -253,132 +394,14 @@ impl State {
                 job_id,
                 exit_code,
                 at_ms,
-            } => self.finish(job_id, Finish::Exited(*exit_code), *at_ms),
+            } => self.finish(index, job_id, Finish::Exited(*exit_code), *at_ms),
             Command::Failed {
                 job_id,
                 message,
                 at_ms,
-            } => self.finish(job_id, Finish::Failed(message.clone()), *at_ms),
+            } => self.finish(index, job_id, Finish::Failed(message.clone()), *at_ms),
             Command::Cancel { job_id, at_ms } => self.cancel(index, job_id, *at_ms),
         }
-    }
-
-    fn submit(
-        &mut self,
-        id: &str,
-        name: &str,
-        spec: &JobSpec,
-        at_ms: i64,
-    ) -> Result<Applied, Rejection> {
-        if self.jobs.contains_key(id) {
-            return Err(Rejection::DuplicateId(id.to_string()));
-        }
-        if let Some(holder) = self.live_names.get(name) {
-            return Err(Rejection::NameInUse(name.to_string(), holder.clone()));
-        }
-        let job = JobRecord {
-            id: id.to_string(),
-            name: name.to_string(),
-            spec: spec.clone(),
-            state: JobState::Queued,
-            node: None,
-            gpus: Vec::new(),
-            container_id: String::new(),
-            exit_code: None,
-            message: String::new(),
-            submitted_at_ms: at_ms,
-            started_at_ms: 0,
-            finished_at_ms: 0,
-            placed_index: 0,
-            stop_index: 0,
-        };
-        self.live_names.insert(name.to_string(), id.to_string());
-        self.jobs.insert(id.to_string(), job);
-        self.queue.push_back(id.to_string());
-        Ok(Applied {
-            jobs: vec![id.to_string()],
-            ..Applied::default()
-        })
-    }
-
-    fn place(&mut self, index: u64, placements: &[Placement]) -> Applied {
-        let mut applied = Applied::default();
-        let mut placed = std::collections::HashSet::new();
-        for p in placements {
-            match self.check_placement(p) {
-                Ok(()) => {
-                    for g in &p.gpus {
-                        self.gpu_holder.insert(g.uuid.clone(), p.job_id.clone());
-                    }
-                    self.node_jobs
-                        .entry(p.node.clone())
-                        .or_default()
-                        .insert(p.job_id.clone());
-                    for port in &self.jobs[&p.job_id].spec.ports {
-                        let key = (p.node.clone(), port.host_port, norm_proto(&port.protocol));
-                        self.ports.insert(key, p.job_id.clone());
-                    }
-                    placed.insert(p.job_id.clone());
-                    let job = self.jobs.get_mut(&p.job_id).expect("checked");
-                    job.state = JobState::Placed;
-                    job.node = Some(p.node.clone());
-                    job.gpus = p.gpus.clone();
-                    job.placed_index = index;
-                    job.message.clear();
-                    applied.jobs.push(p.job_id.clone());
-                }
-                Err(why) => applied.rejected.push(Rejection::BadPlacement {
-                    job: p.job_id.clone(),
-                    why,
-                }),
-            }
-        }
-        // One pass over the queue for the whole plan, not one per placement.
-        if !placed.is_empty() {
-            self.queue.retain(|id| !placed.contains(id));
-        }
-        applied
-    }
-
-    /// The invariants a placement must keep, whatever the scheduler thought.
-    fn check_placement(&self, p: &Placement) -> Result<(), String> {
-        let job = self.jobs.get(&p.job_id).ok_or("no such job")?;
-        if job.state != JobState::Queued {
-            return Err(format!("job is {}", job.state.word()));
-        }
-        let node = self.nodes.get(&p.node).ok_or("no such node")?;
-        if p.gpus.len() != job.spec.gpus as usize {
-            return Err(format!(
-                "{} GPUs given, {} asked",
-                p.gpus.len(),
-                job.spec.gpus
-            ));
-        }
-        let mut seen = std::collections::HashSet::new();
-        for g in &p.gpus {
-            if !node
-                .gpus
-                .iter()
-                .any(|inv| inv.uuid == g.uuid && inv.index == g.index)
-            {
-                return Err(format!("GPU {} is not on node {}", g.uuid, p.node));
-            }
-            if !seen.insert(&g.uuid) {
-                return Err(format!("GPU {} given twice", g.uuid));
-            }
-            if let Some(holder) = self.gpu_holder.get(&g.uuid) {
-                return Err(format!("GPU {} is held by live job {holder}", g.uuid));
-            }
-        }
-        for port in &job.spec.ports {
-            if let Some(other) = self.host_port_holder(&p.node, port.host_port, &port.protocol) {
-                return Err(format!(
-                    "host port {} is held by live job {other}",
-                    port.host_port
-                ));
-            }
-        }
-        Ok(())
     }
 
     /// The live job on `node` publishing `host_port`, if any.
@@ -412,13 +435,39 @@ impl State {
         })
     }
 
-    fn finish(&mut self, id: &str, how: Finish, at_ms: i64) -> Result<Applied, Rejection> {
+    fn finish(
+        &mut self,
+        index: u64,
+        id: &str,
+        how: Finish,
+        at_ms: i64,
+    ) -> Result<Applied, Rejection> {
         let job = self.job_mut(id)?;
         let state = job.state;
         if !state.holds_resources() {
             return Err(Rejection::BadTransition(id.into(), state.word(), "finish"));
         }
-        match how {
+        if job.requeue {
+            // Preempted: back in the queue with its age, holding nothing.
+            self.release(id);
+            let job = self.jobs.get_mut(id).expect("checked");
+            job.state = JobState::Queued;
+            job.requeue = false;
+            job.preemptions += 1;
+            job.node = None;
+            job.gpus.clear();
+            job.container_id.clear();
+            job.exit_code = None;
+            job.started_at_ms = 0;
+            job.message = format!("preempted {} time(s); requeued", job.preemptions);
+            self.live_names.insert(job.name.clone(), id.to_string());
+            self.queue.push_back(id.to_string());
+            return Ok(Applied {
+                jobs: vec![id.to_string()],
+                ..Applied::default()
+            });
+        }
+        let failed = match how {
             Finish::Exited(code) => {
                 job.exit_code = Some(code);
                 job.state = if state == JobState::Stopping {
@@ -426,6 +475,7 @@ impl State {
                 } else {
                     JobState::Exited
                 };
+                code != 0
             }
             Finish::Failed(message) => {
                 job.message = message;
@@ -434,12 +484,19 @@ impl State {
                 } else {
                     JobState::Failed
                 };
+                true
             }
-        }
+        };
+        let stopped = state == JobState::Stopping;
         job.finished_at_ms = at_ms;
+        let group = job.group.clone();
         self.release(id);
+        let mut jobs = vec![id.to_string()];
+        if failed || stopped {
+            jobs.extend(self.tear_down_gang(index, &group, id, at_ms));
+        }
         Ok(Applied {
-            jobs: vec![id.to_string()],
+            jobs,
             ..Applied::default()
         })
     }
@@ -456,7 +513,12 @@ impl State {
             JobState::Placed | JobState::Running => {
                 job.state = JobState::Stopping;
                 job.stop_index = index;
+                if let Some(node) = job.node.clone() {
+                    self.touch(&node);
+                }
             }
+            // A user's stop wins over a preemption's requeue.
+            JobState::Stopping if job.requeue => job.requeue = false,
             other => return Err(Rejection::BadTransition(id.into(), other.word(), "stop")),
         }
         Ok(Applied {
@@ -465,11 +527,19 @@ impl State {
         })
     }
 
-    /// Frees what a finished job held: its GPUs and its name.
+    /// Frees what a job held: GPUs or its slice, ports, the host, its name.
     fn release(&mut self, id: &str) {
+        if let Some(node) = self.jobs[id].node.clone() {
+            self.touch(&node);
+        }
         let job = &self.jobs[id];
+        let slice = is_slice(&job.spec);
         for g in &job.gpus {
-            if self.gpu_holder.get(&g.uuid).map(String::as_str) == Some(id) {
+            if slice {
+                if let Some(s) = self.slices.get_mut(&g.uuid) {
+                    s.remove(id);
+                }
+            } else if self.gpu_holder.get(&g.uuid).map(String::as_str) == Some(id) {
                 self.gpu_holder.remove(&g.uuid);
             }
         }
@@ -477,13 +547,25 @@ impl State {
             self.live_names.remove(&job.name);
         }
         if let Some(node) = &job.node {
-            if let Some(set) = self.node_jobs.get_mut(node) {
-                set.remove(id);
-            }
+            let was_holding = self
+                .node_jobs
+                .get_mut(node)
+                .is_some_and(|set| set.remove(id));
             for p in &job.spec.ports {
                 let key = (node.clone(), p.host_port, norm_proto(&p.protocol));
                 if self.ports.get(&key).map(String::as_str) == Some(id) {
                     self.ports.remove(&key);
+                }
+            }
+            if self.exclusive.get(node).map(String::as_str) == Some(id) {
+                self.exclusive.remove(node);
+            }
+            if was_holding {
+                if let Some(n) = self.user_gpus.get_mut(&job.spec.user) {
+                    *n = n.saturating_sub(job.spec.gpus);
+                }
+                if let Some(n) = self.group_live.get_mut(&job.group) {
+                    *n = n.saturating_sub(1);
                 }
             }
         }
@@ -501,6 +583,11 @@ enum Finish {
     Failed(String),
 }
 
+/// A shared-GPU job: no whole GPUs, a memory slice of one.
+pub fn is_slice(spec: &JobSpec) -> bool {
+    spec.gpus == 0 && spec.gpu_memory_bytes > 0
+}
+
 /// Docker treats an empty protocol as tcp.
 pub fn proto_eq(a: &str, b: &str) -> bool {
     norm_proto(a) == norm_proto(b)
@@ -515,5 +602,7 @@ pub fn norm_proto(p: &str) -> String {
 }
 
 #[cfg(test)]
-#[path = "state_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+mod policy_tests;

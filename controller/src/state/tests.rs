@@ -21,9 +21,11 @@ fn state_with_node(gpus: u32) -> State {
                     uuid: format!("g{i}"),
                     model: "m".into(),
                     memory_total_bytes: 1,
+                    ..Default::default()
                 })
                 .collect(),
             docker_version: String::new(),
+            ..Default::default()
         }),
     )
     .unwrap();
@@ -40,7 +42,8 @@ fn submit(s: &mut State, index: u64, id: &str, gpus: u32) -> Result<Applied, Rej
                 image: "i".into(),
                 gpus,
                 ..Default::default()
-            },
+            }
+            .into(),
             at_ms: index as i64,
             request_id: String::new(),
         },
@@ -60,6 +63,7 @@ fn place(id: &str, gpus: &[u32]) -> Command {
                 })
                 .collect(),
         }],
+        preemptions: Vec::new(),
     }
 }
 
@@ -132,7 +136,8 @@ fn names_are_unique_among_live_jobs_only() {
         spec: JobSpec {
             image: "i".into(),
             ..Default::default()
-        },
+        }
+        .into(),
         at_ms: 0,
         request_id: String::new(),
     };
@@ -235,7 +240,8 @@ fn a_retried_submit_with_the_same_request_id_creates_one_job() {
         spec: JobSpec {
             image: "i".into(),
             ..Default::default()
-        },
+        }
+        .into(),
         at_ms: 0,
         request_id: "req-1".into(),
     };
@@ -271,7 +277,7 @@ fn host_ports_are_indexed_per_node_while_held() {
     let submit = |id: &str| Command::Submit {
         id: id.into(),
         name: id.into(),
-        spec: spec.clone(),
+        spec: spec.clone().into(),
         at_ms: 0,
         request_id: String::new(),
     };

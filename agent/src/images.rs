@@ -1,0 +1,324 @@
+//! Moving images agent to agent: the source streams its daemon's `docker
+//! save` archive in chunks (zstd where it saves bytes), the target feeds them
+//! to its daemon's `docker load` as they arrive. Nothing is written to disk
+//! and at most a few chunks are in memory on either side (bounded channels
+//! and gRPC flow control carry backpressure end to end).
+//!
+//! Integrity: the source sends the BLAKE3 digest of the whole raw archive last; the
+//! target hashes what it feeds and holds back the final chunk until the two
+//! match, so a corrupt or truncated stream never completes a load (the daemon
+//! gets an aborted upload and keeps nothing), then compares the loaded
+//! image's id with the source's.
+
+use std::sync::Arc;
+
+use berth_proto::v1::agent_service_client::AgentServiceClient;
+use berth_proto::v1::{ExportImageRequest, ImageChunk, TransferProgress};
+use bytes::{Bytes, BytesMut};
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+
+use crate::relay::Relay;
+use crate::runtime::ContainerRuntime;
+use crate::{Error, Result};
+
+/// Chunk size on the wire (before compression): big enough to amortise
+/// per-message costs, small enough to keep memory flat.
+pub const CHUNK: usize = 2 << 20;
+/// HTTP/2 flow-control window for image streams: a few chunks in flight.
+pub const WINDOW: u32 = 4 * CHUNK as u32;
+/// zstd level: fast enough to keep up with a disk and a 10 GbE link.
+const ZSTD_LEVEL: i32 = -1;
+/// A free-space margin on the target beyond the image's own size: `docker
+/// load` unpacks layers while it reads.
+pub const DISK_FACTOR: u64 = 2;
+
+/// The source side: the daemon's archive of `reference` as chunks.
+pub fn export(
+    runtime: Arc<dyn ContainerRuntime>,
+    reference: String,
+    compress: bool,
+) -> impl Stream<Item = Result<ImageChunk>> {
+    async_stream::try_stream! {
+        let (id, size) = runtime
+            .image(&reference)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("image {reference} is not on this host")))?;
+        yield ImageChunk { image_id: id, image_size: size, ..ImageChunk::default() };
+        let mut source = runtime.export_image(&reference);
+        let mut hash = blake3::Hasher::new();
+        let mut total = 0u64;
+        let mut buf = BytesMut::with_capacity(CHUNK);
+                let corrupt = corrupt_exports_of(&reference);
+        loop {
+            let next = source.next().await.transpose()?;
+            if let Some(piece) = &next {
+                buf.extend_from_slice(piece);
+            }
+            while buf.len() >= CHUNK || (next.is_none() && !buf.is_empty()) {
+                let take = buf.len().min(CHUNK);
+                                let mut raw = buf.split_to(take);
+                hash.update(&raw);
+                total += raw.len() as u64;
+                if corrupt && total <= CHUNK as u64 {
+                    // Test hook: damage the first chunk after hashing it, as
+                    // a bad NIC or disk would.
+                    let mid = raw.len() / 2;
+                    raw[mid] ^= 0xff;
+                }
+                yield encode(raw.freeze(), compress)?;
+            }
+            if next.is_none() {
+                break;
+            }
+        }
+        yield ImageChunk {
+            archive_digest: hash.finalize().to_hex().to_string(),
+            archive_bytes: total,
+            ..ImageChunk::default()
+        };
+    }
+}
+
+/// Fault injection for tests: exports of this reference (or of every one,
+/// "*") are damaged in flight. Set by `BERTH_FAULT_CORRUPT_EXPORT` in the
+/// agent's environment, or by unit tests.
+static CORRUPT: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+fn corrupt_exports_of(reference: &str) -> bool {
+    let set = CORRUPT.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    set.or_else(|| std::env::var("BERTH_FAULT_CORRUPT_EXPORT").ok())
+        .is_some_and(|r| r == "*" || r == reference)
+}
+
+/// One chunk, compressed when that saves at least 5% (already compressed
+/// layers are sent as they are).
+fn encode(raw: Bytes, compress: bool) -> Result<ImageChunk> {
+    // A 64 KiB sample first: incompressible layers (weights, already
+    // compressed data) cost no more than a glance.
+    let sample = &raw[..raw.len().min(64 << 10)];
+    let worth = compress
+        && zstd::bulk::compress(sample, ZSTD_LEVEL).is_ok_and(|z| z.len() < sample.len() / 10 * 9);
+    if worth {
+        let z = zstd::bulk::compress(&raw, ZSTD_LEVEL)
+            .map_err(|e| Error::Docker(format!("zstd: {e}")))?;
+        if z.len() < raw.len() / 20 * 19 {
+            return Ok(ImageChunk {
+                data: z,
+                compressed: true,
+                ..ImageChunk::default()
+            });
+        }
+    }
+    Ok(ImageChunk {
+        data: raw.to_vec(),
+        ..ImageChunk::default()
+    })
+}
+
+fn decode(chunk: ImageChunk) -> Result<Bytes> {
+    if !chunk.compressed {
+        return Ok(Bytes::from(chunk.data));
+    }
+    zstd::bulk::decompress(&chunk.data, CHUNK)
+        .map(Bytes::from)
+        .map_err(|e| Error::Transfer(format!("a chunk does not decompress: {e}")))
+}
+
+/// The target side: loads `reference` from the first of `sources` that
+/// delivers it whole, reporting progress on `progress`. Returns the id of
+/// the image as loaded.
+pub async fn fetch(
+    runtime: Arc<dyn ContainerRuntime>,
+    reference: &str,
+    sources: &[String],
+    progress: &mpsc::Sender<TransferProgress>,
+    mut relay: Option<Arc<Relay>>,
+) -> Result<String> {
+    if sources.is_empty() {
+        return Err(Error::Transfer(format!("no host holds {reference}")));
+    }
+    let mut failures = Vec::new();
+    for source in sources {
+        // Only the first attempt is relayed: downstream agents that saw part
+        // of a failed stream start over from a holder of their own.
+        let relaying = relay.take();
+        match fetch_from(
+            runtime.clone(),
+            reference,
+            source,
+            progress,
+            relaying.as_deref(),
+        )
+        .await
+        {
+            Ok(id) => return Ok(id),
+            Err(e) => {
+                if let Some(r) = relaying {
+                    r.fail(&e.to_string()).await;
+                }
+                tracing::warn!(%source, image = %reference, error = %e, "transfer failed");
+                let _ = progress
+                    .send(TransferProgress {
+                        source: source.clone(),
+                        message: format!("from {source}: {e}; trying the next holder"),
+                        ..TransferProgress::default()
+                    })
+                    .await;
+                failures.push(format!("{source}: {e}"));
+            }
+        }
+    }
+    Err(Error::Transfer(format!(
+        "could not load {reference} from any holder ({})",
+        failures.join("; ")
+    )))
+}
+
+async fn fetch_from(
+    runtime: Arc<dyn ContainerRuntime>,
+    reference: &str,
+    source: &str,
+    progress: &mpsc::Sender<TransferProgress>,
+    relay: Option<&Relay>,
+) -> Result<String> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{source}"))
+        .map_err(|e| Error::Transfer(format!("bad source address {source}: {e}")))?
+        .initial_stream_window_size(WINDOW)
+        .initial_connection_window_size(2 * WINDOW)
+        .connect()
+        .await
+        .map_err(|e| Error::Transfer(format!("cannot reach {source}: {e}")))?;
+    let mut client =
+        AgentServiceClient::new(channel).max_decoding_message_size(2 * CHUNK + (1 << 20));
+    let mut chunks = client
+        .export_image(ExportImageRequest {
+            image: reference.to_string(),
+            compress: std::env::var("BERTH_IMAGE_COMPRESS").map_or(true, |v| v != "0"),
+        })
+        .await
+        .map_err(|e| Error::Transfer(e.message().to_string()))?
+        .into_inner();
+    let first = chunks
+        .message()
+        .await
+        .map_err(|e| Error::Transfer(e.message().to_string()))?
+        .ok_or_else(|| Error::Transfer("the source sent nothing".into()))?;
+    if let Some(r) = relay {
+        r.forward(&first).await;
+    }
+    let (want_id, total) = (first.image_id, first.image_size);
+    // The daemon reads from this channel; a few chunks in flight at most.
+    let (feed, rx) = mpsc::channel::<std::result::Result<Bytes, std::io::Error>>(4);
+    let archive: BoxStream<'static, _> = tokio_stream::wrappers::ReceiverStream::new(rx).boxed();
+    let loader = {
+        let runtime = runtime.clone();
+        tokio::spawn(async move { runtime.import_image(archive).await })
+    };
+    let abort = |feed: mpsc::Sender<_>, why: String| async move {
+        let _ = feed.send(Err(std::io::Error::other(why.clone()))).await;
+        drop(feed);
+        Error::Transfer(why)
+    };
+    let mut hash = blake3::Hasher::new();
+    let (mut done, mut wire) = (0u64, 0u64);
+    let mut held: Option<Bytes> = None;
+    let trailer = loop {
+        let chunk = match chunks.message().await {
+            Ok(Some(c)) => c,
+            Ok(None) => return Err(abort(feed, format!("{source} ended the stream early")).await),
+            Err(e) => {
+                return Err(
+                    abort(feed, format!("stream from {source} broke: {}", e.message())).await,
+                )
+            }
+        };
+        if let Some(r) = relay {
+            r.forward(&chunk).await;
+        }
+        if !chunk.archive_digest.is_empty() {
+            break chunk;
+        }
+        wire += chunk.data.len() as u64;
+        let raw = match decode(chunk) {
+            Ok(r) => r,
+            Err(e) => return Err(abort(feed, e.to_string()).await),
+        };
+        hash.update(&raw);
+        done += raw.len() as u64;
+        // Feed the previous chunk; hold this one until the next arrives.
+        if let Some(prev) = held.replace(raw) {
+            if feed.send(Ok(prev)).await.is_err() {
+                break ImageChunk::default(); // the loader gave up: its error says why
+            }
+        }
+        let _ = progress.try_send(TransferProgress {
+            bytes_done: done,
+            bytes_total: total.max(done),
+            wire_bytes: wire,
+            source: source.to_string(),
+            ..TransferProgress::default()
+        });
+    };
+    let digest = hash.finalize().to_hex().to_string();
+    if !trailer.archive_digest.is_empty() {
+        if trailer.archive_digest != digest || trailer.archive_bytes != done {
+            let why = format!(
+                "the archive from {source} does not match its checksum ({} bytes, blake3 {}…; sent {} bytes, blake3 {}…): nothing was loaded",
+                done,
+                &digest[..12],
+                trailer.archive_bytes,
+                &trailer.archive_digest[..12.min(trailer.archive_digest.len())]
+            );
+            return Err(abort(feed, why).await);
+        }
+        if let Some(last) = held.take() {
+            let _ = feed.send(Ok(last)).await;
+        }
+    }
+    drop(feed);
+    loader
+        .await
+        .map_err(|e| Error::Transfer(format!("the loader stopped: {e}")))??;
+    match runtime.image(reference).await? {
+        Some((id, _)) if id == want_id => {
+            let _ = progress
+                .send(TransferProgress {
+                    bytes_done: done,
+                    bytes_total: done,
+                    wire_bytes: wire,
+                    source: source.to_string(),
+                    image_id: id.clone(),
+                    done: true,
+                    ..TransferProgress::default()
+                })
+                .await;
+            Ok(id)
+        }
+        Some((id, _)) => Err(Error::Transfer(format!(
+            "loaded {reference} as {id}, but {source} has {want_id}"
+        ))),
+        None => Err(Error::Transfer(format!(
+            "the daemon reported no error but has no {reference} after the load"
+        ))),
+    }
+}
+
+/// Whether the target's Docker root can take an image of `size` bytes.
+pub fn disk_check(free: u64, size: u64, reference: &str, root: &str) -> Result<()> {
+    let need = size.saturating_mul(DISK_FACTOR);
+    if size > 0 && free < need {
+        return Err(Error::Transfer(format!(
+            "not enough disk for {reference}: {root} has {} MiB free, the image needs about {} MiB (twice its {} MiB size while it loads); free space (berth image gc, docker image prune) or pick another host",
+            free >> 20,
+            need >> 20,
+            size >> 20
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "images_tests.rs"]
+mod tests;

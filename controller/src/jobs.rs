@@ -1,0 +1,227 @@
+//! Job operations of the `Controller`: submit (single jobs, gangs, arrays),
+//! stop, explain, quotas. Groups are addressed by their id or name, and act
+//! on every task.
+
+use std::collections::HashSet;
+
+use berth_proto::v1::JobSpec;
+
+use crate::core::Controller;
+use crate::scheduler::{self, Explanation};
+use crate::state::{Command, GroupRecord, JobRecord};
+use crate::validate::ImageSeen;
+use crate::views::{resolve_in, scheduler_snapshot};
+use crate::{convert, validate, Error, Result};
+
+/// What a reference names: one job, or a gang/array.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Job(Box<JobRecord>),
+    Group(GroupRecord, Vec<JobRecord>),
+}
+
+impl Target {
+    pub fn tasks(&self) -> Vec<JobRecord> {
+        match self {
+            Target::Job(j) => vec![(**j).clone()],
+            Target::Group(_, tasks) => tasks.clone(),
+        }
+    }
+}
+
+impl Controller {
+    /// Finds a job by id, unique id prefix, or name (the newest job of that name).
+    /// A group's id or name gets an error naming its tasks and the verbs
+    /// that take a group.
+    pub fn resolve(&self, reference: &str) -> Result<JobRecord> {
+        self.read(|s| {
+            resolve_in(s, reference).cloned().map_err(|e| {
+                let group = s
+                    .groups
+                    .get(reference)
+                    .or_else(|| s.groups.values().find(|g| g.name == reference));
+                match group {
+                    Some(g) => Error::InvalidArgument(format!(
+                        "{reference} is a {} of {} tasks ({} ...): name a task, or use berth wait/stop/explain {reference}",
+                        if g.kind == crate::state::GroupKind::Gang { "gang" } else { "job array" },
+                        g.tasks.len(),
+                        g.tasks.first().and_then(|t| s.jobs.get(t)).map_or("", |j| j.name.as_str()),
+                    )),
+                    None => e,
+                }
+            })
+        })
+    }
+
+    /// A job, or a group by exact id or name (the newest group of that name).
+    pub fn resolve_target(&self, reference: &str) -> Result<Target> {
+        self.read(|s| {
+            if !s.jobs.contains_key(reference) {
+                let group = s.groups.get(reference).or_else(|| {
+                    s.groups
+                        .values()
+                        .filter(|g| g.name == reference)
+                        .max_by_key(|g| g.submitted_at_ms)
+                });
+                if let Some(g) = group {
+                    let tasks = g
+                        .tasks
+                        .iter()
+                        .filter_map(|t| s.jobs.get(t))
+                        .cloned()
+                        .collect();
+                    return Ok(Target::Group(g.clone(), tasks));
+                }
+            }
+            resolve_in(s, reference).map(|j| Target::Job(Box::new(j.clone())))
+        })
+    }
+
+    /// Validates, then queues a job (or every task of a gang or an array,
+    /// in one command). Nothing is written when validation fails. A retry
+    /// with the same `request_id` returns what the first attempt created.
+    pub async fn submit(&self, spec: JobSpec, name: String, request_id: String) -> Result<Target> {
+        self.ensure_leader()?;
+        if let Some(id) = self.read(|s| s.job_for_request(&request_id).map(String::from)) {
+            return self.resolve_target(&id);
+        }
+        let id = format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
+        let name = if name.is_empty() {
+            format!("job-{id}")
+        } else {
+            name
+        };
+        {
+            let inner = self.shared.lock();
+            validate::job(&spec, &name)?;
+            // Stops at the first host holding the image: O(hosts) at worst.
+            let wanted = scheduler::normalize_image(&spec.image);
+            let mut image = ImageSeen::Nowhere;
+            for n in inner.state.nodes.keys() {
+                match inner.telemetry.get(n) {
+                    None => image = ImageSeen::Unknown,
+                    Some(t) if report_holds(&t.report, &wanted) => {
+                        image = ImageSeen::Somewhere;
+                        break;
+                    }
+                    Some(_) => {}
+                }
+            }
+            validate::against_cluster(&spec, &inner.state, image)?;
+        }
+        let applied = self
+            .propose(Command::Submit {
+                id: id.clone(),
+                name,
+                spec: Box::new(spec),
+                at_ms: convert::now_ms(),
+                request_id,
+            })
+            .await?;
+        // A duplicate request id applies as what it first created.
+        let first = applied.jobs.first().cloned().unwrap_or_else(|| id.clone());
+        let group = self.read(|s| {
+            s.jobs
+                .get(&first)
+                .map(|j| j.group.clone())
+                .unwrap_or_default()
+        });
+        self.resolve_target(if group.is_empty() { &first } else { &group })
+    }
+
+    /// Stops a job, or every live task of a group.
+    pub async fn cancel(&self, reference: &str) -> Result<Target> {
+        self.ensure_leader()?;
+        let target = self.resolve_target(reference)?;
+        let tasks = target.tasks();
+        if tasks.iter().all(|j| j.state.is_finished()) {
+            let (name, id, word) = match &target {
+                Target::Job(j) => (j.name.clone(), j.id.clone(), j.state.word()),
+                Target::Group(g, _) => (g.name.clone(), g.id.clone(), "finished"),
+            };
+            return Err(Error::FailedPrecondition(format!(
+                "job {name} ({id}) has already finished ({word})"
+            )));
+        }
+        for job in tasks.iter().filter(|j| j.state.is_live()) {
+            // A preempted job being stopped still needs the user's stop (no requeue).
+            if job.state == berth_proto::v1::JobState::Stopping && !job.requeue {
+                continue;
+            }
+            self.propose(Command::Cancel {
+                job_id: job.id.clone(),
+                at_ms: convert::now_ms(),
+            })
+            .await?;
+        }
+        self.resolve_target(&match &target {
+            Target::Job(j) => j.id.clone(),
+            Target::Group(g, _) => g.id.clone(),
+        })
+    }
+
+    /// Why a queued job waits (for a gang task: why its gang waits).
+    pub fn explain(&self, reference: &str) -> Result<(JobRecord, Explanation)> {
+        let job = match self.resolve_target(reference)? {
+            Target::Job(j) => *j,
+            Target::Group(_, tasks) => tasks
+                .iter()
+                .find(|t| t.state == berth_proto::v1::JobState::Queued)
+                .or(tasks.first())
+                .cloned()
+                .ok_or_else(|| Error::NotFound(format!("group {reference} has no tasks")))?,
+        };
+        if job.state != berth_proto::v1::JobState::Queued {
+            let where_ = job.node.clone().unwrap_or_default();
+            let summary = match job.state {
+                s if s.is_finished() => format!("not queued: it is {}", s.word()),
+                s => format!("not queued: it is {} on {where_}", s.word()),
+            };
+            return Ok((
+                job,
+                Explanation {
+                    summary,
+                    ..Explanation::default()
+                },
+            ));
+        }
+        let mut inner = self.shared.lock();
+        let snapshot = scheduler_snapshot(&mut inner, false);
+        let queued_id = inner
+            .state
+            .groups
+            .get(&job.group)
+            .filter(|g| g.kind == crate::state::GroupKind::Gang)
+            .map_or_else(|| job.id.clone(), |g| g.id.clone());
+        let ready: HashSet<&str> = snapshot.nodes.iter().map(|n| n.name.as_str()).collect();
+        let down: Vec<String> = inner
+            .state
+            .nodes
+            .keys()
+            .filter(|n| !ready.contains(n.as_str()))
+            .cloned()
+            .collect();
+        let e = scheduler::explain(&snapshot, &queued_id, &down)
+            .ok_or_else(|| Error::NotFound(format!("job {} is not in the queue", job.id)))?;
+        drop(inner);
+        Ok((job, e))
+    }
+
+    /// Sets (Some) or removes (None) a user's quota of whole GPUs.
+    pub async fn set_quota(&self, user: String, gpus: Option<u32>) -> Result<()> {
+        self.ensure_leader()?;
+        if user.is_empty() {
+            return Err(Error::InvalidArgument("a user name is required".into()));
+        }
+        self.propose(Command::SetQuota { user, gpus }).await?;
+        Ok(())
+    }
+}
+
+/// Whether a node's report lists the (normalised) image by tag or id.
+fn report_holds(report: &berth_proto::v1::NodeReport, wanted: &str) -> bool {
+    report
+        .images
+        .iter()
+        .any(|i| i.tags.iter().any(|t| t == wanted) || scheduler::id_matches(&i.id, wanted))
+}

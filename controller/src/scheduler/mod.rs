@@ -1,0 +1,325 @@
+//! The pure scheduler: `schedule(&snapshot)` turns a view of the cluster and
+//! the queue into a plan (placements, preemptions, one reservation). No IO, no
+//! clock, no randomness: the controller builds the snapshot, proposes the
+//! plan through the log, and the state machine re-checks it on apply.
+//!
+//! Policy, in the order it is applied:
+//! - **Priority**: a higher-priority job is always considered first.
+//! - **Fair share** (the rule): among jobs of one priority, the next job
+//!   considered is the oldest queued job of the user who *currently holds the
+//!   fewest GPU-equivalents* (a whole GPU counts 1, a shared slice its share of
+//!   the GPU's memory), counting what this pass has placed already; ties go to
+//!   the older job. A user with 1,000 queued jobs therefore gets one turn per
+//!   GPU like everyone else, and cannot starve a user with one job.
+//! - **Quotas**: a user at their whole-GPU quota waits; an array waits at its
+//!   concurrency cap.
+//! - **Best fit**: among hosts that can take a job, prefer one that holds its
+//!   image (a host that lacks it is used only when no holder can take the job
+//!   now and moving images is on), then the host with the fewest free GPUs, so
+//!   partly used hosts fill first and whole hosts stay free for big jobs.
+//!   Within a host, GPUs that are close (one topology group, else adjacent
+//!   indexes). Slices pack onto already shared GPUs first.
+//! - **Reservation and backfill** (EASY backfilling): the highest-ranked job
+//!   that does not fit gets a reservation on the hosts where it is closest to
+//!   fitting; their free GPUs are held for it. Jobs behind it still start
+//!   (backfill), but only on resources outside the reservation, so they
+//!   never delay it: its start depends only on jobs already running on its
+//!   reserved hosts. Jobs that cannot fit anywhere even on an empty cluster
+//!   (no such model, image nowhere) get no reservation and block nobody.
+//! - **Preemption**: if that job could fit by stopping preemptible jobs of
+//!   lower priority, the plan stops the fewest such jobs (they are requeued)
+//!   and reserves the freed GPUs. GPUs already being released count first, so
+//!   one blocked job never preempts twice.
+//! - **Gangs** are placed all-or-nothing on distinct hosts.
+
+pub mod explain;
+mod fit;
+mod image;
+mod queue;
+mod reserve;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use berth_proto::v1::GpuRef;
+
+use crate::state::Placement;
+pub use explain::{explain, Explanation};
+pub use image::{has_image, id_matches, normalize_image};
+
+/// What the scheduler knows about one node.
+/// Cloned once per pass into the working state, so its unchanging parts
+/// are shared (`Arc`), not copied.
+#[derive(Debug, Clone, Default)]
+pub struct NodeView {
+    pub name: String,
+    pub labels: Arc<BTreeMap<String, String>>,
+    /// Every GPU of the node, by index.
+    pub gpus: Vec<GpuView>,
+    /// Image references this node's daemon has (tags and ids).
+    pub images: Arc<HashSet<String>>,
+    /// (host port, protocol) already published by live jobs here.
+    pub used_ports: HashSet<(u32, String)>,
+    /// Free bytes on the Docker root's filesystem.
+    pub disk_free: u64,
+    /// Live jobs holding resources here (whole-host exclusivity).
+    pub live_jobs: u32,
+    /// A live exclusive job owns the host.
+    pub exclusive: bool,
+    /// Live preemptible jobs here (whole-GPU jobs only).
+    pub victims: Vec<Victim>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GpuView {
+    pub index: u32,
+    pub uuid: Arc<str>,
+    /// Lowercased model name.
+    pub model: Arc<str>,
+    pub memory_total: u64,
+    /// Total minus what the GPU reports used (foreign or our own processes).
+    pub memory_free: u64,
+    /// GPUs of one non-empty group are close (NVLink / one PCIe switch).
+    pub group: Arc<str>,
+    pub use_: GpuUse,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GpuUse {
+    #[default]
+    Free,
+    /// Held whole by a live job.
+    Held,
+    /// Held by a job that is stopping: free soon.
+    Releasing,
+    /// Shared by slice jobs that reserved this many bytes in all.
+    Shared(u64),
+    /// Used by processes Berth did not start.
+    Foreign,
+    /// Held for the reserved job of this pass.
+    Reserved,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Victim {
+    pub job_id: String,
+    pub priority: i32,
+    /// GPU indexes it holds.
+    pub gpus: Vec<u32>,
+}
+
+/// A queued job (or a whole gang) as the scheduler sees it.
+#[derive(Debug, Clone, Default)]
+pub struct QueuedJob {
+    /// The job's id; for a gang, its group id.
+    pub id: String,
+    /// Submission order (log index of the submit): older first.
+    pub seq: u64,
+    pub user: String,
+    pub priority: i32,
+    /// Whole GPUs per task; 0 with `memory` > 0 is a shared slice.
+    pub gpus: u32,
+    /// Per-GPU minimum free memory, or the slice size when `gpus` is 0.
+    pub memory: u64,
+    /// Lowercased model substring; empty for any.
+    pub model: String,
+    pub constraints: Vec<Constraint>,
+    pub exclusive: bool,
+    pub image: String,
+    pub ports: Vec<(u32, String)>,
+    /// Gang tasks by rank (job ids); empty for a single job.
+    pub gang: Vec<String>,
+    /// Array group id and its concurrency cap (0 = none).
+    pub array: Option<(String, u32)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Constraint {
+    Eq(String, String),
+    Ne(String, String),
+}
+
+impl Constraint {
+    /// Parses "key=value" or "key!=value".
+    pub fn parse(s: &str) -> Option<Constraint> {
+        if let Some((k, v)) = s.split_once("!=") {
+            return (!k.is_empty()).then(|| Constraint::Ne(k.into(), v.into()));
+        }
+        let (k, v) = s.split_once('=')?;
+        (!k.is_empty()).then(|| Constraint::Eq(k.into(), v.into()))
+    }
+
+    pub fn holds(&self, labels: &BTreeMap<String, String>) -> bool {
+        match self {
+            Constraint::Eq(k, v) => labels.get(k) == Some(v),
+            Constraint::Ne(k, v) => labels.get(k) != Some(v),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Ready nodes only. Shared with the leader's cache of unchanged nodes.
+    pub nodes: Vec<Arc<NodeView>>,
+    /// Queued jobs, any order: the scheduler ranks them. Shared with the
+    /// controller's cache, so building a snapshot copies no job.
+    pub queue: Arc<Vec<Arc<QueuedJob>>>,
+    /// User → GPU-equivalents (in thousandths) their live jobs hold.
+    pub usage: HashMap<String, u64>,
+    /// User → whole GPUs their live jobs hold (for quotas).
+    pub whole_held: HashMap<String, u32>,
+    /// User → quota in whole GPUs.
+    pub quotas: HashMap<String, u32>,
+    /// Array group → tasks holding resources now.
+    pub group_live: HashMap<String, u32>,
+    /// Normalised image reference → size in bytes, from any host holding it.
+    pub image_sizes: HashMap<String, u64>,
+    /// Whether hosts lacking an image may be chosen (the image is moved there).
+    pub move_images: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    pub placements: Vec<Placement>,
+    /// Jobs to stop and requeue, with the job they make room for.
+    pub preemptions: Vec<(String, String)>,
+    /// The job holding this pass's reservation, and its hosts.
+    pub reserved: Option<(String, Vec<String>)>,
+}
+
+/// How one queued job fared in a pass (for `explain`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Placed(Vec<String>),
+    /// Got the reservation; preempting these jobs for it.
+    Reserved(Vec<String>, Vec<String>),
+    /// Fits nowhere now; `reservation` names the job whose reservation it
+    /// could not use, when that is what stopped it.
+    Waiting {
+        reserved_for: Option<String>,
+    },
+    Quota {
+        held: u32,
+        quota: u32,
+    },
+    ArrayCap(u32),
+}
+
+/// Places as many queued jobs as fit, by rank (see the module doc).
+pub fn schedule(snapshot: &Snapshot) -> Plan {
+    run(snapshot, None).0
+}
+
+/// One pass; with `trace`, also how that job fared.
+fn run(snapshot: &Snapshot, trace: Option<&str>) -> (Plan, Option<Outcome>) {
+    let mut work = fit::Cluster::new(&snapshot.nodes);
+    let mut usage = snapshot.usage.clone();
+    let mut whole = snapshot.whole_held.clone();
+    let mut group_live = snapshot.group_live.clone();
+    let mut plan = Plan::default();
+    let mut outcome = None;
+    // Shapes that found no room: resources only shrink within a pass, so the
+    // same shape cannot fit later in it either; and shapes that could get no
+    // reservation. Together with `cannot_fit` and the early stop below, this
+    // keeps a full cluster with 100,000 queued jobs cheap to pass over.
+    let mut unfit = fit::ShapeSet::default();
+    let mut unreservable = fit::ShapeSet::default();
+    // Once the cluster is full and the reservation is made, nothing further
+    // can be placed unless some job needs no GPU or a slice still fits.
+    let (mut order, facts) = queue::FairOrder::new(&snapshot.queue);
+    while let Some(i) = order.next(&usage) {
+        let job = &*snapshot.queue[i];
+        let traced = trace == Some(job.id.as_str());
+        let tasks = job.gang.len().max(1) as u32;
+        if let Some(&quota) = snapshot.quotas.get(&job.user) {
+            let held = whole.get(&job.user).copied().unwrap_or(0);
+            if held + job.gpus * tasks > quota {
+                if traced {
+                    outcome = Some(Outcome::Quota { held, quota });
+                }
+                continue;
+            }
+        }
+        if let Some((group, cap)) = &job.array {
+            let live = group_live.get(group).copied().unwrap_or(0);
+            if *cap > 0 && live >= *cap {
+                if traced {
+                    outcome = Some(Outcome::ArrayCap(*cap));
+                }
+                continue;
+            }
+        }
+        let shape = fit::shape_hash(job);
+        let found = if work.cannot_fit(job) || unfit.contains(&snapshot.queue, shape, job) {
+            None
+        } else {
+            work.place(job, snapshot)
+        };
+        let Some(placed) = found else {
+            unfit.insert(shape, i);
+            let reservable = !unreservable.contains(&snapshot.queue, shape, job);
+            let outcome_here = if plan.reserved.is_none() && reservable {
+                match reserve::reserve(&mut work, job, snapshot) {
+                    Some(r) => {
+                        let o = Outcome::Reserved(r.hosts.clone(), r.victims.clone());
+                        plan.preemptions
+                            .extend(r.victims.into_iter().map(|v| (v, job.id.clone())));
+                        plan.reserved = Some((job.id.clone(), r.hosts));
+                        o
+                    }
+                    None => {
+                        unreservable.insert(shape, i);
+                        Outcome::Waiting { reserved_for: None }
+                    }
+                }
+            } else {
+                let holder = plan.reserved.as_ref().map(|r| r.0.clone());
+                // Costly (a trial placement): only for the job being explained.
+                let blocked_by_reservation = traced && work.fits_without_reservation(job, snapshot);
+                Outcome::Waiting {
+                    reserved_for: holder.filter(|_| blocked_by_reservation),
+                }
+            };
+            if traced {
+                outcome = Some(outcome_here);
+            }
+            let full = work.max_free() == 0 && work.max_shared_room() < facts.min_slice;
+            if trace.is_none() && plan.reserved.is_some() && full && !facts.gpu_free_jobs {
+                break;
+            }
+            continue;
+        };
+        *usage.entry(job.user.clone()).or_default() += placed.iter().map(|p| p.share).sum::<u64>();
+        *whole.entry(job.user.clone()).or_default() += job.gpus * tasks;
+        if let Some((group, _)) = &job.array {
+            *group_live.entry(group.clone()).or_default() += 1;
+        }
+        if traced {
+            outcome = Some(Outcome::Placed(
+                placed.iter().map(|p| p.node.clone()).collect(),
+            ));
+        }
+        let ids: Vec<&String> = if job.gang.is_empty() {
+            vec![&job.id]
+        } else {
+            job.gang.iter().collect()
+        };
+        for (id, p) in ids.into_iter().zip(placed) {
+            plan.placements.push(Placement {
+                job_id: id.clone(),
+                node: p.node,
+                gpus: p
+                    .gpus
+                    .into_iter()
+                    .map(|(index, uuid)| GpuRef { index, uuid })
+                    .collect(),
+            });
+        }
+    }
+    (plan, outcome)
+}
+
+#[cfg(test)]
+mod props;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,97 @@
+//! Moving images between separate image stores: the machine's Docker daemon
+//! and a second `dockerd` started by the test, each with its own agent.
+
+use berth_tests::*;
+
+fn push(c: &Cluster, image: &str, to: &str) -> std::process::Output {
+    c.berth(&["image", "push", image, "--to", to])
+}
+
+#[test]
+fn an_image_moves_between_daemons_and_keeps_its_id() {
+    let mut c = Cluster::start();
+    let d2 = Dockerd::start();
+    let _src = c.add_agent(1);
+    let sock = d2.socket().display().to_string();
+    let dst = c.add_agent_with("1", &["--docker", &sock, "--label", "store=second"]);
+    assert_eq!(d2.image_id(IMAGE), None, "the second store starts empty");
+    let out = push(&c, IMAGE, &dst);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(&format!("{dst}: loaded")), "{err}");
+    assert_eq!(d2.image_id(IMAGE), main_image_id(IMAGE), "same image id");
+    // The target reports it; a second push has nothing to do.
+    wait_for("the image in the target's report", DEADLINE, || {
+        // One row per (node, image).
+        let images = c.json(&["images"]);
+        images
+            .as_array()?
+            .iter()
+            .any(|i| {
+                i["node"] == dst.as_str()
+                    && i["tags"]
+                        .as_array()
+                        .is_some_and(|t| t.iter().any(|t| t == IMAGE))
+            })
+            .then_some(())
+    });
+    let again = push(&c, IMAGE, &dst);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already has"));
+    // And a job placed there runs on the loaded image.
+    let id = c.run_detached(&["--constraint", "store=second", IMAGE, "true"]);
+    let job = c.wait_state(&id, "exited");
+    assert_eq!(
+        (job["node"].as_str(), job["exit_code"].as_i64()),
+        (Some(dst.as_str()), Some(0))
+    );
+}
+
+#[test]
+fn a_corrupted_transfer_is_refused_and_loads_nothing() {
+    let mut c = Cluster::start();
+    let d2 = Dockerd::start();
+    c.add_agent_env("1", &[], &[("BERTH_FAULT_CORRUPT_EXPORT", "*")]);
+    let sock = d2.socket().display().to_string();
+    let dst = c.add_agent_with("1", &["--docker", &sock]);
+    let out = push(&c, IMAGE, &dst);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a corrupt transfer must fail");
+    assert!(
+        err.contains("does not match its checksum") && err.contains("nothing was loaded"),
+        "{err}"
+    );
+    assert_eq!(d2.image_id(IMAGE), None, "no image, not even a partial one");
+    let listed = d2.docker(&["images", "-aq"]);
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).trim().is_empty(),
+        "no dangling image either"
+    );
+}
+
+#[test]
+fn a_push_that_cannot_fit_is_refused_before_anything_is_sent() {
+    let mut c = Cluster::start();
+    let d2 = Dockerd::start();
+    c.add_agent(1);
+    let sock = d2.socket().display().to_string();
+    let dst = c.add_agent_env(
+        "1",
+        &["--docker", &sock],
+        &[("BERTH_FAULT_DISK_FREE", "1048576")],
+    );
+    let out = push(&c, IMAGE, &dst);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("not enough disk") && err.contains(&format!("{dst} has 1 MiB free")),
+        "{err}"
+    );
+    assert!(err.contains("nothing was sent"), "{err}");
+    assert_eq!(d2.image_id(IMAGE), None);
+    // Bad input: an image no host has, a host that does not exist.
+    let out = push(&c, "nope:1", &dst);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no ready host has nope:1"));
+    let out = push(&c, IMAGE, "no-such-host");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no node named no-such-host"));
+}
