@@ -34,7 +34,10 @@ impl Daemon {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("daemon.json"), "{}").unwrap();
         let log = std::fs::File::create(dir.join("log")).unwrap();
-        let child = Command::new("dockerd")
+        // Own network namespace: with --bridge=none, dockerd deletes the
+        // host's docker0 (see tests/src/dockerd.rs).
+        let child = Command::new("unshare")
+            .args(["--net", "dockerd"])
             .arg("--config-file")
             .arg(dir.join("daemon.json"))
             .arg("--data-root")

@@ -24,7 +24,11 @@ impl Dockerd {
         let p = |s: &str| dir.path().join(s);
         std::fs::write(p("daemon.json"), "{}").unwrap();
         let log = std::fs::File::create(p("dockerd.log")).unwrap();
-        let child = Command::new("dockerd")
+        // Its own network namespace: a dockerd started with --bridge=none
+        // deletes the host's docker0 (the machine's daemon then cannot start
+        // a container), and it needs no network of its own here.
+        let child = Command::new("unshare")
+            .args(["--net", "dockerd"])
             .arg("--config-file")
             .arg(p("daemon.json"))
             .arg("--data-root")
