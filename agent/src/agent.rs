@@ -4,6 +4,7 @@
 //! controller it was given) and starts over — all it knows lives in Docker labels.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +12,10 @@ use berth_proto::v1::control_plane_client::ControlPlaneClient;
 use berth_proto::v1::*;
 use tonic::transport::Channel;
 
+use berth_proto::image_ref;
+
 use crate::gpu::{classify, pid_in_containers, GpuBackend};
+use crate::pulls::{PullContext, Pulls};
 use crate::reconcile::{plan, Action};
 use crate::runtime::{ContainerInfo, ContainerRuntime};
 use crate::{container, Error, Result};
@@ -40,6 +44,13 @@ pub struct Agent {
     stopping: Arc<Mutex<HashSet<String>>>,
     /// Images being received here that other agents read as they arrive.
     pub relays: crate::relay::Relays,
+    /// Images being received for jobs placed here.
+    pub pulls: Arc<Pulls>,
+    /// Exports to other agents in flight (reported: holders busy sending
+    /// are chosen last as sources).
+    pub exports: Arc<AtomicU32>,
+    /// The current session's control plane (pulls ask it for holders).
+    control: Mutex<Option<ControlPlaneClient<Channel>>>,
 }
 
 impl Agent {
@@ -55,6 +66,9 @@ impl Agent {
             cluster_id: Arc::new(Mutex::new(String::new())),
             stopping: Arc::default(),
             relays: Default::default(),
+            pulls: Arc::default(),
+            exports: Arc::default(),
+            control: Mutex::new(None),
         })
     }
 
@@ -106,6 +120,7 @@ impl Agent {
             ));
         }
         *self.cluster_id.lock().unwrap() = cluster.clone();
+        *self.control.lock().unwrap() = Some(client.clone());
         tracing::info!(node = %self.cfg.node, %cluster, "registered");
         let mut stream = client
             .watch_allocations(WatchAllocationsRequest {
@@ -123,6 +138,8 @@ impl Agent {
                     None => return Err(Error::Controller("allocation stream closed".into())),
                 },
                 _ = tick.tick() => {}
+                // A transfer ended: create the waiting containers now.
+                _ = self.pulls.finished.notified() => {}
             }
             let report = self
                 .reconcile(&cluster, desired.as_ref(), &mut failed)
@@ -140,20 +157,32 @@ impl Agent {
     ) -> Result<NodeReport> {
         let node = &self.cfg.node;
         let mut actual = self.runtime.list(cluster, node).await?;
+        let mut images = self.runtime.images().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "image list failed");
+            Vec::new()
+        });
         let mut observed_revision = 0;
         if let Some(d) = desired {
-            failed.retain(|job, _| d.allocations.iter().any(|a| &a.job_id == job));
+            let live = |job: &str| d.allocations.iter().any(|a| a.job_id == job);
+            failed.retain(|job, _| live(job));
+            let present = |r: &str| images.iter().any(|i| image_ref::names(&i.id, &i.tags, r));
+            for (job, why) in self.pulls.settle(present, live) {
+                failed.entry(job).or_insert(why);
+            }
             let failed_ids: HashSet<String> = failed.keys().cloned().collect();
-            let actions = plan(&d.allocations, &actual, &failed_ids);
+            let actions = plan(&d.allocations, &actual, &failed_ids, &present);
             if !actions.is_empty() {
                 for action in actions {
                     self.execute(cluster, action, failed).await;
                 }
                 actual = self.runtime.list(cluster, node).await?;
+                images = self.runtime.images().await.unwrap_or(images);
             }
             observed_revision = d.revision;
         }
-        Ok(self.report(observed_revision, &actual, failed).await)
+        Ok(self
+            .report(observed_revision, &actual, images, failed)
+            .await)
     }
 
     async fn execute(&self, cluster: &str, action: Action, failed: &mut HashMap<String, String>) {
@@ -170,6 +199,22 @@ impl Agent {
                         failed.insert(alloc.job_id.clone(), e.to_string());
                     }
                 }
+            }
+            Action::Pull { job_id, image } => {
+                if !self.pulls.join(&image, &job_id) {
+                    return;
+                }
+                let Some(control) = self.control.lock().unwrap().clone() else {
+                    return;
+                };
+                tracing::info!(job = %job_id, %image, "image not here: pulling it from a holder");
+                let cx = PullContext {
+                    node: self.cfg.node.clone(),
+                    runtime: self.runtime.clone(),
+                    pulls: self.pulls.clone(),
+                    control,
+                };
+                tokio::spawn(crate::pulls::run(cx, image));
             }
             Action::Start {
                 job_id,
@@ -207,6 +252,7 @@ impl Agent {
         &self,
         observed_revision: u64,
         actual: &[ContainerInfo],
+        images: Vec<ImageInfo>,
         failed: &HashMap<String, String>,
     ) -> NodeReport {
         let ids: Vec<String> = actual.iter().map(|c| c.id.clone()).collect();
@@ -217,10 +263,6 @@ impl Agent {
                 Vec::new()
             }
         };
-        let images = self.runtime.images().await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "image list failed");
-            Vec::new()
-        });
         let disk = self
             .runtime
             .disk()
@@ -252,6 +294,8 @@ impl Agent {
                     message: message.clone(),
                 })
                 .collect(),
+            pulls: self.pulls.report(),
+            exports_in_flight: self.exports.load(Ordering::Relaxed),
         }
     }
 }

@@ -50,7 +50,8 @@ pub fn export(
         let mut hash = blake3::Hasher::new();
         let mut total = 0u64;
         let mut buf = BytesMut::with_capacity(CHUNK);
-                let corrupt = corrupt_exports_of(&reference);
+        let corrupt = corrupt_exports_of(&reference);
+        let pace = export_pace();
         loop {
             let next = source.next().await.transpose()?;
             if let Some(piece) = &next {
@@ -58,7 +59,7 @@ pub fn export(
             }
             while buf.len() >= CHUNK || (next.is_none() && !buf.is_empty()) {
                 let take = buf.len().min(CHUNK);
-                                let mut raw = buf.split_to(take);
+                let mut raw = buf.split_to(take);
                 hash.update(&raw);
                 total += raw.len() as u64;
                 if corrupt && total <= CHUNK as u64 {
@@ -68,6 +69,10 @@ pub fn export(
                     raw[mid] ^= 0xff;
                 }
                 yield encode(raw.freeze(), compress)?;
+                if let Some(bps) = pace {
+                    // After the chunk: a test sees bytes arrive, then a pause.
+                    tokio::time::sleep(std::time::Duration::from_secs_f64(take as f64 / bps)).await;
+                }
             }
             if next.is_none() {
                 break;
@@ -90,6 +95,16 @@ fn corrupt_exports_of(reference: &str) -> bool {
     let set = CORRUPT.lock().unwrap_or_else(|p| p.into_inner()).clone();
     set.or_else(|| std::env::var("BERTH_FAULT_CORRUPT_EXPORT").ok())
         .is_some_and(|r| r == "*" || r == reference)
+}
+
+/// Fault injection for tests: `BERTH_FAULT_EXPORT_BPS` caps this agent's
+/// exports at that many bytes per second, so a test can cut a transfer in
+/// the middle (kill the source) without a huge image.
+fn export_pace() -> Option<f64> {
+    std::env::var("BERTH_FAULT_EXPORT_BPS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|b| *b > 0.0)
 }
 
 /// One chunk, compressed when that saves at least 5% (already compressed

@@ -7,7 +7,8 @@
 //! - `runtime`: `ContainerRuntime` trait; `Docker` (bollard) and a recording fake.
 //! - `container`: pure allocation → container spec (env, labels, binds, ports, GPUs).
 //! - `images`: image transfers agent to agent (export stream, verified load);
-//!   `relay`: forwarding an image to the next agent while receiving it.
+//!   `relay`: forwarding an image to the next agent while receiving it;
+//!   `pulls`: receiving the image of jobs placed here (one transfer per image).
 //! - `reconcile`: pure desired + actual → actions.
 //! - `agent`: the session loop (register, watch, reconcile, report).
 //! - `server`: the data-plane gRPC service.
@@ -17,10 +18,9 @@ pub mod container;
 mod error;
 pub mod gpu;
 pub mod images;
-
+pub mod pulls;
 pub mod reconcile;
 pub mod relay;
-
 pub mod runtime;
 pub mod server;
 

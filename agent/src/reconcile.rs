@@ -12,6 +12,8 @@ use crate::runtime::ContainerInfo;
 pub enum Action {
     /// No container exists for a newly placed job.
     Create(Box<Allocation>),
+    /// A placed job's image is not on this host: receive it first.
+    Pull { job_id: String, image: String },
     /// A container was created but never started (the agent died in between).
     Start {
         job_id: String,
@@ -25,10 +27,12 @@ pub enum Action {
 }
 
 /// `failed`: jobs whose create already failed; they are reported, not retried.
+/// `has_image`: whether the daemon holds an image reference.
 pub fn plan(
     desired: &[Allocation],
     actual: &[ContainerInfo],
     failed: &HashSet<String>,
+    has_image: &dyn Fn(&str) -> bool,
 ) -> Vec<Action> {
     // Keyed by attempt too: a requeued job's old container is not its container.
     let by_job: HashMap<(&str, u32), &ContainerInfo> = actual
@@ -39,10 +43,18 @@ pub fn plan(
     for alloc in desired {
         let state = JobState::try_from(alloc.state).unwrap_or(JobState::Unspecified);
         match (state, by_job.get(&(alloc.job_id.as_str(), alloc.attempt))) {
-            (JobState::Placed, None) if !failed.contains(&alloc.job_id) => {
-                actions.push(Action::Create(Box::new(alloc.clone())))
+            (JobState::Placed | JobState::Pulling, None) if !failed.contains(&alloc.job_id) => {
+                let image = alloc.spec.as_ref().map_or("", |s| s.image.as_str());
+                actions.push(if has_image(image) {
+                    Action::Create(Box::new(alloc.clone()))
+                } else {
+                    Action::Pull {
+                        job_id: alloc.job_id.clone(),
+                        image: berth_proto::image_ref::normalize(image),
+                    }
+                })
             }
-            (JobState::Placed | JobState::Running, Some(c))
+            (JobState::Placed | JobState::Pulling | JobState::Running, Some(c))
                 if c.state == "created" && !failed.contains(&alloc.job_id) =>
             {
                 actions.push(Action::Start {
@@ -104,7 +116,7 @@ mod tests {
             alloc("c", JobState::Running),
         ];
         let actual = [container("b", "running")];
-        let actions = plan(&desired, &actual, &HashSet::new());
+        let actions = plan(&desired, &actual, &HashSet::new(), &|_| true);
         assert_eq!(actions, vec![Action::Create(Box::new(desired[0].clone()))]);
     }
 
@@ -112,10 +124,10 @@ mod tests {
     fn idempotent_after_restart() {
         let desired = [alloc("a", JobState::Running)];
         let actual = [container("a", "running")];
-        assert!(plan(&desired, &actual, &HashSet::new()).is_empty());
+        assert!(plan(&desired, &actual, &HashSet::new(), &|_| true).is_empty());
         let exited = [container("a", "exited")];
         assert!(
-            plan(&desired, &exited, &HashSet::new()).is_empty(),
+            plan(&desired, &exited, &HashSet::new(), &|_| true).is_empty(),
             "never recreate a finished container"
         );
     }
@@ -129,7 +141,7 @@ mod tests {
             container("z", "running"),
             container("y", "exited"),
         ];
-        let actions = plan(&desired, &actual, &HashSet::new());
+        let actions = plan(&desired, &actual, &HashSet::new(), &|_| true);
         assert_eq!(
             actions,
             vec![
@@ -155,12 +167,19 @@ mod tests {
         next.attempt = 1;
         let old = [container("a", "exited")];
         assert_eq!(
-            plan(std::slice::from_ref(&next), &old, &HashSet::new()),
+            plan(std::slice::from_ref(&next), &old, &HashSet::new(), &|_| {
+                true
+            }),
             vec![Action::Create(Box::new(next.clone()))]
         );
         let mut running_old = container("a", "running");
         running_old.id = "old".into();
-        let actions = plan(std::slice::from_ref(&next), &[running_old], &HashSet::new());
+        let actions = plan(
+            std::slice::from_ref(&next),
+            &[running_old],
+            &HashSet::new(),
+            &|_| true,
+        );
         assert!(actions.contains(&Action::Stop {
             job_id: "a".into(),
             container_id: "old".into()
@@ -168,13 +187,44 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_image_is_pulled_before_the_container_is_created() {
+        let mut a = alloc("a", JobState::Placed);
+        a.spec = Some(berth_proto::v1::JobSpec {
+            image: "train".into(),
+            ..Default::default()
+        });
+        let mut b = a.clone();
+        b.job_id = "b".into();
+        b.state = JobState::Pulling as i32;
+        let missing = |_: &str| false;
+        assert_eq!(
+            plan(&[a.clone(), b], &[], &HashSet::new(), &missing),
+            vec![
+                Action::Pull {
+                    job_id: "a".into(),
+                    image: "train:latest".into()
+                },
+                Action::Pull {
+                    job_id: "b".into(),
+                    image: "train:latest".into()
+                }
+            ]
+        );
+        let here = |r: &str| r == "train";
+        assert_eq!(
+            plan(std::slice::from_ref(&a), &[], &HashSet::new(), &here),
+            vec![Action::Create(Box::new(a.clone()))]
+        );
+    }
+
+    #[test]
     fn failed_creates_and_starts_are_not_retried() {
         let desired = [alloc("a", JobState::Placed)];
         let failed = HashSet::from(["a".to_string()]);
-        assert!(plan(&desired, &[], &failed).is_empty());
+        assert!(plan(&desired, &[], &failed, &|_| true).is_empty());
         let created = [container("a", "created")];
         assert!(
-            plan(&desired, &created, &failed).is_empty(),
+            plan(&desired, &created, &failed, &|_| true).is_empty(),
             "a failed start is not retried"
         );
     }

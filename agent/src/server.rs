@@ -1,6 +1,7 @@
 //! The agent's data plane (`berth.v1.AgentService`), called by controllers.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use berth_proto::v1::agent_service_server::{AgentService, AgentServiceServer};
@@ -69,10 +70,12 @@ impl AgentService for DataPlane {
             }
         }
         tracing::info!(image = %req.image, "exporting image");
+        let busy = Busy::new(self.0.exports.clone());
         let out = images::export(self.0.runtime.clone(), req.image, req.compress);
-        Ok(Response::new(Box::pin(
-            out.map(|r| r.map_err(Status::from)),
-        )))
+        Ok(Response::new(Box::pin(out.map(move |r| {
+            let _held = &busy; // counted until the stream is dropped
+            r.map_err(Status::from)
+        }))))
     }
 
     type FetchImageStream = Pin<Box<dyn Stream<Item = Result<TransferProgress, Status>> + Send>>;
@@ -115,6 +118,22 @@ impl AgentService for DataPlane {
             }
         };
         Ok(Response::new(Box::pin(out)))
+    }
+}
+
+/// One export in flight, counted in the node report while it lives.
+struct Busy(Arc<AtomicU32>);
+
+impl Busy {
+    fn new(n: Arc<AtomicU32>) -> Busy {
+        n.fetch_add(1, Ordering::Relaxed);
+        Busy(n)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -48,6 +48,10 @@ pub fn job_json(j: &Job) -> Value {
         "task_index": j.task_index,
         "preemptions": j.preemptions,
         "task_env": j.task_env,
+        "pull": j.pull.as_ref().map(|p| json!({
+            "image": p.image, "done_bytes": p.done_bytes, "total_bytes": p.total_bytes,
+            "source": p.source, "bytes_per_second": p.bytes_per_second, "message": p.message,
+        })),
         "spec": {
             "image": spec.image,
             "command": spec.command,

@@ -48,6 +48,8 @@ pub fn job_at(j: &JobRecord, queue_position: u32) -> pb::Job {
         task_index: j.task_index,
         preemptions: j.preemptions,
         task_env: j.task_env.clone(),
+        // Telemetry, not state: filled by the API from the node's report.
+        pull: None,
     }
 }
 

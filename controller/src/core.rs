@@ -256,9 +256,9 @@ impl Controller {
             if inner.state.queue.is_empty() {
                 return Ok(0);
             }
-            // Hosts lacking an image are not chosen until agents can move
-            // images between them.
-            scheduler_snapshot(&mut inner, false)
+            // A host lacking the image may be chosen when no holder can
+            // take the job now: its agent then pulls it (JOB_STATE_PULLING).
+            scheduler_snapshot(&mut inner, true)
         };
         let plan = scheduler::schedule(&snapshot);
         // Dropped before the plan applies, so the next pass's queue is

@@ -115,9 +115,49 @@ pub fn plan(nodes: &[NodeFacts], image: &str, to: &[String], all: bool) -> Resul
     })
 }
 
+/// The holders `node` should read `image` from, best first: ready, not
+/// `node` itself, fewest transfers already going out (so concurrent pulls
+/// spread over the holders), then by name. Returns them with the image's size.
+pub fn sources(nodes: &[NodeFacts], node: &str, image: &str) -> (Vec<String>, u64) {
+    let image = normalize_image(image);
+    let mut holders: Vec<(u32, &str, &str, u64)> = nodes
+        .iter()
+        .filter(|n| n.ready && n.name != node)
+        .filter_map(|n| {
+            let r = n.report?;
+            held(r, &image).map(|size| (r.exports_in_flight, n.name, n.addr, size))
+        })
+        .collect();
+    holders.sort();
+    let size = holders.iter().map(|h| h.3).max().unwrap_or(0);
+    (holders.into_iter().map(|h| h.2.to_string()).collect(), size)
+}
+
 impl Controller {
     /// Plans a push from the current reports.
     pub fn plan_push(&self, image: &str, to: &[String], all: bool) -> Result<PushPlan> {
+        self.with_facts(|facts| plan(facts, image, to, all))
+    }
+
+    /// Where `node` should read `image` from (see `sources`).
+    pub fn image_sources(&self, node: &str, image: &str) -> (Vec<String>, u64) {
+        self.with_facts(|facts| sources(facts, node, image))
+    }
+
+    /// The transfer a PULLING job waits for, as its node last reported it.
+    pub fn pull_of(&self, job: &berth_proto::v1::Job) -> Option<berth_proto::v1::ImagePull> {
+        if job.state != berth_proto::v1::JobState::Pulling as i32 {
+            return None;
+        }
+        let t = self.telemetry(&job.node)?;
+        t.report
+            .pulls
+            .into_iter()
+            .find(|p| p.job_ids.iter().any(|j| j == &job.id))
+    }
+
+    /// Every node's facts, from the state and the last reports.
+    fn with_facts<R>(&self, f: impl FnOnce(&[NodeFacts]) -> R) -> R {
         let names: Vec<(String, String)> = self.read(|s| {
             s.nodes
                 .values()
@@ -138,7 +178,7 @@ impl Controller {
                 report: report.as_ref(),
             })
             .collect();
-        plan(&facts, image, to, all)
+        f(&facts)
     }
 }
 

@@ -186,7 +186,7 @@ impl Controller {
             ));
         }
         let mut inner = self.shared.lock();
-        let snapshot = scheduler_snapshot(&mut inner, false);
+        let snapshot = scheduler_snapshot(&mut inner, true);
         let queued_id = inner
             .state
             .groups

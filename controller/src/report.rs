@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use berth_proto::v1::{ContainerStatus, JobState, NodeReport};
+use berth_proto::v1::{ContainerStatus, ImagePull, JobState, NodeReport};
 
 use crate::state::{Command, State};
 
@@ -24,6 +24,13 @@ pub fn transitions(state: &State, report: &NodeReport, now_ms: i64) -> Vec<Comma
         .failures
         .iter()
         .map(|f| (f.job_id.as_str(), f.message.as_str()))
+        .collect();
+    // Jobs whose image is still arriving: no container is expected yet.
+    let pulling: HashMap<&str, &ImagePull> = report
+        .pulls
+        .iter()
+        .filter(|p| p.error.is_empty())
+        .flat_map(|p| p.job_ids.iter().map(move |j| (j.as_str(), p)))
         .collect();
     let on_node = state.jobs_on(&report.node);
     for job in on_node {
@@ -56,6 +63,11 @@ pub fn transitions(state: &State, report: &NodeReport, now_ms: i64) -> Vec<Comma
                         exit_code: c.exit_code,
                         at_ms: at(c.finished_at_ms),
                     });
+                }
+            }
+            None if failure.is_none() && pulling.contains_key(job.id.as_str()) => {
+                if job.state == JobState::Placed {
+                    out.push(Command::Pulling { job_id: id });
                 }
             }
             None => {

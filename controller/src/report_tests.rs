@@ -163,3 +163,42 @@ fn a_failed_start_wins_over_a_created_container() {
         matches!(&cmds[0], Command::Failed { message, .. } if message.contains("port is already allocated"))
     );
 }
+
+#[test]
+fn a_job_whose_image_is_arriving_is_pulling_not_failed() {
+    let mut s = placed();
+    let pull = |error: &str| ImagePull {
+        image: "img:1".into(),
+        job_ids: vec!["a".into()],
+        error: error.into(),
+        ..Default::default()
+    };
+    let mut r = report(4, vec![]);
+    r.pulls = vec![pull("")];
+    let cmds = transitions(&s, &r, 99);
+    assert_eq!(cmds, vec![Command::Pulling { job_id: "a".into() }]);
+    s.apply(5, &cmds[0]).unwrap();
+    assert_eq!(s.jobs["a"].state, JobState::Pulling);
+    // Still arriving: nothing to say; then the container starts.
+    r.observed_revision = 5;
+    assert!(transitions(&s, &r, 99).is_empty());
+    let cmds = transitions(&s, &report(5, vec![container("running", 0)]), 99);
+    assert!(matches!(cmds[..], [Command::Started { .. }]), "{cmds:?}");
+    s.apply(6, &cmds[0]).unwrap();
+    assert_eq!(s.jobs["a"].state, JobState::Running);
+
+    // A pull that failed on every holder fails its jobs with the reason.
+    let mut s = placed();
+    let mut r = report(4, vec![]);
+    r.pulls = vec![pull("could not load img:1 from any holder")];
+    r.failures = vec![AllocationFailure {
+        job_id: "a".into(),
+        message: "image img:1 could not be received: could not load img:1 from any holder".into(),
+    }];
+    let cmds = transitions(&s, &r, 99);
+    assert!(
+        matches!(&cmds[..], [Command::Failed { message, .. }] if message.contains("could not be received")),
+        "{cmds:?}"
+    );
+    s.apply(5, &cmds[0]).unwrap();
+}

@@ -4,9 +4,11 @@
 //! - `v1`: messages, clients and servers (tonic + prost).
 //! - `v1::FILE_DESCRIPTOR_SET`: the encoded descriptors, for reflection.
 //! - `connect`: finding the leader among the controllers given.
+//! - `image_ref`: image references as Docker resolves them.
 //! - helpers on generated enums used by every crate.
 
 pub mod connect;
+pub mod image_ref;
 
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]
@@ -26,6 +28,7 @@ impl JobState {
             JobState::Unspecified => "unknown",
             JobState::Queued => "queued",
             JobState::Placed => "placed",
+            JobState::Pulling => "pulling",
             JobState::Running => "running",
             JobState::Stopping => "stopping",
             JobState::Exited => "exited",
@@ -44,11 +47,11 @@ impl JobState {
 }
 
 impl JobState {
-    /// A placed, running or stopping job holds its GPUs and host ports.
+    /// A placed, pulling, running or stopping job holds its GPUs and host ports.
     pub fn holds_resources(self) -> bool {
         matches!(
             self,
-            JobState::Placed | JobState::Running | JobState::Stopping
+            JobState::Placed | JobState::Pulling | JobState::Running | JobState::Stopping
         )
     }
 

@@ -330,6 +330,11 @@ impl Cluster {
         name
     }
 
+    /// The log file of `node`'s agent.
+    pub fn log_of(&self, node: &str) -> PathBuf {
+        self.dir.path().join(format!("{node}.log"))
+    }
+
     pub fn foreign_file(&self, node: &str) -> PathBuf {
         self.dir.path().join(format!("{node}.foreign"))
     }
@@ -347,7 +352,7 @@ impl Cluster {
         if !foreign.exists() {
             std::fs::write(&foreign, "").unwrap();
         }
-        let log = self.dir.path().join(format!("{name}.log"));
+        let log = self.log_of(name);
         let p = Proc::spawn(
             Command::new(bin("berth-agent"))
                 .args([

@@ -95,3 +95,102 @@ fn a_push_that_cannot_fit_is_refused_before_anything_is_sent() {
     let out = push(&c, IMAGE, "no-such-host");
     assert!(String::from_utf8_lossy(&out.stderr).contains("no node named no-such-host"));
 }
+
+/// Jobs that may only run on the second store: the scheduler places them
+/// there although it lacks the image, and the agent receives it first.
+fn second_store_cluster(source_env: &[(&str, &str)]) -> (Cluster, Dockerd, String, String) {
+    let mut c = Cluster::start();
+    let d2 = Dockerd::start();
+    let src = c.add_agent_env("1", &[], source_env);
+    let sock = d2.socket().display().to_string();
+    let dst = c.add_agent_with("2", &["--docker", &sock, "--label", "store=second"]);
+    (c, d2, src, dst)
+}
+
+#[test]
+fn jobs_on_a_host_without_their_image_share_one_pull_and_run() {
+    // Paced so that both jobs are seen pulling before the image is in.
+    let (c, d2, src, dst) = second_store_cluster(&[("BERTH_FAULT_EXPORT_BPS", "1000000")]);
+    let run = |name: &str| {
+        c.run_detached(&[
+            "--gpus",
+            "1",
+            "--name",
+            name,
+            "--constraint",
+            "store=second",
+            IMAGE,
+            "true",
+        ])
+    };
+    let (a, b) = (run(&unique("pa")), run(&unique("pb")));
+    let pulling = wait_for("both jobs pulling", DEADLINE, || {
+        let (ja, jb) = (c.job(&a), c.job(&b));
+        (ja["state"] == "pulling" && jb["state"] == "pulling").then_some(ja)
+    });
+    assert_eq!(pulling["node"], dst.as_str());
+    assert_eq!(pulling["pull"]["image"], IMAGE);
+    let ps = c.berth(&["ps"]);
+    assert!(
+        String::from_utf8_lossy(&ps.stdout).contains("Pulling image"),
+        "{}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
+    for job in [&a, &b] {
+        let j = c.wait_state(job, "exited");
+        assert_eq!(
+            (j["node"].as_str(), j["exit_code"].as_i64()),
+            (Some(dst.as_str()), Some(0))
+        );
+    }
+    assert_eq!(
+        d2.image_id(IMAGE),
+        main_image_id(IMAGE),
+        "verified, same id"
+    );
+    let exports = std::fs::read_to_string(c.log_of(&src)).unwrap();
+    assert_eq!(
+        exports.matches("exporting image").count(),
+        1,
+        "one transfer for both jobs:\n{exports}"
+    );
+}
+
+#[test]
+fn killing_the_source_mid_transfer_leaves_no_partial_image_and_the_pull_retries() {
+    // 2 MiB arrive at once, then a 4 s pause before the rest: the kill
+    // lands in the middle of the archive.
+    let (mut c, d2, src, dst) = second_store_cluster(&[("BERTH_FAULT_EXPORT_BPS", "500000")]);
+    let job = c.run_detached(&["--constraint", "store=second", IMAGE, "true"]);
+    wait_for("part of the image received", DEADLINE, || {
+        let j = c.job(&job);
+        (j["state"] == "pulling" && j["pull"]["done_bytes"].as_u64()? > 0).then_some(())
+    });
+    c.kill_agent(&src);
+    wait_for("the cut transfer noticed", DEADLINE, || {
+        let j = c.job(&job);
+        j["pull"]["message"]
+            .as_str()?
+            .contains("retrying")
+            .then_some(())
+    });
+    assert_eq!(d2.image_id(IMAGE), None, "no partial image");
+    let listed = d2.docker(&["images", "-aq"]);
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).trim().is_empty(),
+        "no dangling layers either"
+    );
+    assert_eq!(
+        c.job(&job)["state"],
+        "pulling",
+        "the job waits, it is not lost"
+    );
+    // The holder comes back (unpaced): the next round succeeds.
+    c.start_agent(&src, 1);
+    let j = c.wait_state(&job, "exited");
+    assert_eq!(
+        (j["node"].as_str(), j["exit_code"].as_i64()),
+        (Some(dst.as_str()), Some(0))
+    );
+    assert_eq!(d2.image_id(IMAGE), main_image_id(IMAGE));
+}

@@ -85,14 +85,14 @@ pub async fn run(client: &Client, cmd: Command, format: Format) -> Result<()> {
 }
 
 /// Bars on a terminal, a line per node every few seconds otherwise.
-struct View {
+pub struct View {
     bars: Option<(MultiProgress, BTreeMap<String, ProgressBar>)>,
     last_line: BTreeMap<String, Instant>,
     json: bool,
 }
 
 impl View {
-    fn new(format: Format) -> View {
+    pub fn new(format: Format) -> View {
         let tty = std::io::stderr().is_terminal() && format != Format::Json;
         View {
             bars: tty.then(|| (MultiProgress::new(), BTreeMap::new())),
@@ -101,7 +101,7 @@ impl View {
         }
     }
 
-    fn show(&mut self, p: &PushProgress) {
+    pub fn show(&mut self, p: &PushProgress) {
         let pr = p.progress.clone().unwrap_or_default();
         if let Some((multi, bars)) = &mut self.bars {
             let bar = bars.entry(p.node.clone()).or_insert_with(|| {
@@ -162,7 +162,7 @@ impl View {
         }
     }
 
-    fn finish(&mut self) {
+    pub fn finish(&mut self) {
         if let Some((multi, _)) = &self.bars {
             let _ = multi.clear();
         }

@@ -35,6 +35,13 @@ pub async fn run(client: &Client, args: Args, format: Format) -> Result<()> {
             let status = match state(j) {
                 JobState::Queued => format!("Queued (#{})", j.queue_position),
                 JobState::Placed => "Creating".into(),
+                JobState::Pulling => match &j.pull {
+                    Some(p) if p.total_bytes > 0 => format!(
+                        "Pulling image {}%",
+                        p.done_bytes * 100 / p.total_bytes.max(1)
+                    ),
+                    _ => "Pulling image".into(),
+                },
                 JobState::Running => format!("Up {}", since(j.started_at_ms)),
                 JobState::Stopping => "Stopping".into(),
                 JobState::Exited => format!(

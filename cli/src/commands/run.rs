@@ -130,6 +130,33 @@ pub fn job_spec(args: &Args) -> Result<JobSpec> {
     })
 }
 
+/// One look at a pulling job's transfer, shown as `berth image push` shows its own.
+async fn show_pull(client: &Client, job: &str, view: &mut crate::commands::image::View) {
+    let Ok(j) = client
+        .jobs()
+        .get_job(berth_proto::v1::GetJobRequest {
+            job: job.to_string(),
+        })
+        .await
+    else {
+        return; // a progress line is not worth failing the run for
+    };
+    let j = j.into_inner();
+    if let Some(p) = j.pull {
+        view.show(&berth_proto::v1::PushProgress {
+            node: j.node,
+            progress: Some(berth_proto::v1::TransferProgress {
+                bytes_done: p.done_bytes,
+                bytes_total: p.total_bytes,
+                source: p.source,
+                message: p.message,
+                ..Default::default()
+            }),
+            error: String::new(),
+        });
+    }
+}
+
 pub async fn run(client: &Client, args: Args, spec: JobSpec) -> Result<i32> {
     // Watch before submitting so no transition of the new job can be missed.
     let mut events = if args.detach {
@@ -168,9 +195,15 @@ pub async fn run(client: &Client, args: Args, spec: JobSpec) -> Result<i32> {
     let mut interrupted = false;
     let mut has_container = false;
     let events = events.as_mut().expect("attached");
+    // Image transfers are telemetry, not events: polled while pulling.
+    let mut pull_view = crate::commands::image::View::new(crate::output::Format::Table);
+    let mut pull_tick = tokio::time::interval(std::time::Duration::from_millis(500));
     // Follow the job until its container exists (or it ended without one).
     loop {
         tokio::select! {
+            _ = pull_tick.tick(), if last == JobState::Pulling => {
+                show_pull(client, &job.id, &mut pull_view).await;
+            }
             ev = events.next() => {
                 let Some(ev) = ev else { break };
                 let Some(event::Kind::Job(j)) = ev.map_err(status_message)?.kind else { continue };
@@ -184,7 +217,15 @@ pub async fn run(client: &Client, args: Args, spec: JobSpec) -> Result<i32> {
                             j.node,
                             j.gpus.iter().map(|g| g.index.to_string()).collect::<Vec<_>>().join(",")
                         ),
+                        JobState::Pulling => eprintln!(
+                            "berth: {} lacks {}: receiving it from a host that has it",
+                            j.node,
+                            j.spec.as_ref().map_or("", |s| s.image.as_str())
+                        ),
                         _ => {}
+                    }
+                    if last == JobState::Pulling {
+                        pull_view.finish();
                     }
                     last = st;
                 }

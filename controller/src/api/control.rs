@@ -111,6 +111,19 @@ impl ControlPlane for Control {
         self.0.report(req.into_inner()).await?;
         Ok(Response::new(ReportResponse {}))
     }
+
+    async fn image_sources(
+        &self,
+        req: Request<ImageSourcesRequest>,
+    ) -> Result<Response<ImageSourcesResponse>, Status> {
+        let req = req.into_inner();
+        self.0.ensure_leader()?;
+        let (sources, image_size) = self.0.image_sources(&req.node, &req.image);
+        Ok(Response::new(ImageSourcesResponse {
+            sources,
+            image_size,
+        }))
+    }
 }
 
 /// The allocations an agent must converge to: every job on the node that holds resources.

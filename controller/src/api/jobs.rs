@@ -51,7 +51,9 @@ impl JobService for Jobs {
     async fn get_job(&self, req: Request<GetJobRequest>) -> Result<Response<Job>, Status> {
         self.0.read_barrier().await?;
         let job = self.0.resolve(&req.into_inner().job)?;
-        Ok(Response::new(self.0.read(|s| convert::job(&job, s))))
+        let mut job = self.0.read(|s| convert::job(&job, s));
+        job.pull = self.0.pull_of(&job);
+        Ok(Response::new(job))
     }
 
     async fn list_jobs(
@@ -76,6 +78,13 @@ impl JobService for Jobs {
             jobs.sort_by_key(|j| std::cmp::Reverse(j.submitted_at_ms));
             jobs
         });
+        let jobs = jobs
+            .into_iter()
+            .map(|mut j| {
+                j.pull = self.0.pull_of(&j);
+                j
+            })
+            .collect();
         Ok(Response::new(ListJobsResponse { jobs }))
     }
 

@@ -96,13 +96,16 @@ fn host_reason(n: &NodeView, job: &QueuedJob, snap: &Snapshot) -> Option<String>
         });
     }
     if image_ok(n, job, snap).is_none() {
-        return Some(
-            if snap.image_sizes.contains_key(&job.image) && snap.move_images {
-                format!("too little free disk for image {}", job.image)
-            } else {
-                format!("no image {} (not moved between hosts)", job.image)
-            },
-        );
+        return Some(if !snap.move_images {
+            format!("no image {} (not moved between hosts)", job.image)
+        } else if snap.image_sizes.contains_key(&job.image) {
+            format!("too little free disk for image {}", job.image)
+        } else {
+            format!(
+                "no host holds image {} (berth image load -i FILE --to HOST)",
+                job.image
+            )
+        });
     }
     let models = n.gpus.iter().filter(|g| model_ok(g, &job.model)).count();
     let need = (job.gpus as usize).max(usize::from(job.memory > 0));

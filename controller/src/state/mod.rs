@@ -116,6 +116,10 @@ pub enum Command {
         user: String,
         gpus: Option<u32>,
     },
+    /// The job's node lacks its image and is receiving it (PLACED → PULLING).
+    Pulling {
+        job_id: String,
+    },
     Started {
         job_id: String,
         container_id: String,
@@ -385,6 +389,7 @@ impl State {
                 };
                 Ok(Applied::default())
             }
+            Command::Pulling { job_id } => self.pulling(job_id),
             Command::Started {
                 job_id,
                 container_id,
@@ -419,10 +424,22 @@ impl State {
             .map(|((_, port, proto), _)| (*port, proto.clone()))
     }
 
+    fn pulling(&mut self, id: &str) -> Result<Applied, Rejection> {
+        let job = self.job_mut(id)?;
+        match job.state {
+            JobState::Placed => job.state = JobState::Pulling,
+            other => return Err(Rejection::BadTransition(id.into(), other.word(), "pull")),
+        }
+        Ok(Applied {
+            jobs: vec![id.to_string()],
+            ..Applied::default()
+        })
+    }
+
     fn started(&mut self, id: &str, container_id: &str, at_ms: i64) -> Result<Applied, Rejection> {
         let job = self.job_mut(id)?;
         match job.state {
-            JobState::Placed => job.state = JobState::Running,
+            JobState::Placed | JobState::Pulling => job.state = JobState::Running,
             // The stop raced the start: keep stopping, but remember the container.
             JobState::Stopping => {}
             other => return Err(Rejection::BadTransition(id.into(), other.word(), "start")),
@@ -510,7 +527,7 @@ impl State {
                 self.queue.retain(|q| q != id);
                 self.release(id);
             }
-            JobState::Placed | JobState::Running => {
+            JobState::Placed | JobState::Pulling | JobState::Running => {
                 job.state = JobState::Stopping;
                 job.stop_index = index;
                 if let Some(node) = job.node.clone() {

@@ -79,7 +79,10 @@ impl State {
         if !job.spec.preemptible {
             return Err("it is not preemptible".into());
         }
-        if !matches!(job.state, JobState::Placed | JobState::Running) {
+        if !matches!(
+            job.state,
+            JobState::Placed | JobState::Pulling | JobState::Running
+        ) {
             return Err(format!("it is {}", job.state.word()));
         }
         job.state = JobState::Stopping;
