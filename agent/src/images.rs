@@ -109,7 +109,7 @@ fn export_pace() -> Option<f64> {
 
 /// One chunk, compressed when that saves at least 5% (already compressed
 /// layers are sent as they are).
-fn encode(raw: Bytes, compress: bool) -> Result<ImageChunk> {
+pub fn encode(raw: Bytes, compress: bool) -> Result<ImageChunk> {
     // A 64 KiB sample first: incompressible layers (weights, already
     // compressed data) cost no more than a glance.
     let sample = &raw[..raw.len().min(64 << 10)];
@@ -132,7 +132,7 @@ fn encode(raw: Bytes, compress: bool) -> Result<ImageChunk> {
     })
 }
 
-fn decode(chunk: ImageChunk) -> Result<Bytes> {
+pub fn decode(chunk: ImageChunk) -> Result<Bytes> {
     if !chunk.compressed {
         return Ok(Bytes::from(chunk.data));
     }
@@ -224,50 +224,17 @@ async fn fetch_from(
         r.forward(&first).await;
     }
     let (want_id, total) = (first.image_id, first.image_size);
-    // The daemon reads from this channel; a few chunks in flight at most.
-    let (feed, rx) = mpsc::channel::<std::result::Result<Bytes, std::io::Error>>(4);
-    let archive: BoxStream<'static, _> = tokio_stream::wrappers::ReceiverStream::new(rx).boxed();
-    let loader = {
-        let runtime = runtime.clone();
-        tokio::spawn(async move { runtime.import_image(archive).await })
-    };
-    let abort = |feed: mpsc::Sender<_>, why: String| async move {
-        let _ = feed.send(Err(std::io::Error::other(why.clone()))).await;
-        drop(feed);
-        Error::Transfer(why)
-    };
-    let mut hash = blake3::Hasher::new();
-    let (mut done, mut wire) = (0u64, 0u64);
-    let mut held: Option<Bytes> = None;
-    let trailer = loop {
-        let chunk = match chunks.message().await {
-            Ok(Some(c)) => c,
-            Ok(None) => return Err(abort(feed, format!("{source} ended the stream early")).await),
-            Err(e) => {
-                return Err(
-                    abort(feed, format!("stream from {source} broke: {}", e.message())).await,
-                )
-            }
-        };
-        if let Some(r) = relay {
-            r.forward(&chunk).await;
+    let chunks = futures::stream::unfold(chunks, |mut s| async move {
+        let next = s.message().await.map_err(|e| e.message().to_string());
+        next.transpose().map(|item| (item, s))
+    })
+    .then(|chunk| async move {
+        if let (Some(r), Ok(c)) = (relay, &chunk) {
+            r.forward(c).await;
         }
-        if !chunk.archive_digest.is_empty() {
-            break chunk;
-        }
-        wire += chunk.data.len() as u64;
-        let raw = match decode(chunk) {
-            Ok(r) => r,
-            Err(e) => return Err(abort(feed, e.to_string()).await),
-        };
-        hash.update(&raw);
-        done += raw.len() as u64;
-        // Feed the previous chunk; hold this one until the next arrives.
-        if let Some(prev) = held.replace(raw) {
-            if feed.send(Ok(prev)).await.is_err() {
-                break ImageChunk::default(); // the loader gave up: its error says why
-            }
-        }
+        chunk
+    });
+    let loaded = load_verified(runtime.clone(), chunks, source, |done, wire| {
         let _ = progress.try_send(TransferProgress {
             bytes_done: done,
             bytes_total: total.max(done),
@@ -275,27 +242,9 @@ async fn fetch_from(
             source: source.to_string(),
             ..TransferProgress::default()
         });
-    };
-    let digest = hash.finalize().to_hex().to_string();
-    if !trailer.archive_digest.is_empty() {
-        if trailer.archive_digest != digest || trailer.archive_bytes != done {
-            let why = format!(
-                "the archive from {source} does not match its checksum ({} bytes, blake3 {}…; sent {} bytes, blake3 {}…): nothing was loaded",
-                done,
-                &digest[..12],
-                trailer.archive_bytes,
-                &trailer.archive_digest[..12.min(trailer.archive_digest.len())]
-            );
-            return Err(abort(feed, why).await);
-        }
-        if let Some(last) = held.take() {
-            let _ = feed.send(Ok(last)).await;
-        }
-    }
-    drop(feed);
-    loader
-        .await
-        .map_err(|e| Error::Transfer(format!("the loader stopped: {e}")))??;
+    })
+    .await?;
+    let (done, wire) = (loaded.archive_bytes, loaded.wire_bytes);
     match runtime.image(reference).await? {
         Some((id, _)) if id == want_id => {
             let _ = progress
@@ -318,6 +267,94 @@ async fn fetch_from(
             "the daemon reported no error but has no {reference} after the load"
         ))),
     }
+}
+
+/// What a verified load read and the daemon loaded.
+pub struct Loaded {
+    pub archive_bytes: u64,
+    pub wire_bytes: u64,
+    pub names: Vec<String>,
+}
+
+/// Feeds archive chunks (as `export` makes them: data, then the trailer)
+/// to the daemon's `docker load`, hashing as they pass and holding back the
+/// last chunk until the trailer matches: a stream that breaks, ends early
+/// or does not match aborts the upload, and the daemon loads nothing.
+/// `from` names the sender in errors; `progress` gets (raw, wire) bytes.
+pub async fn load_verified(
+    runtime: Arc<dyn ContainerRuntime>,
+    chunks: impl Stream<Item = std::result::Result<ImageChunk, String>>,
+    from: &str,
+    progress: impl Fn(u64, u64),
+) -> Result<Loaded> {
+    let mut chunks = std::pin::pin!(chunks);
+    // The daemon reads from this channel; a few chunks in flight at most.
+    let (feed, rx) = mpsc::channel::<std::result::Result<Bytes, std::io::Error>>(4);
+    let archive: BoxStream<'static, _> = tokio_stream::wrappers::ReceiverStream::new(rx).boxed();
+    let loader = {
+        let runtime = runtime.clone();
+        tokio::spawn(async move { runtime.import_image(archive).await })
+    };
+    let abort = |feed: mpsc::Sender<_>, why: String| async move {
+        let _ = feed.send(Err(std::io::Error::other(why.clone()))).await;
+        drop(feed);
+        Error::Transfer(why)
+    };
+    let mut hash = blake3::Hasher::new();
+    let (mut done, mut wire) = (0u64, 0u64);
+    let mut held: Option<Bytes> = None;
+    let trailer = loop {
+        let chunk = match chunks.next().await {
+            Some(Ok(c)) => c,
+            None => return Err(abort(feed, format!("{from} ended the stream early")).await),
+            Some(Err(e)) => return Err(abort(feed, format!("stream from {from} broke: {e}")).await),
+        };
+        if !chunk.archive_digest.is_empty() {
+            break chunk;
+        }
+        if chunk.data.is_empty() {
+            continue; // the header (image id and size)
+        }
+        wire += chunk.data.len() as u64;
+        let raw = match decode(chunk) {
+            Ok(r) => r,
+            Err(e) => return Err(abort(feed, e.to_string()).await),
+        };
+        hash.update(&raw);
+        done += raw.len() as u64;
+        // Feed the previous chunk; hold this one until the next arrives.
+        if let Some(prev) = held.replace(raw) {
+            if feed.send(Ok(prev)).await.is_err() {
+                break ImageChunk::default(); // the loader gave up: its error says why
+            }
+        }
+        progress(done, wire);
+    };
+    let digest = hash.finalize().to_hex().to_string();
+    if !trailer.archive_digest.is_empty() {
+        if trailer.archive_digest != digest || trailer.archive_bytes != done {
+            let why = format!(
+                "the archive from {from} does not match its checksum ({} bytes, blake3 {}…; sent {} bytes, blake3 {}…): nothing was loaded",
+                done,
+                &digest[..12],
+                trailer.archive_bytes,
+                &trailer.archive_digest[..12.min(trailer.archive_digest.len())]
+            );
+            return Err(abort(feed, why).await);
+        }
+        if let Some(last) = held.take() {
+            let _ = feed.send(Ok(last)).await;
+        }
+    }
+    drop(feed);
+    let names = loader
+        .await
+        .map_err(|e| Error::Transfer(format!("the loader stopped: {e}")))??;
+    Ok(Loaded {
+        archive_bytes: done,
+        wire_bytes: wire,
+        names,
+    })
 }
 
 /// Whether the target's Docker root can take an image of `size` bytes.

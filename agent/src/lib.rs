@@ -9,13 +9,14 @@
 //! - `images`: image transfers agent to agent (export stream, verified load);
 //!   `relay`: forwarding an image to the next agent while receiving it;
 //!   `pulls`: receiving the image of jobs placed here (one transfer per image).
-//! - `reconcile`: pure desired + actual → actions.
+//! - `reconcile`: pure desired + actual → actions; `gc`: pure image GC choice.
 //! - `agent`: the session loop (register, watch, reconcile, report).
 //! - `server`: the data-plane gRPC service.
 
 pub mod agent;
 pub mod container;
 mod error;
+pub mod gc;
 pub mod gpu;
 pub mod images;
 pub mod pulls;

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use berth_proto::v1::agent_service_server::{AgentService, AgentServiceServer};
 use berth_proto::v1::{
-    ContainerLogsRequest, ExportImageRequest, FetchImageRequest, ImageChunk, LogChunkFromAgent,
+    ContainerLogsRequest, ExportImageRequest, FetchImageRequest, GcImagesRequest, GcImagesResult,
+    ImageChunk, LoadImageResult, LogChunkFromAgent, RemoveImageRequest, RemoveImageResult,
     TransferProgress,
 };
 use futures::{Stream, StreamExt};
@@ -78,6 +79,30 @@ impl AgentService for DataPlane {
         }))))
     }
 
+    async fn load_image(
+        &self,
+        req: Request<tonic::Streaming<ImageChunk>>,
+    ) -> Result<Response<LoadImageResult>, Status> {
+        Ok(Response::new(self.load(req.into_inner()).await?))
+    }
+
+    async fn remove_image(
+        &self,
+        req: Request<RemoveImageRequest>,
+    ) -> Result<Response<RemoveImageResult>, Status> {
+        let req = req.into_inner();
+        self.0.runtime.remove_image(&req.image, req.force).await?;
+        tracing::info!(image = %req.image, force = req.force, "image removed");
+        Ok(Response::new(RemoveImageResult {}))
+    }
+
+    async fn gc_images(
+        &self,
+        req: Request<GcImagesRequest>,
+    ) -> Result<Response<GcImagesResult>, Status> {
+        Ok(Response::new(self.gc(req.into_inner()).await?))
+    }
+
     type FetchImageStream = Pin<Box<dyn Stream<Item = Result<TransferProgress, Status>> + Send>>;
 
     async fn fetch_image(
@@ -137,11 +162,78 @@ impl Drop for Busy {
     }
 }
 
+/// Image loads, removals and GC: `berth image load|rm|gc`, via the controller.
+impl DataPlane {
+    async fn load(&self, chunks: tonic::Streaming<ImageChunk>) -> Result<LoadImageResult, Status> {
+        let chunks = futures::stream::unfold(chunks, |mut s| async move {
+            let next = s.message().await.map_err(|e| e.message().to_string());
+            next.transpose().map(|item| (item, s))
+        });
+        let loaded =
+            images::load_verified(self.0.runtime.clone(), chunks, "the client", |_, _| {}).await?;
+        tracing::info!(images = ?loaded.names, bytes = loaded.archive_bytes, "archive loaded");
+        Ok(LoadImageResult {
+            loaded: loaded.names,
+            archive_bytes: loaded.archive_bytes,
+        })
+    }
+
+    async fn gc(&self, req: GcImagesRequest) -> Result<GcImagesResult, Status> {
+        let runtime = &self.0.runtime;
+        let choice = crate::gc::choose(runtime.image_usage().await?, &req.keep);
+        let mut out = GcImagesResult {
+            kept_in_use: choice.kept_in_use,
+            kept_needed: choice.kept_needed,
+            ..GcImagesResult::default()
+        };
+        let mut free = runtime.disk().await?.free_bytes;
+        for u in choice.candidates {
+            if req.free_target_bytes > 0 && free >= req.free_target_bytes {
+                break;
+            }
+            if !req.dry_run {
+                // Tag by tag (the last one deletes it), never forced: a
+                // container made since the listing still makes docker refuse.
+                let names = if u.image.tags.is_empty() {
+                    vec![u.image.id.clone()]
+                } else {
+                    u.image.tags.clone()
+                };
+                let mut failed = Vec::new();
+                for n in &names {
+                    if let Err(e) = runtime.remove_image(n, false).await {
+                        failed.push(format!("{n}: {e}"));
+                    }
+                }
+                if !failed.is_empty() {
+                    out.errors.extend(failed);
+                    continue;
+                }
+                free = runtime.disk().await?.free_bytes;
+            } else {
+                free += u.image.size_bytes;
+            }
+            out.freed_bytes += u.image.size_bytes;
+            out.removed.push(u.image);
+        }
+        out.free_bytes_after = free;
+        if !req.dry_run && !out.removed.is_empty() {
+            tracing::info!(
+                removed = out.removed.len(),
+                freed = out.freed_bytes,
+                "image gc"
+            );
+        }
+        Ok(out)
+    }
+}
+
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
         match e {
             Error::NotFound(m) => Status::not_found(m),
             Error::Transfer(m) => Status::failed_precondition(m),
+            Error::Docker(m) => Status::failed_precondition(m),
             other => Status::internal(other.to_string()),
         }
     }

@@ -27,9 +27,10 @@ struct Cli {
         default_value = "127.0.0.1:7450"
     )]
     addr: String,
-    /// Output format of listings.
-    #[arg(long, short = 'o', global = true, value_enum, default_value = "table")]
-    output: Format,
+    /// Output format of listings: table or json. For `image save`, the
+    /// archive to write (as `docker save -o FILE`).
+    #[arg(long, short = 'o', global = true, value_name = "FORMAT")]
+    output: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -57,7 +58,7 @@ enum Command {
     Nodes,
     /// List images on each node.
     Images,
-    /// Move images between hosts: push.
+    /// Images across hosts: push, save, load, rm, gc.
     #[command(subcommand)]
     Image(commands::image::Command),
     /// Run a single-node controller and agent on this machine's Docker daemon.
@@ -69,13 +70,20 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    let format = match output(&mut cli) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         Command::Dev(args) => commands::dev::run(args).await.map(|()| 0),
-        Command::Controller(c) => commands::controller::run(&cli.addr, c, cli.output)
+        Command::Controller(c) => commands::controller::run(&cli.addr, c, format)
             .await
             .map(|()| 0),
-        command => dispatch(command, &cli.addr, cli.output).await,
+        command => dispatch(command, &cli.addr, format).await,
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
@@ -84,6 +92,21 @@ async fn main() -> ExitCode {
             // 125 is docker's "the docker command itself failed".
             ExitCode::from(125)
         }
+    }
+}
+
+/// `-o`: a listing format everywhere but `image save`, where it names the
+/// archive file as it does for `docker save`.
+fn output(cli: &mut Cli) -> anyhow::Result<Format> {
+    use clap::ValueEnum;
+    if let Command::Image(commands::image::Command::Save { output, .. }) = &mut cli.command {
+        *output = cli.output.take().map(std::path::PathBuf::from);
+        return Ok(Format::Table);
+    }
+    match cli.output.as_deref() {
+        None => Ok(Format::Table),
+        Some(s) => Format::from_str(s, true)
+            .map_err(|_| anyhow::anyhow!("-o/--output takes table or json, not {s:?}")),
     }
 }
 

@@ -185,6 +185,7 @@ async fn committed(hosts: usize, jobs: usize, rounds: usize) -> Committed {
         data_dir: dir.path().join("c1"),
         join: false,
         snapshot_every: 50_000,
+        image_gc: Default::default(),
     })
     .unwrap();
     while !ctl.is_leader() {

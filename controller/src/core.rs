@@ -36,6 +36,8 @@ pub struct ControllerConfig {
     pub join: bool,
     /// Snapshot the state and compact the raft log every this many entries.
     pub snapshot_every: u64,
+    /// Automatic image GC on hosts whose disk fills up.
+    pub image_gc: crate::images::ImageGc,
 }
 
 pub struct Controller {
@@ -43,6 +45,7 @@ pub struct Controller {
     pub raft: RaftHandle,
     /// Test-only raft partition switch (see `Cut`).
     pub cut: Cut,
+    pub image_gc: crate::images::ImageGc,
 }
 
 impl Controller {
@@ -111,6 +114,7 @@ impl Controller {
                 id: cfg.id,
             },
             cut,
+            image_gc: cfg.image_gc,
         }))
     }
 

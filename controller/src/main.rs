@@ -37,6 +37,16 @@ struct Args {
     /// Snapshot the state and compact the raft log every N entries.
     #[arg(long, default_value_t = 50_000)]
     snapshot_every: u64,
+    /// Image GC starts on a host whose Docker disk is more than this % used
+    /// (100: never)...
+    #[arg(long, default_value_t = 85, value_parser = clap::value_parser!(u32).range(1..=100))]
+    image_gc_high: u32,
+    /// ...and removes least-recently-used unneeded images down to this %.
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u32).range(0..=100))]
+    image_gc_low: u32,
+    /// Seconds between two looks at the hosts' disks.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    image_gc_interval: u64,
 }
 
 fn parse_peers(s: &str) -> anyhow::Result<BTreeMap<u64, String>> {
@@ -82,6 +92,11 @@ async fn main() -> anyhow::Result<()> {
         data_dir: args.data_dir.clone(),
         join: args.join,
         snapshot_every: args.snapshot_every.max(100),
+        image_gc: berth_controller::images::ImageGc {
+            high_percent: args.image_gc_high,
+            low_percent: args.image_gc_low.min(args.image_gc_high),
+            every: std::time::Duration::from_secs(args.image_gc_interval),
+        },
     })
     .with_context(|| format!("opening data dir {}", args.data_dir.display()))?;
     // Tests and scripts that asked for port 0 read the real address here.

@@ -26,6 +26,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let leader = tokio::spawn(lead_loop(ctl.clone()));
+    let gc = tokio::spawn(gc_loop(ctl.clone()));
     let raft = RaftServiceServer::new(RaftServer {
         inbox: ctl.raft.inbox.clone(),
         cut: ctl.cut.clone(),
@@ -33,9 +34,17 @@ pub async fn run(
     .max_decoding_message_size(4 << 20);
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        // Image save/load pass 2 MiB chunks through: a 64 KiB HTTP/2
+        // window would stall each on window updates.
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(16 << 20)
         .add_service(JobServiceServer::new(Jobs(ctl.clone())))
         .add_service(NodeServiceServer::new(Cluster(ctl.clone())))
-        .add_service(ImageServiceServer::new(Cluster(ctl.clone())))
+        .add_service(
+            ImageServiceServer::new(Cluster(ctl.clone()))
+                .max_decoding_message_size(crate::images::MAX_CHUNK_MESSAGE)
+                .max_encoding_message_size(crate::images::MAX_CHUNK_MESSAGE),
+        )
         .add_service(EventServiceServer::new(Cluster(ctl.clone())))
         .add_service(ControlPlaneServer::new(Control(ctl.clone())))
         .add_service(ControllerServiceServer::new(Members(ctl.clone())))
@@ -43,6 +52,7 @@ pub async fn run(
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     leader.abort();
+    gc.abort();
     result?;
     Ok(())
 }
@@ -65,6 +75,17 @@ async fn lead_loop(ctl: Arc<Controller>) {
         // the whole batch; a pass per applied command would spend the CPU
         // rebuilding snapshots instead of committing.
         tokio::time::sleep_until(started + MIN_PASS_INTERVAL).await;
+    }
+}
+
+/// On the leader: image GC on hosts whose disk passed the high-water mark.
+async fn gc_loop(ctl: Arc<Controller>) {
+    // Not at once: a controller that just started has no reports yet.
+    let every = ctl.image_gc.every;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tick.tick().await;
+        ctl.auto_gc_once(ctl.image_gc).await;
     }
 }
 

@@ -16,7 +16,13 @@ fn endpoint(addr: &str) -> Result<Endpoint, String> {
         format!("http://{addr}")
     };
     Endpoint::from_shared(uri)
-        .map(|e| e.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true))
+        .map(|e| {
+            e.connect_timeout(Duration::from_secs(2))
+                .tcp_nodelay(true)
+                // Image streams carry 2 MiB chunks (see the agent's images).
+                .initial_stream_window_size(8 << 20)
+                .initial_connection_window_size(16 << 20)
+        })
         .map_err(|e| format!("bad address {addr:?}: {e}"))
 }
 

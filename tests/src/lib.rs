@@ -163,7 +163,9 @@ impl Cluster {
         Cluster::start_with(n, &[])
     }
 
-    /// `n` controllers started with `extra` flags.
+    /// `n` controllers started with `extra` flags. Automatic image GC is
+    /// off unless `extra` sets it: it would evict the workload image from
+    /// this machine's daemon under the other tests' feet.
     pub fn start_with(n: usize, extra: &[&str]) -> Cluster {
         ensure_image();
         let dir = tempfile::tempdir().unwrap();
@@ -199,7 +201,7 @@ impl Cluster {
                     addr,
                     dir: cdir,
                     peers: peers.clone(),
-                    extra: extra.iter().map(|s| s.to_string()).collect(),
+                    extra: gc_off_unless_asked(extra),
                     proc: None,
                 }
             })
@@ -470,6 +472,14 @@ impl Drop for Cluster {
             );
         }
     }
+}
+
+fn gc_off_unless_asked(extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    if !extra.contains(&"--image-gc-high") {
+        v.extend(["--image-gc-high".to_string(), "100".to_string()]);
+    }
+    v
 }
 
 /// Containers of a node, as Docker itself lists them.

@@ -14,7 +14,7 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 
 use super::{
-    ContainerInfo, ContainerRuntime, ContainerSpec, DaemonInfo, LogItem, LABEL_ATTEMPT,
+    ContainerInfo, ContainerRuntime, ContainerSpec, DaemonInfo, ImageUsage, LogItem, LABEL_ATTEMPT,
     LABEL_CLUSTER, LABEL_JOB, LABEL_NODE,
 };
 use crate::{Error, Result};
@@ -257,11 +257,12 @@ impl ContainerRuntime for Docker {
     async fn import_image(
         &self,
         archive: BoxStream<'static, std::result::Result<bytes::Bytes, std::io::Error>>,
-    ) -> Result<()> {
+    ) -> Result<Vec<String>> {
         let opts = bollard::query_parameters::ImportImageOptionsBuilder::default()
             .quiet(true)
             .build();
         let mut out = self.streams.import_image_stream(opts, archive, None);
+        let mut loaded = Vec::new();
         // The daemon answers 200 and reports a failed load inside the body:
         // an errorDetail line, or an "Error ..." message.
         while let Some(item) = out.next().await {
@@ -269,11 +270,72 @@ impl ContainerRuntime for Docker {
             if let Some(detail) = info.error_detail.and_then(|d| d.message) {
                 return Err(Error::Docker(format!("docker load: {detail}")));
             }
-            if let Some(msg) = info.stream.as_deref().filter(|m| m.contains("Error")) {
+            let msg = info.stream.unwrap_or_default();
+            if msg.contains("Error") {
                 return Err(Error::Docker(format!("docker load: {}", msg.trim())));
             }
+            for line in msg.lines() {
+                if let Some(name) = line
+                    .strip_prefix("Loaded image ID: ")
+                    .or_else(|| line.strip_prefix("Loaded image: "))
+                {
+                    loaded.push(name.trim().to_string());
+                }
+            }
         }
-        Ok(())
+        Ok(loaded)
+    }
+
+    async fn remove_image(&self, reference: &str, force: bool) -> Result<()> {
+        let opts = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+            .force(force)
+            .build();
+        match self.client.remove_image(reference, Some(opts), None).await {
+            Ok(_) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Err(Error::NotFound(format!(
+                "no image {reference} on this host"
+            ))),
+            Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
+                Err(Error::Docker(message))
+            }
+            Err(e) => Err(docker_err(e)),
+        }
+    }
+
+    async fn image_usage(&self) -> Result<Vec<ImageUsage>> {
+        let opts = ListContainersOptionsBuilder::default().all(true).build();
+        let containers = self
+            .client
+            .list_containers(Some(opts))
+            .await
+            .map_err(docker_err)?;
+        let mut used: HashMap<String, (u32, i64)> = HashMap::new();
+        for c in containers {
+            let e = used.entry(c.image_id.unwrap_or_default()).or_default();
+            e.0 += 1;
+            e.1 = e.1.max(c.created.unwrap_or(0) * 1000);
+        }
+        let mut out = Vec::new();
+        for image in self.images().await? {
+            // When it arrived here: docker load and docker tag set it.
+            let tagged = match self.client.inspect_image(&image.id).await {
+                Ok(i) => i
+                    .metadata
+                    .and_then(|m| m.last_tag_time)
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+                    .map_or(0, |t| t.timestamp_millis()),
+                Err(_) => 0,
+            };
+            let (containers, last_container) = used.get(&image.id).copied().unwrap_or_default();
+            out.push(ImageUsage {
+                last_used_ms: tagged.max(last_container).max(image.created_at * 1000),
+                containers,
+                image,
+            });
+        }
+        Ok(out)
     }
 
     async fn disk(&self) -> Result<DiskState> {

@@ -148,20 +148,48 @@ impl ContainerRuntime for FakeRuntime {
     async fn import_image(
         &self,
         mut archive: BoxStream<'static, std::result::Result<bytes::Bytes, std::io::Error>>,
-    ) -> Result<()> {
+    ) -> Result<Vec<String>> {
         let mut all = Vec::new();
         while let Some(piece) = archive.next().await {
             let piece = piece.map_err(|e| Error::Docker(format!("docker load: {e}")))?;
             all.extend_from_slice(&piece);
         }
+        let mut loaded = Vec::new();
         if let Some((reference, id)) = self.load_as.lock().unwrap().clone() {
             self.images
                 .lock()
                 .unwrap()
-                .insert(reference, (id, all.clone()));
+                .insert(reference.clone(), (id, all.clone()));
+            loaded.push(reference);
         }
         self.loaded.lock().unwrap().push(all);
-        Ok(())
+        Ok(loaded)
+    }
+
+    async fn remove_image(&self, reference: &str, _force: bool) -> Result<()> {
+        self.record(format!("rmi {reference}"));
+        match self.images.lock().unwrap().remove(reference) {
+            Some(_) => Ok(()),
+            None => Err(Error::NotFound(format!(
+                "no image {reference} on this host"
+            ))),
+        }
+    }
+
+    async fn image_usage(&self) -> Result<Vec<super::ImageUsage>> {
+        let images = self.images.lock().unwrap();
+        Ok(images
+            .iter()
+            .map(|(reference, (id, bytes))| super::ImageUsage {
+                image: ImageInfo {
+                    id: id.clone(),
+                    tags: vec![reference.clone()],
+                    size_bytes: bytes.len() as u64,
+                    created_at: 0,
+                },
+                ..Default::default()
+            })
+            .collect())
     }
 
     async fn disk(&self) -> Result<DiskState> {

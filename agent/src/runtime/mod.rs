@@ -66,6 +66,17 @@ impl ContainerInfo {
     }
 }
 
+/// An image as image GC sees it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImageUsage {
+    pub image: ImageInfo,
+    /// Unix ms of the last use: the newest container made from it, or when
+    /// it was last tagged (loaded, built, pulled), whichever is later.
+    pub last_used_ms: i64,
+    /// Containers, running or stopped, made from it.
+    pub containers: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct DaemonInfo {
     pub version: String,
@@ -93,9 +104,15 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// `docker save` of one image, as the daemon streams it.
     fn export_image(&self, reference: &str) -> BoxStream<'static, Result<bytes::Bytes>>;
     /// `docker load` from a stream. An `Err` item aborts the upload, so the
-    /// daemon sees a broken archive and loads nothing.
+    /// daemon sees a broken archive and loads nothing. Returns what it
+    /// loaded ("name:tag", or the id of an untagged image).
     async fn import_image(
         &self,
         archive: BoxStream<'static, std::result::Result<bytes::Bytes, std::io::Error>>,
-    ) -> Result<()>;
+    ) -> Result<Vec<String>>;
+    /// `docker rmi [-f]`.
+    async fn remove_image(&self, reference: &str, force: bool) -> Result<()>;
+    /// Every image with when it was last used and by how many containers
+    /// (any container, not only Berth's): what image GC decides on.
+    async fn image_usage(&self) -> Result<Vec<ImageUsage>>;
 }

@@ -57,6 +57,12 @@ pub async fn run(args: Args) -> Result<()> {
         data_dir: data_dir.join("controller"),
         join: false,
         snapshot_every: 50_000,
+        // A workstation's own images are not Berth's to evict unasked:
+        // `berth image gc` still works.
+        image_gc: berth_controller::images::ImageGc {
+            high_percent: 100,
+            ..Default::default()
+        },
     })
     .with_context(|| format!("opening {}", data_dir.display()))?;
     std::fs::write(data_dir.join("controller.addr"), addr.to_string())?;

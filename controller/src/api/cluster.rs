@@ -79,6 +79,65 @@ impl ImageService for Cluster {
         };
         Ok(Response::new(Box::pin(out)))
     }
+
+    type SaveImageStream = Pin<Box<dyn Stream<Item = Result<ImageChunk, Status>> + Send>>;
+
+    async fn save_image(
+        &self,
+        req: Request<SaveImageRequest>,
+    ) -> Result<Response<Self::SaveImageStream>, Status> {
+        let req = req.into_inner();
+        let chunks = self.0.save_image(&req.image, &req.node).await?;
+        Ok(Response::new(Box::pin(chunks)))
+    }
+
+    async fn load_image(
+        &self,
+        req: Request<tonic::Streaming<ImageUpload>>,
+    ) -> Result<Response<LoadImageResponse>, Status> {
+        let mut uploads = req.into_inner();
+        let first = uploads
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("an upload starts with the target node"))?;
+        let node = first.node.clone();
+        if node.is_empty() {
+            return Err(Status::invalid_argument("say which node: --to HOST"));
+        }
+        let chunks = crate::images::upload_chunks(first.chunk, uploads);
+        let r = self
+            .0
+            .load_image(&node, first.archive_bytes, chunks)
+            .await?;
+        Ok(Response::new(LoadImageResponse {
+            node,
+            loaded: r.loaded,
+            archive_bytes: r.archive_bytes,
+        }))
+    }
+
+    async fn remove_image(
+        &self,
+        req: Request<RemoveImagesRequest>,
+    ) -> Result<Response<RemoveImagesResponse>, Status> {
+        self.0.ensure_leader()?;
+        let req = req.into_inner();
+        let nodes = self
+            .0
+            .remove_image(&req.image, &req.nodes, req.force)
+            .await?;
+        Ok(Response::new(RemoveImagesResponse { nodes }))
+    }
+
+    async fn gc_images(&self, req: Request<GcRequest>) -> Result<Response<GcResponse>, Status> {
+        self.0.ensure_leader()?;
+        let req = req.into_inner();
+        let nodes = self
+            .0
+            .gc_images(&req.nodes, req.target_free_percent, req.dry_run)
+            .await?;
+        Ok(Response::new(GcResponse { nodes }))
+    }
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;

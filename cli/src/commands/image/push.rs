@@ -1,6 +1,7 @@
 //! `berth image push IMAGE --to HOST[,HOST]|--all`: copies an image from a
 //! host that has it to others, agent to agent. Progress bars with rate and
-//! ETA on a terminal; plain lines otherwise (CI logs, pipes).
+//! ETA on a terminal; plain lines otherwise (CI logs, pipes). The same view
+//! shows a pulling job's transfer in `berth run`.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -14,22 +15,13 @@ use serde_json::json;
 use crate::client::{status_message, Client};
 use crate::output::{bytes, Format};
 
-#[derive(clap::Subcommand)]
-pub enum Command {
-    /// Copy IMAGE to hosts that lack it (no registry: agent to agent).
-    Push {
-        image: String,
-        /// Target hosts, comma-separated.
-        #[arg(long, value_delimiter = ',', conflicts_with = "all")]
-        to: Vec<String>,
-        /// Every ready host that lacks it.
-        #[arg(long)]
-        all: bool,
-    },
-}
-
-pub async fn run(client: &Client, cmd: Command, format: Format) -> Result<()> {
-    let Command::Push { image, to, all } = cmd;
+pub async fn run(
+    client: &Client,
+    image: String,
+    to: Vec<String>,
+    all: bool,
+    format: Format,
+) -> Result<()> {
     let mut stream = client
         .images()
         .push_image(PushImageRequest {

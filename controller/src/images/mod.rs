@@ -1,16 +1,45 @@
-//! Image pushes: which hosts hold an image, which targets may receive it,
-//! and the transfers themselves (the controller only asks each target's
-//! agent to fetch from the holders; the bytes go agent to agent).
+//! Images across hosts: which hosts hold an image, which may receive it,
+//! and the best source for a pull (pure, from the nodes' reports).
+//!
+//! - `push`: the transfers of `berth image push` (a chain of targets; the
+//!   bytes go agent to agent, the controller only asks).
+//! - `ops`: save, load, rm and GC (`berth image ...`), proxied to agents,
+//!   and the leader's automatic GC.
 
-use std::sync::Arc;
+mod ops;
+mod push;
+
+pub use ops::{upload_chunks, ImageGc};
+pub use push::run;
 
 use berth_proto::v1::agent_service_client::AgentServiceClient;
-use berth_proto::v1::{FetchImageRequest, NodeReport, PushProgress};
-use tokio::sync::mpsc;
+use berth_proto::v1::NodeReport;
+use tonic::transport::{Channel, Endpoint};
 
 use crate::core::Controller;
 use crate::scheduler::{id_matches, normalize_image};
 use crate::{Error, Result};
+
+/// Image chunks are up to 2 MiB (compressed or not) plus framing.
+pub const MAX_CHUNK_MESSAGE: usize = 5 << 20;
+/// HTTP/2 window for image streams: a few chunks in flight, not one.
+const WINDOW: u32 = 8 << 20;
+
+/// A data-plane client for an agent, sized for image streams.
+pub async fn agent_client(node: &str, addr: &str) -> Result<AgentServiceClient<Channel>> {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| Error::Unavailable(format!("bad agent address {addr}: {e}")))?
+        .initial_stream_window_size(WINDOW)
+        .initial_connection_window_size(2 * WINDOW)
+        .connect()
+        .await
+        .map_err(|e| {
+            Error::Unavailable(format!("cannot reach the agent of {node} at {addr}: {e}"))
+        })?;
+    Ok(AgentServiceClient::new(channel)
+        .max_decoding_message_size(MAX_CHUNK_MESSAGE)
+        .max_encoding_message_size(MAX_CHUNK_MESSAGE))
+}
 
 /// A push, checked: nothing starts unless every target can take the image.
 #[derive(Debug, Clone, PartialEq)]
@@ -179,77 +208,6 @@ impl Controller {
             })
             .collect();
         f(&facts)
-    }
-}
-
-/// Runs every transfer of `plan` at once, forwarding progress to `out`. The
-/// targets form a chain: each reads from the one before it while that one
-/// is still receiving (falling back to the holders), so N targets cost about
-/// one read of the holder and one transfer's time, not N.
-pub async fn run(plan: PushPlan, out: mpsc::Sender<PushProgress>) {
-    let plan = Arc::new(plan);
-    let mut tasks = Vec::new();
-    let n = plan.targets.len();
-    for (i, (node, addr)) in plan.targets.clone().into_iter().enumerate() {
-        let (plan, out) = (plan.clone(), out.clone());
-        let mut sources = Vec::new();
-        if i > 0 {
-            sources.push(plan.targets[i - 1].1.clone());
-        }
-        sources.extend(plan.sources.iter().cloned());
-        let downstream = u32::from(i + 1 < n);
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = one(&plan, &node, &addr, sources, downstream, &out).await {
-                let _ = out
-                    .send(PushProgress {
-                        node,
-                        progress: None,
-                        error: e,
-                    })
-                    .await;
-            }
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-}
-
-async fn one(
-    plan: &PushPlan,
-    node: &str,
-    addr: &str,
-    sources: Vec<String>,
-    downstream: u32,
-    out: &mpsc::Sender<PushProgress>,
-) -> std::result::Result<(), String> {
-    let mut client = AgentServiceClient::connect(format!("http://{addr}"))
-        .await
-        .map_err(|e| format!("cannot reach the agent of {node} at {addr}: {e}"))?;
-    let mut progress = client
-        .fetch_image(FetchImageRequest {
-            image: plan.image.clone(),
-            sources,
-            image_size: plan.size,
-            downstream,
-        })
-        .await
-        .map_err(|e| e.message().to_string())?
-        .into_inner();
-    loop {
-        match progress.message().await {
-            Ok(Some(p)) => {
-                let _ = out
-                    .send(PushProgress {
-                        node: node.to_string(),
-                        progress: Some(p),
-                        error: String::new(),
-                    })
-                    .await;
-            }
-            Ok(None) => return Ok(()),
-            Err(e) => return Err(e.message().to_string()),
-        }
     }
 }
 
