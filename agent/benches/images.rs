@@ -9,7 +9,10 @@
 //! daemon serving the real gRPC data plane on loopback. For each size: the
 //! pipe, then Berth (target agent's FetchImage from the source agent), the
 //! image removed from the target between runs; best of `BENCH_RUNS` (2).
-//! Then fan-out: the 100 MB image to 4 targets at once, against one transfer.
+//! Then layer skipping: an image FROM the 100 MB one plus a 10 MB layer, to
+//! a target holding the base (whole archive vs layers left out, and the
+//! pipe). Then fan-out: the 100 MB image to 4 targets at once, against one
+//! transfer, with four pipes and four loads at once for context.
 //! Needs root (dockerd). The last line is a JSON object.
 
 use std::path::{Path, PathBuf};
@@ -135,6 +138,41 @@ fn build_image(d: &Daemon, root: &Path, tag: &str, mb: usize) {
     std::fs::write(
         ctx.join("Dockerfile"),
         "FROM scratch\nCOPY weights.bin /data/\nCOPY train.log /data/\n",
+    )
+    .unwrap();
+    let out = Command::new("docker")
+        .arg("-H")
+        .arg(d.host())
+        .args(["build", "-q", "-t", tag])
+        .arg(&ctx)
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&ctx);
+}
+
+/// Builds `tag` FROM `base` in `d`, with one more layer of `mb` random bytes.
+fn build_derived(d: &Daemon, root: &Path, base: &str, tag: &str, mb: usize) {
+    let ctx = root.join("ctx-derived");
+    std::fs::create_dir_all(&ctx).unwrap();
+    let mut x: u64 = 0xD1B54A32D192ED03;
+    let random: Vec<u8> = (0..mb << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(ctx.join("new.bin"), random).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {base}\nCOPY new.bin /data/\n"),
     )
     .unwrap();
     let out = Command::new("docker")
@@ -299,6 +337,43 @@ fn main() {
         );
         ratios.push((ratio, best_pipe, best_berth, raw, wire));
     }
+    // Layer skipping: an image built FROM the 100 MB one plus a 10 MB layer,
+    // to a target that already holds the base (a new checkpoint of a model
+    // the host has run before).
+    let (base, derived) = (sizes[0].1, "bench/derived:1");
+    build_derived(&src, root.path(), base, derived, 10);
+    let want = src.id(derived);
+    let (mut pipe_d, mut full, mut skip) = (Duration::MAX, Duration::MAX, Duration::MAX);
+    let (mut full_wire, mut skip_wire) = (0, 0);
+    if targets[1].id(base).is_none() {
+        pipe(&src, &targets[1], base);
+    }
+    for _ in 0..runs {
+        targets[1].rmi(derived);
+        pipe_d = pipe_d.min(pipe(&src, &targets[1], derived));
+        targets[1].rmi(derived);
+        std::env::set_var("BERTH_IMAGE_SKIP_LAYERS", "0");
+        let (t, w, _) = rt.block_on(berth(&t_addrs[1], &src_addr, derived));
+        std::env::remove_var("BERTH_IMAGE_SKIP_LAYERS");
+        assert_eq!(targets[1].id(derived), want);
+        if t < full {
+            (full, full_wire) = (t, w);
+        }
+        targets[1].rmi(derived);
+        let (t, w, _) = rt.block_on(berth(&t_addrs[1], &src_addr, derived));
+        assert_eq!(targets[1].id(derived), want, "same id with layers skipped");
+        if t < skip {
+            (skip, skip_wire) = (t, w);
+        }
+    }
+    println!(
+        "layer skip (100 MB base + 10 MB layer, the target has the base): pipe {:.2} s, berth whole archive {:.2} s ({} MB on the wire), berth skipping {:.2} s ({} MB on the wire)",
+        pipe_d.as_secs_f64(),
+        full.as_secs_f64(),
+        full_wire >> 20,
+        skip.as_secs_f64(),
+        skip_wire >> 20
+    );
     // Fan-out: the 100 MB image to 4 targets at once.
     let tag = sizes[0].1;
     for t in &targets {
@@ -372,15 +447,21 @@ fn main() {
         "{}",
         serde_json::json!({
             "ratio_vs_pipe_100mb": (ratios[0].0 * 100.0).round() / 100.0,
-                        "ratio_vs_pipe_1gb": ratios.get(1).map(|r| (r.0 * 100.0).round() / 100.0),
+            "ratio_vs_pipe_1gb": ratios.get(1).map(|r| (r.0 * 100.0).round() / 100.0),
             "pipe_100mb_s": (ratios[0].1.as_secs_f64() * 100.0).round() / 100.0,
             "berth_100mb_s": (ratios[0].2.as_secs_f64() * 100.0).round() / 100.0,
-                        "pipe_1gb_s": ratios.get(1).map(|r| (r.1.as_secs_f64() * 100.0).round() / 100.0),
+            "pipe_1gb_s": ratios.get(1).map(|r| (r.1.as_secs_f64() * 100.0).round() / 100.0),
             "berth_1gb_s": ratios.get(1).map(|r| (r.2.as_secs_f64() * 100.0).round() / 100.0),
             "wire_over_archive_1gb": ratios.get(1).map(|r| (r.4 as f64 / r.3.max(1) as f64 * 100.0).round() / 100.0),
-                        "fanout4_vs_one": (fan * 100.0).round() / 100.0,
+            "fanout4_vs_one": (fan * 100.0).round() / 100.0,
             "pipes4_vs_one": (pipes4.as_secs_f64() / one.as_secs_f64() * 100.0).round() / 100.0,
             "loads4_vs_one": (loads4.as_secs_f64() / one.as_secs_f64() * 100.0).round() / 100.0,
+            "derived_pipe_s": (pipe_d.as_secs_f64() * 100.0).round() / 100.0,
+            "derived_berth_whole_s": (full.as_secs_f64() * 100.0).round() / 100.0,
+            "derived_berth_skip_s": (skip.as_secs_f64() * 100.0).round() / 100.0,
+            "derived_skip_vs_pipe": (skip.as_secs_f64() / pipe_d.as_secs_f64() * 100.0).round() / 100.0,
+            "derived_wire_whole_mb": full_wire >> 20,
+            "derived_wire_skip_mb": skip_wire >> 20,
         })
     );
     drop(rt);

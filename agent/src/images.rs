@@ -19,6 +19,7 @@ use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
+use crate::layers::{self, TarFilter};
 use crate::relay::Relay;
 use crate::runtime::ContainerRuntime;
 use crate::{Error, Result};
@@ -34,11 +35,13 @@ const ZSTD_LEVEL: i32 = -1;
 /// load` unpacks layers while it reads.
 pub const DISK_FACTOR: u64 = 2;
 
-/// The source side: the daemon's archive of `reference` as chunks.
+/// The source side: the daemon's archive of `reference` as chunks, without
+/// the files of layers whose chain id is in `have` (the receiver's).
 pub fn export(
     runtime: Arc<dyn ContainerRuntime>,
     reference: String,
     compress: bool,
+    have: Vec<String>,
 ) -> impl Stream<Item = Result<ImageChunk>> {
     async_stream::try_stream! {
         let (id, size) = runtime
@@ -46,6 +49,13 @@ pub fn export(
             .await?
             .ok_or_else(|| Error::NotFound(format!("image {reference} is not on this host")))?;
         yield ImageChunk { image_id: id, image_size: size, ..ImageChunk::default() };
+        let mut filter = if have.is_empty() {
+            None
+        } else {
+            let diffs = runtime.image_layers(&reference).await?;
+            let plan = layers::Plan::new(&diffs, have.into_iter().collect());
+            plan.skips_any().then(|| TarFilter::new(plan))
+        };
         let mut source = runtime.export_image(&reference);
         let mut hash = blake3::Hasher::new();
         let mut total = 0u64;
@@ -54,8 +64,11 @@ pub fn export(
         let pace = export_pace();
         loop {
             let next = source.next().await.transpose()?;
-            if let Some(piece) = &next {
-                buf.extend_from_slice(piece);
+            match (&next, &mut filter) {
+                (Some(piece), None) => buf.extend_from_slice(piece),
+                (Some(piece), Some(f)) => buf.extend_from_slice(&f.push(piece).map_err(Error::Transfer)?),
+                (None, Some(f)) => buf.extend_from_slice(&f.finish().map_err(Error::Transfer)?),
+                (None, None) => {}
             }
             while buf.len() >= CHUNK || (next.is_none() && !buf.is_empty()) {
                 let take = buf.len().min(CHUNK);
@@ -81,6 +94,7 @@ pub fn export(
         yield ImageChunk {
             archive_digest: hash.finalize().to_hex().to_string(),
             archive_bytes: total,
+            skipped_bytes: filter.map_or(0, |f| f.skipped),
             ..ImageChunk::default()
         };
     }
@@ -207,10 +221,17 @@ async fn fetch_from(
         .map_err(|e| Error::Transfer(format!("cannot reach {source}: {e}")))?;
     let mut client =
         AgentServiceClient::new(channel).max_decoding_message_size(2 * CHUNK + (1 << 20));
+    // A relayed stream serves other targets too: it carries every layer.
+    let have_layers = if relay.is_none() && skip_layers() {
+        local_chains(runtime.as_ref()).await
+    } else {
+        Vec::new()
+    };
     let mut chunks = client
         .export_image(ExportImageRequest {
             image: reference.to_string(),
             compress: std::env::var("BERTH_IMAGE_COMPRESS").map_or(true, |v| v != "0"),
+            have_layers,
         })
         .await
         .map_err(|e| Error::Transfer(e.message().to_string()))?
@@ -244,7 +265,11 @@ async fn fetch_from(
         });
     })
     .await?;
-    let (done, wire) = (loaded.archive_bytes, loaded.wire_bytes);
+    let (done, wire, skipped) = (
+        loaded.archive_bytes,
+        loaded.wire_bytes,
+        loaded.skipped_bytes,
+    );
     match runtime.image(reference).await? {
         Some((id, _)) if id == want_id => {
             let _ = progress
@@ -255,6 +280,7 @@ async fn fetch_from(
                     source: source.to_string(),
                     image_id: id.clone(),
                     done: true,
+                    skipped_bytes: skipped,
                     ..TransferProgress::default()
                 })
                 .await;
@@ -269,10 +295,33 @@ async fn fetch_from(
     }
 }
 
+/// Whether to ask senders to leave out the layers this daemon has
+/// (`BERTH_IMAGE_SKIP_LAYERS=0` turns it off, to measure what it buys).
+fn skip_layers() -> bool {
+    std::env::var("BERTH_IMAGE_SKIP_LAYERS").map_or(true, |v| v != "0")
+}
+
+/// Chain ids of every layer of every image here: what a sender may leave
+/// out. Empty when the daemon cannot say (the sender then sends it all).
+pub async fn local_chains(runtime: &dyn ContainerRuntime) -> Vec<String> {
+    let Ok(images) = runtime.images().await else {
+        return Vec::new();
+    };
+    let mut all = std::collections::BTreeSet::new();
+    for i in images {
+        if let Ok(diffs) = runtime.image_layers(&i.id).await {
+            all.extend(layers::chain_ids(&diffs));
+        }
+    }
+    all.into_iter().collect()
+}
+
 /// What a verified load read and the daemon loaded.
 pub struct Loaded {
     pub archive_bytes: u64,
     pub wire_bytes: u64,
+    /// Layer bytes the sender left out (the daemon had them).
+    pub skipped_bytes: u64,
     pub names: Vec<String>,
 }
 
@@ -353,6 +402,7 @@ pub async fn load_verified(
     Ok(Loaded {
         archive_bytes: done,
         wire_bytes: wire,
+        skipped_bytes: trailer.skipped_bytes,
         names,
     })
 }

@@ -8,7 +8,8 @@
 //! - `container`: pure allocation → container spec (env, labels, binds, ports, GPUs).
 //! - `images`: image transfers agent to agent (export stream, verified load);
 //!   `relay`: forwarding an image to the next agent while receiving it;
-//!   `pulls`: receiving the image of jobs placed here (one transfer per image).
+//!   `pulls`: receiving the image of jobs placed here (one transfer per image);
+//!   `layers`: leaving out the layers the receiver has (pure tar filter).
 //! - `reconcile`: pure desired + actual → actions; `gc`: pure image GC choice.
 //! - `agent`: the session loop (register, watch, reconcile, report).
 //! - `server`: the data-plane gRPC service.
@@ -19,6 +20,7 @@ mod error;
 pub mod gc;
 pub mod gpu;
 pub mod images;
+pub mod layers;
 pub mod pulls;
 pub mod reconcile;
 pub mod relay;

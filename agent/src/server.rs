@@ -72,7 +72,12 @@ impl AgentService for DataPlane {
         }
         tracing::info!(image = %req.image, "exporting image");
         let busy = Busy::new(self.0.exports.clone());
-        let out = images::export(self.0.runtime.clone(), req.image, req.compress);
+        let out = images::export(
+            self.0.runtime.clone(),
+            req.image,
+            req.compress,
+            req.have_layers,
+        );
         Ok(Response::new(Box::pin(out.map(move |r| {
             let _held = &busy; // counted until the stream is dropped
             r.map_err(Status::from)

@@ -194,3 +194,64 @@ fn killing_the_source_mid_transfer_leaves_no_partial_image_and_the_pull_retries(
     );
     assert_eq!(d2.image_id(IMAGE), main_image_id(IMAGE));
 }
+
+#[test]
+fn layers_the_target_has_are_not_sent_again() {
+    let mut c = Cluster::start();
+    let d2 = Dockerd::start();
+    c.add_agent(1);
+    let sock = d2.socket().display().to_string();
+    let dst = c.add_agent_with("1", &["--docker", &sock]);
+    assert!(push(&c, IMAGE, &dst).status.success());
+    // A new image on top of the workload image, on the machine's daemon.
+    let derived = format!("berth/derived:{}", unique("t"));
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("new.bin"), vec![5u8; 256 << 10]).unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {IMAGE}\nCOPY new.bin /\n"),
+    )
+    .unwrap();
+    let built = std::process::Command::new("docker")
+        .args(["build", "-q", "-t", &derived])
+        .arg(ctx.path())
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let want = main_image_id(&derived);
+    wait_for("the new image in the source's report", DEADLINE, || {
+        let images = c.json(&["images"]);
+        images
+            .as_array()?
+            .iter()
+            .any(|i| {
+                i["tags"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|t| t == derived.as_str()))
+            })
+            .then_some(())
+    });
+    let out = c.berth(&["image", "push", &derived, "--to", &dst, "-o", "json"]);
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", &derived])
+        .output();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let skipped = v[0]["skipped_bytes"].as_u64().unwrap();
+    let sent = v[0]["bytes"].as_u64().unwrap();
+    assert!(skipped > 1 << 20, "the workload layer stays home: {v}");
+    assert!(
+        sent < skipped,
+        "only the new layer and metadata travel: {v}"
+    );
+    assert_eq!(d2.image_id(&derived), want, "same image id");
+}

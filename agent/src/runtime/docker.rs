@@ -286,6 +286,15 @@ impl ContainerRuntime for Docker {
         Ok(loaded)
     }
 
+    async fn image_layers(&self, reference: &str) -> Result<Vec<String>> {
+        let i = self
+            .client
+            .inspect_image(reference)
+            .await
+            .map_err(docker_err)?;
+        Ok(i.root_fs.and_then(|r| r.layers).unwrap_or_default())
+    }
+
     async fn remove_image(&self, reference: &str, force: bool) -> Result<()> {
         let opts = bollard::query_parameters::RemoveImageOptionsBuilder::default()
             .force(force)

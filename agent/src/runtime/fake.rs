@@ -24,6 +24,8 @@ pub struct FakeRuntime {
     /// What a complete load registers: (reference, id), as a daemon would
     /// after reading the archive's manifest.
     pub load_as: Mutex<Option<(String, String)>>,
+    /// Layer diff ids per image reference (for layer skipping).
+    pub layers: Mutex<std::collections::HashMap<String, Vec<String>>>,
     next_id: Mutex<u32>,
 }
 
@@ -164,6 +166,16 @@ impl ContainerRuntime for FakeRuntime {
         }
         self.loaded.lock().unwrap().push(all);
         Ok(loaded)
+    }
+
+    async fn image_layers(&self, reference: &str) -> Result<Vec<String>> {
+        Ok(self
+            .layers
+            .lock()
+            .unwrap()
+            .get(reference)
+            .cloned()
+            .unwrap_or_default())
     }
 
     async fn remove_image(&self, reference: &str, _force: bool) -> Result<()> {

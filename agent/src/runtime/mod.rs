@@ -101,6 +101,8 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     async fn disk(&self) -> Result<DiskState>;
     /// The image's id and size, or `None` if the daemon does not have it.
     async fn image(&self, reference: &str) -> Result<Option<(String, u64)>>;
+    /// The image's layer diff ids, bottom up (`RootFS.Layers`).
+    async fn image_layers(&self, reference: &str) -> Result<Vec<String>>;
     /// `docker save` of one image, as the daemon streams it.
     fn export_image(&self, reference: &str) -> BoxStream<'static, Result<bytes::Bytes>>;
     /// `docker load` from a stream. An `Err` item aborts the upload, so the

@@ -89,6 +89,8 @@ impl Controller {
             .export_image(berth_proto::v1::ExportImageRequest {
                 image: image.to_string(),
                 compress: true,
+                // A file for anywhere: every layer.
+                have_layers: Vec::new(),
             })
             .await
             .map_err(|e| Error::FailedPrecondition(format!("{node}: {}", e.message())))?;

@@ -56,7 +56,7 @@ pub async fn run(
             .map(|(node, r)| match r {
                 Ok(p) => {
                     let pr = p.progress.clone().unwrap_or_default();
-                    json!({"node": node, "ok": true, "image_id": pr.image_id, "bytes": pr.bytes_done, "wire_bytes": pr.wire_bytes, "source": pr.source})
+                    json!({"node": node, "ok": true, "image_id": pr.image_id, "bytes": pr.bytes_done, "wire_bytes": pr.wire_bytes, "skipped_bytes": pr.skipped_bytes, "source": pr.source})
                 }
                 Err(e) => json!({"node": node, "ok": false, "error": e}),
             })
@@ -114,9 +114,10 @@ impl View {
                 bar.abandon_with_message(format!("failed: {}", p.error));
             } else if pr.done {
                 bar.finish_with_message(format!(
-                    "loaded {} ({} on the wire)",
+                    "loaded {} ({} on the wire{})",
                     short(&pr.image_id),
-                    bytes(pr.wire_bytes)
+                    bytes(pr.wire_bytes),
+                    skipped(pr.skipped_bytes)
                 ));
             } else if !pr.message.is_empty() {
                 bar.set_message(pr.message.clone());
@@ -134,11 +135,12 @@ impl View {
             eprintln!("{}: failed: {}", p.node, p.error);
         } else if pr.done {
             eprintln!(
-                "{}: loaded {} ({}, {} on the wire, from {})",
+                "{}: loaded {} ({}, {} on the wire{}, from {})",
                 p.node,
                 short(&pr.image_id),
                 bytes(pr.bytes_done),
                 bytes(pr.wire_bytes),
+                skipped(pr.skipped_bytes),
                 pr.source
             );
         } else if !pr.message.is_empty() {
@@ -158,6 +160,14 @@ impl View {
         if let Some((multi, _)) = &self.bars {
             let _ = multi.clear();
         }
+    }
+}
+
+fn skipped(n: u64) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!("; {} of layers it had, not sent", bytes(n))
     }
 }
 
