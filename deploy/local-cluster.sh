@@ -24,8 +24,9 @@ cleanup() {
 trap cleanup EXIT
 trap "exit 130" INT TERM
 for id in 1 2 3; do
+  # Automatic image GC off: both agents drive this machine's own daemon.
   "$bin/berth-controller" --id "$id" --peers "$peers" --listen "127.0.0.1:$((base + id - 1))" \
-    --data-dir "$data/c$id" >"$data/c$id.log" 2>&1 &
+    --data-dir "$data/c$id" --image-gc-high 100 >"$data/c$id.log" 2>&1 &
   pids+=($!)
 done
 "$bin/berth-agent" --controllers "$addrs" --name local-a --listen 127.0.0.1:0 --fake-gpus 4 --label zone=a >"$data/a.log" 2>&1 &

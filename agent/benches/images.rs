@@ -87,9 +87,15 @@ impl Daemon {
             .unwrap()
     }
 
+    /// Removes `image` and every other unused image (a clean slate).
     fn rmi(&self, image: &str) {
         self.docker(&["rmi", "-f", image]);
         self.docker(&["image", "prune", "-af"]);
+    }
+
+    /// Removes `image` alone: the images it was built on stay.
+    fn rmi_one(&self, image: &str) {
+        self.docker(&["rmi", "-f", image]);
     }
 
     fn id(&self, image: &str) -> Option<String> {
@@ -274,6 +280,12 @@ async fn berth(target: &str, source: &str, image: &str) -> (Duration, u64, u64) 
 }
 
 fn main() {
+    if std::env::var("RUST_LOG").is_ok() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let runs: usize = std::env::var("BENCH_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -349,9 +361,9 @@ fn main() {
         pipe(&src, &targets[1], base);
     }
     for _ in 0..runs {
-        targets[1].rmi(derived);
+        targets[1].rmi_one(derived);
         pipe_d = pipe_d.min(pipe(&src, &targets[1], derived));
-        targets[1].rmi(derived);
+        targets[1].rmi_one(derived);
         std::env::set_var("BERTH_IMAGE_SKIP_LAYERS", "0");
         let (t, w, _) = rt.block_on(berth(&t_addrs[1], &src_addr, derived));
         std::env::remove_var("BERTH_IMAGE_SKIP_LAYERS");
@@ -359,7 +371,7 @@ fn main() {
         if t < full {
             (full, full_wire) = (t, w);
         }
-        targets[1].rmi(derived);
+        targets[1].rmi_one(derived);
         let (t, w, _) = rt.block_on(berth(&t_addrs[1], &src_addr, derived));
         assert_eq!(targets[1].id(derived), want, "same id with layers skipped");
         if t < skip {

@@ -54,6 +54,8 @@ pub fn export(
         } else {
             let diffs = runtime.image_layers(&reference).await?;
             let plan = layers::Plan::new(&diffs, have.into_iter().collect());
+            let shared = plan.chains.iter().filter(|c| plan.have.contains(*c)).count();
+            tracing::debug!(image = %reference, layers = diffs.len(), shared, "layers the receiver has");
             plan.skips_any().then(|| TarFilter::new(plan))
         };
         let mut source = runtime.export_image(&reference);
@@ -304,13 +306,18 @@ fn skip_layers() -> bool {
 /// Chain ids of every layer of every image here: what a sender may leave
 /// out. Empty when the daemon cannot say (the sender then sends it all).
 pub async fn local_chains(runtime: &dyn ContainerRuntime) -> Vec<String> {
-    let Ok(images) = runtime.images().await else {
-        return Vec::new();
+    let images = match runtime.images().await {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list images: asking for whole archives");
+            return Vec::new();
+        }
     };
     let mut all = std::collections::BTreeSet::new();
     for i in images {
-        if let Ok(diffs) = runtime.image_layers(&i.id).await {
-            all.extend(layers::chain_ids(&diffs));
+        match runtime.image_layers(&i.id).await {
+            Ok(diffs) => all.extend(layers::chain_ids(&diffs)),
+            Err(e) => tracing::warn!(image = %i.id, error = %e, "cannot read an image's layers"),
         }
     }
     all.into_iter().collect()

@@ -39,10 +39,10 @@ struct Args {
     snapshot_every: u64,
     /// Image GC starts on a host whose Docker disk is more than this % used
     /// (100: never)...
-    #[arg(long, default_value_t = 85, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, env = "BERTH_IMAGE_GC_HIGH", default_value_t = 85, value_parser = clap::value_parser!(u32).range(1..=100))]
     image_gc_high: u32,
     /// ...and removes least-recently-used unneeded images down to this %.
-    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u32).range(0..=100))]
+    #[arg(long, env = "BERTH_IMAGE_GC_LOW", default_value_t = 80, value_parser = clap::value_parser!(u32).range(0..=100))]
     image_gc_low: u32,
     /// Seconds between two looks at the hosts' disks.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
