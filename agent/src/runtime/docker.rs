@@ -24,6 +24,9 @@ pub struct Docker {
     /// The same daemon with a long timeout: save and load of a big image
     /// take longer than bollard's default 120 s.
     streams: bollard::Docker,
+    /// The daemon's data root, asked once: `docker info` is one of the
+    /// slowest calls of the Engine API, and the disk is read on every report.
+    root_dir: tokio::sync::OnceCell<String>,
 }
 
 impl Docker {
@@ -43,7 +46,11 @@ impl Docker {
             ))
         })?;
         let streams = client.clone().with_timeout(Duration::from_secs(6 * 3600));
-        Ok(Docker { client, streams })
+        Ok(Docker {
+            client,
+            streams,
+            root_dir: tokio::sync::OnceCell::new(),
+        })
     }
 
     async fn inspect(&self, id: &str) -> Result<ContainerInfo> {
@@ -348,7 +355,11 @@ impl ContainerRuntime for Docker {
     }
 
     async fn disk(&self) -> Result<DiskState> {
-        let root = self.info().await?.root_dir;
+        let root = self
+            .root_dir
+            .get_or_try_init(|| async { self.info().await.map(|i| i.root_dir) })
+            .await?
+            .clone();
         let st = nix::sys::statvfs::statvfs(root.as_str())
             .map_err(|e| Error::Docker(format!("statvfs {root}: {e}")))?;
         let frag = st.fragment_size() as u64;
