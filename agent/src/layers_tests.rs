@@ -172,32 +172,3 @@ fn the_filter_leaves_out_a_legacy_layer_the_receiver_has() {
         assert!(names.contains(&format!("{V1_ID}/json")));
     }
 }
-
-#[test]
-#[ignore]
-fn scratch_real_archive() {
-    let base: Vec<String> =
-        serde_json::from_str(&std::fs::read_to_string("/tmp/base.layers").unwrap()).unwrap();
-    let derived: Vec<String> =
-        serde_json::from_str(&std::fs::read_to_string("/tmp/derived.layers").unwrap()).unwrap();
-    let have: HashSet<String> = chain_ids(&base).into_iter().collect();
-    let plan = Plan::new(&derived, have);
-    assert!(plan.skips_any());
-    let input = std::fs::read("/tmp/derived.tar").unwrap();
-    let mut f = TarFilter::new(plan);
-    let mut out = Vec::new();
-    for p in input.chunks(7777) {
-        out.extend_from_slice(&f.push(p).unwrap());
-    }
-    out.extend_from_slice(&f.finish().unwrap());
-    eprintln!(
-        "in {} out {} skipped {} dirs {:?}",
-        input.len(),
-        out.len(),
-        f.skipped,
-        f.skip_dirs
-    );
-    for e in entries(&input) {
-        eprintln!("{} {}", e.0, e.1.len());
-    }
-}

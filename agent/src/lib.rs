@@ -12,11 +12,14 @@
 //!   `layers`: leaving out the layers the receiver has (pure tar filter).
 //! - `reconcile`: pure desired + actual → actions; `gc`: pure image GC choice.
 //! - `agent`: the session loop (register, watch, reconcile, report).
-//! - `server`: the data-plane gRPC service.
+//! - `server`: the data-plane gRPC service; `exec`: `docker exec` sessions;
+//!   `files`: `docker cp` and `docker commit` for the controller.
 
 pub mod agent;
 pub mod container;
 mod error;
+pub mod exec;
+pub mod files;
 pub mod gc;
 pub mod gpu;
 pub mod images;

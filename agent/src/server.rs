@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use berth_proto::v1::agent_service_server::{AgentService, AgentServiceServer};
 use berth_proto::v1::{
-    ContainerLogsRequest, ExportImageRequest, FetchImageRequest, GcImagesRequest, GcImagesResult,
-    ImageChunk, LoadImageResult, LogChunkFromAgent, RemoveImageRequest, RemoveImageResult,
-    TransferProgress,
+    CommitRequest, CommitResponse, ContainerLogsRequest, CopyFromRequest, CopyToInput,
+    CopyToResponse, ExecInput, ExportImageRequest, FetchImageRequest, GcImagesRequest,
+    GcImagesResult, ImageChunk, LoadImageResult, LogChunkFromAgent, RemoveImageRequest,
+    RemoveImageResult, StatPathRequest, StatPathResponse, TransferProgress,
 };
 use futures::{Stream, StreamExt};
 use tokio::net::TcpListener;
@@ -52,6 +53,54 @@ impl AgentService for DataPlane {
                     .map_err(Status::from)
             });
         Ok(Response::new(Box::pin(out)))
+    }
+
+    type ExecStream = crate::exec::OutputStream;
+
+    async fn exec(
+        &self,
+        req: Request<tonic::Streaming<ExecInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        Ok(Response::new(
+            crate::exec::run(&self.0, req.into_inner()).await?,
+        ))
+    }
+
+    async fn stat_path(
+        &self,
+        req: Request<StatPathRequest>,
+    ) -> Result<Response<StatPathResponse>, Status> {
+        Ok(Response::new(
+            crate::files::stat(&self.0, req.into_inner()).await?,
+        ))
+    }
+
+    type CopyFromStream = crate::files::ChunkStream;
+
+    async fn copy_from(
+        &self,
+        req: Request<CopyFromRequest>,
+    ) -> Result<Response<Self::CopyFromStream>, Status> {
+        Ok(Response::new(
+            crate::files::copy_from(&self.0, req.into_inner()).await?,
+        ))
+    }
+
+    async fn copy_to(
+        &self,
+        req: Request<tonic::Streaming<CopyToInput>>,
+    ) -> Result<Response<CopyToResponse>, Status> {
+        crate::files::copy_to(&self.0, req.into_inner()).await?;
+        Ok(Response::new(CopyToResponse {}))
+    }
+
+    async fn commit(
+        &self,
+        req: Request<CommitRequest>,
+    ) -> Result<Response<CommitResponse>, Status> {
+        Ok(Response::new(
+            crate::files::commit(&self.0, req.into_inner()).await?,
+        ))
     }
 
     type ExportImageStream = Pin<Box<dyn Stream<Item = Result<ImageChunk, Status>> + Send>>;

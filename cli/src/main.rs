@@ -43,6 +43,12 @@ enum Command {
     Ps(commands::ps::Args),
     /// Print a job's output.
     Logs(commands::logs::Args),
+    /// Run a command in a running job's container (-it for a shell).
+    Exec(commands::exec::Args),
+    /// Copy files between a job's container and this machine (as docker cp).
+    Cp(commands::cp::Args),
+    /// Make an image of a job's container (as docker commit).
+    Commit(commands::commit::Args),
     /// Stop jobs (queued ones are cancelled, running ones stopped).
     Stop(commands::stop::Args),
     /// Wait for a job to finish; prints its exit code and exits with it.
@@ -122,6 +128,11 @@ async fn dispatch(command: Command, addr: &str, format: Format) -> anyhow::Resul
         Command::Run(_) => unreachable!("handled above"),
         Command::Ps(args) => commands::ps::run(&client, args, format).await.map(|()| 0),
         Command::Logs(args) => commands::logs::run(&client, args).await.map(|()| 0),
+        Command::Exec(args) => commands::exec::run(&client, args).await,
+        Command::Cp(args) => commands::cp::run(&client, args).await.map(|()| 0),
+        Command::Commit(args) => commands::commit::run(&client, args, format)
+            .await
+            .map(|()| 0),
         Command::Stop(args) => commands::stop::run(&client, args).await.map(|()| 0),
         Command::Wait(args) => commands::wait::run(&client, args, format).await,
         Command::Inspect(args) => commands::inspect::run(&client, args).await.map(|()| 0),

@@ -168,6 +168,59 @@ impl ContainerRuntime for FakeRuntime {
         Ok(loaded)
     }
 
+    async fn exec(&self, container: &str, spec: &super::ExecSpec) -> Result<super::ExecSession> {
+        self.record(format!("exec {container} {}", spec.command.join(" ")));
+        let said = bytes::Bytes::from(format!("ran {}\n", spec.command.join(" ")));
+        Ok(super::ExecSession {
+            id: "exec-1".into(),
+            output: futures::stream::iter(vec![Ok((1, said))]).boxed(),
+            input: Box::pin(tokio::io::sink()),
+        })
+    }
+
+    async fn exec_resize(&self, id: &str, rows: u32, cols: u32) -> Result<()> {
+        self.record(format!("resize {id} {rows}x{cols}"));
+        Ok(())
+    }
+
+    async fn exec_exit_code(&self, _id: &str) -> Result<Option<i64>> {
+        Ok(Some(0))
+    }
+
+    async fn path_stat(&self, _container: &str, _path: &str) -> Result<Option<super::PathStat>> {
+        Ok(None)
+    }
+
+    fn copy_from(&self, container: &str, path: &str) -> BoxStream<'static, Result<bytes::Bytes>> {
+        self.record(format!("copy_from {container} {path}"));
+        futures::stream::empty().boxed()
+    }
+
+    async fn copy_to(
+        &self,
+        container: &str,
+        dir: &str,
+        mut tar: BoxStream<'static, std::result::Result<bytes::Bytes, std::io::Error>>,
+    ) -> Result<()> {
+        self.record(format!("copy_to {container} {dir}"));
+        while let Some(piece) = tar.next().await {
+            piece.map_err(|e| Error::Docker(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    async fn commit(
+        &self,
+        container: &str,
+        repo: &str,
+        tag: &str,
+        _comment: &str,
+        pause: bool,
+    ) -> Result<String> {
+        self.record(format!("commit {container} {repo}:{tag} pause={pause}"));
+        Ok("sha256:c0".into())
+    }
+
     async fn image_layers(&self, reference: &str) -> Result<Vec<String>> {
         Ok(self
             .layers

@@ -66,6 +66,35 @@ impl ContainerInfo {
     }
 }
 
+/// A command to run in a container (`docker exec`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExecSpec {
+    pub command: Vec<String>,
+    pub tty: bool,
+    pub stdin: bool,
+    pub env: Vec<String>,
+    pub workdir: String,
+    pub user: String,
+    pub rows: u32,
+    pub cols: u32,
+}
+
+/// A path in a container, as `docker cp` sees it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PathStat {
+    pub name: String,
+    pub size: i64,
+    pub is_dir: bool,
+}
+
+/// A started exec: its output as it comes, and its stdin.
+pub struct ExecSession {
+    pub id: String,
+    /// (1 stdout or 2 stderr, bytes); with a tty everything is stdout.
+    pub output: BoxStream<'static, Result<(i32, bytes::Bytes)>>,
+    pub input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+}
+
 /// An image as image GC sees it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ImageUsage {
@@ -112,6 +141,32 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         &self,
         archive: BoxStream<'static, std::result::Result<bytes::Bytes, std::io::Error>>,
     ) -> Result<Vec<String>>;
+    /// `docker exec`: starts `spec` in `container`, attached.
+    async fn exec(&self, container: &str, spec: &ExecSpec) -> Result<ExecSession>;
+    async fn exec_resize(&self, id: &str, rows: u32, cols: u32) -> Result<()>;
+    /// The exec's exit code, once it has ended.
+    async fn exec_exit_code(&self, id: &str) -> Result<Option<i64>>;
+    /// What `path` is in `container`: `None` when it does not exist.
+    async fn path_stat(&self, container: &str, path: &str) -> Result<Option<PathStat>>;
+    /// A tar of `path` in `container`, rooted at its base name.
+    fn copy_from(&self, container: &str, path: &str) -> BoxStream<'static, Result<bytes::Bytes>>;
+    /// Extracts a tar into `dir` (an existing directory) of `container`. An
+    /// `Err` item aborts the upload.
+    async fn copy_to(
+        &self,
+        container: &str,
+        dir: &str,
+        tar: BoxStream<'static, std::result::Result<bytes::Bytes, std::io::Error>>,
+    ) -> Result<()>;
+    /// `docker commit`: the container as image `repo:tag`; returns its id.
+    async fn commit(
+        &self,
+        container: &str,
+        repo: &str,
+        tag: &str,
+        comment: &str,
+        pause: bool,
+    ) -> Result<String>;
     /// `docker rmi [-f]`.
     async fn remove_image(&self, reference: &str, force: bool) -> Result<()>;
     /// Every image with when it was last used and by how many containers

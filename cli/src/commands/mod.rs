@@ -1,7 +1,10 @@
 //! One file per verb.
 
+pub mod commit;
 pub mod controller;
+pub mod cp;
 pub mod dev;
+pub mod exec;
 pub mod explain;
 pub mod image;
 pub mod images;

@@ -9,6 +9,7 @@ use berth_proto::v1::*;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use super::containers;
 use crate::core::Controller;
 use crate::jobs::Target;
 use crate::{convert, Error};
@@ -175,6 +176,55 @@ impl JobService for Jobs {
     }
 
     type JobLogsStream = LogStream;
+
+    type ExecStream = Pin<Box<dyn Stream<Item = Result<ExecOutput, Status>> + Send>>;
+
+    async fn exec(
+        &self,
+        req: Request<tonic::Streaming<ExecInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        Ok(Response::new(
+            containers::exec(&self.0, req.into_inner()).await?,
+        ))
+    }
+
+    async fn stat_path(
+        &self,
+        req: Request<StatPathRequest>,
+    ) -> Result<Response<StatPathResponse>, Status> {
+        Ok(Response::new(
+            containers::stat(&self.0, req.into_inner()).await?,
+        ))
+    }
+
+    type CopyFromStream = Pin<Box<dyn Stream<Item = Result<CopyChunk, Status>> + Send>>;
+
+    async fn copy_from(
+        &self,
+        req: Request<CopyFromRequest>,
+    ) -> Result<Response<Self::CopyFromStream>, Status> {
+        Ok(Response::new(
+            containers::copy_from(&self.0, req.into_inner()).await?,
+        ))
+    }
+
+    async fn copy_to(
+        &self,
+        req: Request<tonic::Streaming<CopyToInput>>,
+    ) -> Result<Response<CopyToResponse>, Status> {
+        Ok(Response::new(
+            containers::copy_to(&self.0, req.into_inner()).await?,
+        ))
+    }
+
+    async fn commit(
+        &self,
+        req: Request<CommitRequest>,
+    ) -> Result<Response<CommitResponse>, Status> {
+        Ok(Response::new(
+            containers::commit(&self.0, req.into_inner()).await?,
+        ))
+    }
 
     async fn job_logs(&self, req: Request<JobLogsRequest>) -> Result<Response<LogStream>, Status> {
         let req = req.into_inner();

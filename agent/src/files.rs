@@ -1,0 +1,117 @@
+//! `berth cp` and `berth commit` on this host, for the controller: a path's
+//! stat, a tar of a path, a tar extracted into a directory, a commit.
+
+use std::pin::Pin;
+
+use berth_proto::v1::{
+    copy_to_input, CommitRequest, CommitResponse, CopyChunk, CopyFromRequest, CopyToInput,
+    StatPathRequest, StatPathResponse,
+};
+use futures::{Stream, StreamExt};
+use tonic::{Status, Streaming};
+
+use crate::agent::Agent;
+use crate::exec::container_of;
+
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<CopyChunk, Status>> + Send>>;
+
+pub async fn stat(agent: &Agent, req: StatPathRequest) -> Result<StatPathResponse, Status> {
+    let container = container_of(agent, &req.job, false).await?;
+    Ok(
+        match agent.runtime.path_stat(&container, &req.path).await? {
+            Some(s) => StatPathResponse {
+                exists: true,
+                is_dir: s.is_dir,
+                name: s.name,
+                size: s.size,
+            },
+            None => StatPathResponse::default(),
+        },
+    )
+}
+
+pub async fn copy_from(agent: &Agent, req: CopyFromRequest) -> Result<ChunkStream, Status> {
+    let container = container_of(agent, &req.job, false).await?;
+    if agent
+        .runtime
+        .path_stat(&container, &req.path)
+        .await?
+        .is_none()
+    {
+        return Err(Status::not_found(format!(
+            "no such file or directory in job {}: {}",
+            req.job, req.path
+        )));
+    }
+    tracing::info!(job = %req.job, path = %req.path, "copying out of a container");
+    let out = agent.runtime.copy_from(&container, &req.path).map(|r| {
+        r.map(|data| CopyChunk {
+            data: data.to_vec(),
+        })
+        .map_err(Status::from)
+    });
+    Ok(Box::pin(out))
+}
+
+pub async fn copy_to(agent: &Agent, mut inbound: Streaming<CopyToInput>) -> Result<(), Status> {
+    let Some(CopyToInput {
+        kind: Some(copy_to_input::Kind::Start(start)),
+    }) = inbound.message().await?
+    else {
+        return Err(Status::invalid_argument(
+            "a copy starts with the job and directory",
+        ));
+    };
+    let container = container_of(agent, &start.job, false).await?;
+    tracing::info!(job = %start.job, dir = %start.dir, "copying into a container");
+    // A client that goes away mid-stream aborts the upload: docker then
+    // extracts nothing more.
+    let tar = futures::stream::unfold(inbound, |mut s| async move {
+        match s.message().await {
+            Ok(Some(CopyToInput {
+                kind: Some(copy_to_input::Kind::Data(d)),
+            })) => Some((Ok(bytes::Bytes::from(d)), s)),
+            Ok(Some(_)) => Some((Ok(bytes::Bytes::new()), s)),
+            Ok(None) => None,
+            Err(e) => Some((Err(std::io::Error::other(e.message().to_string())), s)),
+        }
+    })
+    .boxed();
+    agent.runtime.copy_to(&container, &start.dir, tar).await?;
+    Ok(())
+}
+
+pub async fn commit(agent: &Agent, req: CommitRequest) -> Result<CommitResponse, Status> {
+    let container = container_of(agent, &req.job, false).await?;
+    let (repo, tag) = split_reference(&req.image);
+    let id = agent
+        .runtime
+        .commit(&container, repo, tag, &req.comment, !req.no_pause)
+        .await?;
+    tracing::info!(job = %req.job, image = %req.image, %id, "committed");
+    Ok(CommitResponse {
+        image_id: id,
+        node: agent.cfg.node.clone(),
+    })
+}
+
+/// "repo[:tag]" → (repo, tag), ":latest" by default; a registry port
+/// ("host:5000/repo") is not a tag.
+fn split_reference(r: &str) -> (&str, &str) {
+    match r.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo, tag),
+        _ => (r, "latest"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn references_split_like_docker() {
+        use super::split_reference as s;
+        assert_eq!(s("train:v2"), ("train", "v2"));
+        assert_eq!(s("train"), ("train", "latest"));
+        assert_eq!(s("host:5000/lab/train"), ("host:5000/lab/train", "latest"));
+        assert_eq!(s("host:5000/lab/train:v1"), ("host:5000/lab/train", "v1"));
+    }
+}

@@ -1,0 +1,139 @@
+//! JobService's container verbs — exec, cp (stat, from, to), commit —
+//! proxied to the agent of the host the job runs (or ran) on. The
+//! controller resolves the job and checks its state; the agent does the
+//! docker part.
+
+use std::pin::Pin;
+
+use berth_proto::v1::agent_service_client::AgentServiceClient;
+use berth_proto::v1::*;
+use futures::{Stream, StreamExt};
+use tonic::transport::Channel;
+use tonic::{Status, Streaming};
+
+use crate::core::Controller;
+use crate::state::JobRecord;
+use crate::Error;
+
+/// The job `reference` names, and a client for its host's agent. With
+/// `running`, the job must be running (exec); otherwise it must have had a
+/// container (cp and commit work on a finished job's, as docker's do).
+async fn agent_of(
+    ctl: &Controller,
+    reference: &str,
+    running: bool,
+) -> Result<(JobRecord, AgentServiceClient<Channel>), Status> {
+    ctl.read_barrier().await?;
+    let job = ctl.resolve(reference)?;
+    let ok = if running {
+        job.state == JobState::Running
+    } else {
+        !job.container_id.is_empty()
+    };
+    if !ok {
+        return Err(Status::failed_precondition(format!(
+            "job {} is {}: {}",
+            job.name,
+            job.state.word(),
+            if running {
+                "exec needs a running container"
+            } else {
+                "it has no container (yet)"
+            }
+        )));
+    }
+    let node = job.node.clone().unwrap_or_default();
+    let addr = ctl
+        .read(|s| s.nodes.get(&node).map(|n| n.agent_addr.clone()))
+        .ok_or_else(|| Status::unavailable(format!("node {node} is unknown")))?;
+    let client = AgentServiceClient::connect(format!("http://{addr}"))
+        .await
+        .map_err(|e| Error::Agent(format!("node {node} at {addr}: {e}")))?
+        .max_decoding_message_size(8 << 20);
+    Ok((job, client))
+}
+
+/// The rest of a client's stream, until it ends or breaks: a broken
+/// client stream then reads as an early end upstream.
+fn rest<T: Send + 'static>(inbound: Streaming<T>) -> impl Stream<Item = T> + Send + 'static {
+    inbound
+        .take_while(|m| std::future::ready(m.is_ok()))
+        .filter_map(|m| std::future::ready(m.ok()))
+}
+
+pub type ExecStream = Pin<Box<dyn Stream<Item = Result<ExecOutput, Status>> + Send>>;
+
+pub async fn exec(
+    ctl: &Controller,
+    mut inbound: Streaming<ExecInput>,
+) -> Result<ExecStream, Status> {
+    let Some(ExecInput {
+        kind: Some(exec_input::Kind::Start(mut start)),
+    }) = inbound.message().await?
+    else {
+        return Err(Status::invalid_argument("an exec starts with what to run"));
+    };
+    if start.command.is_empty() {
+        return Err(Status::invalid_argument(
+            "say what to run: berth exec JOB CMD [ARG...]",
+        ));
+    }
+    let (job, mut client) = agent_of(ctl, &start.job, true).await?;
+    start.job = job.id;
+    let first = ExecInput {
+        kind: Some(exec_input::Kind::Start(start)),
+    };
+    let upstream = client
+        .exec(futures::stream::iter([first]).chain(rest(inbound)))
+        .await?
+        .into_inner();
+    Ok(Box::pin(upstream))
+}
+
+pub async fn stat(ctl: &Controller, mut req: StatPathRequest) -> Result<StatPathResponse, Status> {
+    let (job, mut client) = agent_of(ctl, &req.job, false).await?;
+    req.job = job.id;
+    Ok(client.stat_path(req).await?.into_inner())
+}
+
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<CopyChunk, Status>> + Send>>;
+
+pub async fn copy_from(ctl: &Controller, mut req: CopyFromRequest) -> Result<ChunkStream, Status> {
+    let (job, mut client) = agent_of(ctl, &req.job, false).await?;
+    req.job = job.id;
+    Ok(Box::pin(client.copy_from(req).await?.into_inner()))
+}
+
+pub async fn copy_to(
+    ctl: &Controller,
+    mut inbound: Streaming<CopyToInput>,
+) -> Result<CopyToResponse, Status> {
+    let Some(CopyToInput {
+        kind: Some(copy_to_input::Kind::Start(mut start)),
+    }) = inbound.message().await?
+    else {
+        return Err(Status::invalid_argument(
+            "a copy starts with the job and directory",
+        ));
+    };
+    let (job, mut client) = agent_of(ctl, &start.job, false).await?;
+    start.job = job.id;
+    let first = CopyToInput {
+        kind: Some(copy_to_input::Kind::Start(start)),
+    };
+    let r = client
+        .copy_to(futures::stream::iter([first]).chain(rest(inbound)))
+        .await?;
+    Ok(r.into_inner())
+}
+
+pub async fn commit(ctl: &Controller, mut req: CommitRequest) -> Result<CommitResponse, Status> {
+    if req.image.trim().is_empty() {
+        return Err(Status::invalid_argument(
+            "say what to call the image: berth commit JOB REPOSITORY[:TAG]",
+        ));
+    }
+    let (job, mut client) = agent_of(ctl, &req.job, false).await?;
+    req.job = job.id;
+    Ok(client.commit(req).await?.into_inner())
+}

@@ -1,0 +1,107 @@
+//! `berth exec` into a running job's container, through the controller and
+//! the agent of its host, on the real Docker daemon.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use berth_tests::*;
+
+fn running_job(c: &mut Cluster) -> String {
+    c.add_agent(1);
+    let job = c.run_detached(&["--name", &unique("sh"), IMAGE, "sleep", "300"]);
+    c.wait_state(&job, "running");
+    job
+}
+
+#[test]
+fn exec_streams_stdout_and_stderr_apart_and_returns_the_exit_code() {
+    let mut c = Cluster::start();
+    let job = running_job(&mut c);
+    let out = c.berth(&["exec", &job, "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+
+    // -i: stdin reaches the command, and its end is the command's end-of-file.
+    let mut child = Command::new(bin("berth"))
+        .args([
+            "--addr",
+            &c.addr,
+            "exec",
+            "-i",
+            &job,
+            "sh",
+            "-c",
+            "tr a-z A-Z; echo eof",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO\neof\n");
+    assert_eq!(out.status.code(), Some(0));
+
+    // Options reach docker exec.
+    let out = c.berth(&[
+        "exec",
+        "-e",
+        "X=42",
+        "-w",
+        "/tmp",
+        &job,
+        "sh",
+        "-c",
+        "echo $X $(pwd)",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "42 /tmp\n");
+}
+
+#[test]
+fn exec_it_is_a_real_terminal_with_resize_and_ctrl_c() {
+    let mut c = Cluster::start();
+    let job = running_job(&mut c);
+    let out = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/tty_session.py"
+        ))
+        .arg(bin("berth"))
+        .arg(&c.addr)
+        .arg(&job)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["before"].as_str().unwrap().contains("40 100"), "{v}");
+    assert!(v["after"].as_str().unwrap().contains("50 120"), "{v}");
+    assert_eq!(v["interrupted"], true, "Ctrl-C cut the sleep short: {v}");
+    assert_eq!(v["exit_code"], 7, "{v}");
+}
+
+#[test]
+fn exec_refuses_what_it_cannot_do() {
+    let mut c = Cluster::start();
+    c.add_agent(1);
+    let done = c.run_detached(&[IMAGE, "true"]);
+    c.wait_state(&done, "exited");
+    let out = c.berth(&["exec", &done, "ls"]);
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("exec needs a running container"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+    let out = c.berth(&["exec", "no-such-job", "ls"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-job"));
+    // -t without a terminal here, as docker says.
+    let out = c.berth(&["exec", "-t", &done, "sh"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a terminal"));
+}
