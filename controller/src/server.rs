@@ -32,6 +32,18 @@ pub async fn run(
         cut: ctl.cut.clone(),
     })
     .max_decoding_message_size(4 << 20);
+    // grpcurl and any gRPC client can discover the API from the server
+    // itself, and load balancers and scripts can ask the standard health
+    // service whether this controller serves (followers do: they redirect).
+    let reflection = reflection_builder().build_v1()?;
+    // v1alpha too: older clients (grpcio-reflection's Python database) ask it.
+    let reflection_alpha = reflection_builder().build_v1alpha()?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for service in PUBLIC {
+        health
+            .set_service_status(service, tonic_health::ServingStatus::Serving)
+            .await;
+    }
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         // Image save/load pass 2 MiB chunks through: a 64 KiB HTTP/2
@@ -49,12 +61,41 @@ pub async fn run(
         .add_service(ControlPlaneServer::new(Control(ctl.clone())))
         .add_service(ControllerServiceServer::new(Members(ctl.clone())))
         .add_service(raft)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(health_service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     leader.abort();
     gc.abort();
     result?;
     Ok(())
+}
+
+/// The services a controller serves to clients (agents and peers use the
+/// control plane and raft services, also advertised).
+const PUBLIC: [&str; 5] = [
+    "berth.v1.JobService",
+    "berth.v1.NodeService",
+    "berth.v1.ImageService",
+    "berth.v1.EventService",
+    "berth.v1.ControllerService",
+];
+
+/// Reflection over what this process serves: berth.v1's controller
+/// services and the health service (not the agents' data plane).
+fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
+    let mut b = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(berth_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    for s in PUBLIC.iter().chain(&[
+        "berth.v1.ControlPlane",
+        "berth.v1.RaftService",
+        "grpc.health.v1.Health",
+    ]) {
+        b = b.with_service_name(*s);
+    }
+    b
 }
 
 /// On the leader: places queued jobs whenever something changed, and at least

@@ -1,0 +1,112 @@
+"""A Berth client in Python, from the .proto files alone (grpcio).
+
+    pip install grpcio grpcio-tools grpcio-reflection grpcio-health-checking
+    python3 berth_client.py --addr 127.0.0.1:7450 --image berth/workload -- echo hello
+
+What a training pipeline does with the API: generate the berth.v1 stubs
+from `proto/` (into a temporary directory, nothing to commit), check the
+controller's health, list its services by reflection, list the nodes,
+submit a job, stream its output, wait for its exit code. The last line
+printed is a JSON summary; the exit code is the job's.
+
+Give every controller in --addr (comma-separated); the first that answers
+is asked. Writes go to the leader: a follower answers with an error that
+names it, and this example follows that once.
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+import uuid
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+from grpc_tools import protoc
+
+PROTO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "proto")
+
+
+def stubs():
+    """Compiles proto/berth/v1/*.proto into importable modules."""
+    out = tempfile.mkdtemp(prefix="berth-py-")
+    v1 = os.path.join(PROTO_DIR, "berth", "v1")
+    files = [os.path.join("berth", "v1", f) for f in sorted(os.listdir(v1)) if f.endswith(".proto")]
+    include = os.path.join(os.path.dirname(protoc.__file__), "_proto")
+    args = ["protoc", f"-I{PROTO_DIR}", f"-I{include}", f"--python_out={out}", f"--grpc_python_out={out}"]
+    if protoc.main(args + files) != 0:
+        sys.exit("protoc failed on " + PROTO_DIR)
+    for d in (os.path.join(out, "berth"), os.path.join(out, "berth", "v1")):
+        open(os.path.join(d, "__init__.py"), "a").close()
+    sys.path.insert(0, out)
+
+
+def leader_channel(addrs):
+    """A channel to the first controller that answers."""
+    errors = []
+    for addr in addrs.split(","):
+        channel = grpc.insecure_channel(addr)
+        try:
+            grpc.channel_ready_future(channel).result(timeout=5)
+            return channel, addr
+        except grpc.FutureTimeoutError:
+            errors.append(f"{addr}: no answer")
+    sys.exit("no controller answers: " + "; ".join(errors))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--addr", default=os.environ.get("BERTH_ADDR", "127.0.0.1:7450"))
+    p.add_argument("--image", default="berth/workload:latest")
+    p.add_argument("--gpus", type=int, default=1)
+    p.add_argument("command", nargs="*", default=["echo", "hello from python"])
+    a = p.parse_args()
+
+    stubs()
+    from berth.v1 import cluster_pb2, cluster_pb2_grpc, jobs_pb2, jobs_pb2_grpc, types_pb2
+
+    channel, addr = leader_channel(a.addr)
+    health = health_pb2_grpc.HealthStub(channel).Check(
+        health_pb2.HealthCheckRequest(service="berth.v1.JobService"), timeout=5
+    )
+    services = sorted(ProtoReflectionDescriptorDatabase(channel).get_services())
+    nodes = cluster_pb2_grpc.NodeServiceStub(channel).ListNodes(cluster_pb2.ListNodesRequest(), timeout=10)
+
+    jobs = jobs_pb2_grpc.JobServiceStub(channel)
+    spec = types_pb2.JobSpec(image=a.image, command=a.command, gpus=a.gpus)
+    request = jobs_pb2.SubmitJobRequest(spec=spec, request_id=uuid.uuid4().hex)
+    try:
+        submitted = jobs.SubmitJob(request, timeout=30)
+    except grpc.RpcError as e:
+        # A follower names the leader ("... leader is N at HOST:PORT").
+        leader = re.search(r"at (\S+:\d+)", e.details() or "")
+        if e.code() != grpc.StatusCode.UNAVAILABLE or not leader:
+            sys.exit(f"submit refused: {e.details()}")
+        channel = grpc.insecure_channel(leader.group(1))
+        jobs = jobs_pb2_grpc.JobServiceStub(channel)
+        submitted = jobs.SubmitJob(request, timeout=30)
+    job = submitted.job
+    print(f"submitted {job.id} ({job.name})", file=sys.stderr)
+
+    done = jobs.WaitJob(jobs_pb2.WaitJobRequest(job=job.id), timeout=300)
+    output = b"".join(c.data for c in jobs.JobLogs(jobs_pb2.JobLogsRequest(job=job.id), timeout=30))
+    sys.stdout.write(output.decode(errors="replace"))
+    print(json.dumps({
+        "controller": addr,
+        "health": health_pb2.HealthCheckResponse.ServingStatus.Name(health.status),
+        "services": services,
+        "nodes": [n.name for n in nodes.nodes],
+        "job": job.id,
+        "state": types_pb2.JobState.Name(done.job.state),
+        "exit_code": done.exit_code,
+    }))
+    return done.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
