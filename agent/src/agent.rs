@@ -51,6 +51,8 @@ pub struct Agent {
     pub exports: Arc<AtomicU32>,
     /// The current session's control plane (pulls ask it for holders).
     control: Mutex<Option<ControlPlaneClient<Channel>>>,
+    /// The daemon's settings, read when the session started.
+    daemon: Mutex<DaemonSettings>,
 }
 
 impl Agent {
@@ -69,6 +71,7 @@ impl Agent {
             pulls: Arc::default(),
             exports: Arc::default(),
             control: Mutex::new(None),
+            daemon: Mutex::default(),
         })
     }
 
@@ -101,6 +104,7 @@ impl Agent {
         let mut client = self.connect().await?;
         let inventory = self.gpus.sample()?;
         let info = self.runtime.info().await?;
+        *self.daemon.lock().unwrap() = info.settings.clone();
         let cluster = client
             .register(RegisterRequest {
                 node: self.cfg.node.clone(),
@@ -295,6 +299,7 @@ impl Agent {
                 })
                 .collect(),
             pulls: self.pulls.report(),
+            daemon: Some(self.daemon.lock().unwrap().clone()),
             exports_in_flight: self.exports.load(Ordering::Relaxed),
         }
     }

@@ -61,7 +61,7 @@ enum Command {
     #[command(subcommand)]
     Quota(commands::quota::Command),
     /// List nodes, one row per GPU.
-    Nodes,
+    Nodes(commands::nodes::Args),
     /// List images on each node.
     Images,
     /// Images across hosts: push, save, load, rm, gc.
@@ -140,7 +140,9 @@ async fn dispatch(command: Command, addr: &str, format: Format) -> anyhow::Resul
             .await
             .map(|()| 0),
         Command::Quota(cmd) => commands::quota::run(&client, cmd, format).await.map(|()| 0),
-        Command::Nodes => commands::nodes::run(&client, format).await.map(|()| 0),
+        Command::Nodes(args) => commands::nodes::run(&client, args, format)
+            .await
+            .map(|()| 0),
         Command::Images => commands::images::run(&client, format).await.map(|()| 0),
         Command::Image(cmd) => commands::image::run(&client, cmd, format).await.map(|()| 0),
         Command::Dev(_) | Command::Controller(_) => unreachable!("handled before connecting"),

@@ -101,6 +101,7 @@ pub fn node(n: &NodeRecord, t: Option<&Telemetry>, state: &State, ready: bool) -
         disk: t.and_then(|t| t.report.disk.clone()),
         last_seen_ms_ago: t.map_or(-1, |t| t.at.elapsed().as_millis() as i64),
         docker_version: n.docker_version.clone(),
+        daemon: t.and_then(|t| t.report.daemon.clone()),
         labels: n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
     }
 }

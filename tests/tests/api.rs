@@ -47,3 +47,33 @@ fn a_python_grpcio_client_works_from_the_proto_files_alone() {
     assert_eq!(summary["nodes"][0], node.as_str());
     assert_eq!(summary["state"], "JOB_STATE_EXITED");
 }
+
+#[test]
+fn nodes_verbose_shows_each_daemons_settings_and_what_looks_wrong() {
+    let mut c = Cluster::start();
+    let full = c.add_agent_env("1", &[], &[("BERTH_FAULT_DISK_FREE", "1048576")]);
+    let root = Command::new("docker")
+        .args(["info", "--format", "{{.DockerRootDir}} {{.DefaultRuntime}}"])
+        .output()
+        .unwrap();
+    let root = String::from_utf8_lossy(&root.stdout).trim().to_string();
+    let (data_root, default_runtime) = root.split_once(' ').unwrap();
+    let nodes = c.json(&["nodes"]);
+    let d = &nodes[0]["daemon"];
+    assert_eq!(d["root_dir"], data_root, "{d}");
+    assert_eq!(d["default_runtime"], default_runtime, "{d}");
+    assert!(d["runtimes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r == default_runtime));
+    let out = c.berth(&["nodes", "--verbose"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("{full} (ready)")), "{text}");
+    assert!(text.contains(&format!("data root {data_root}")), "{text}");
+    assert!(text.contains("nvidia runtime: no"), "{text}");
+    assert!(
+        text.contains("warning: the Docker data root") && text.contains("berth image gc"),
+        "{text}"
+    );
+}

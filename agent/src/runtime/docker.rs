@@ -122,9 +122,28 @@ impl Docker {
 impl ContainerRuntime for Docker {
     async fn info(&self) -> Result<DaemonInfo> {
         let info = self.client.info().await.map_err(docker_err)?;
+        let mut runtimes: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+        runtimes.sort();
+        let text = |o: Option<String>| o.unwrap_or_default();
+        let settings = berth_proto::v1::DaemonSettings {
+            version: text(info.server_version.clone()),
+            root_dir: text(info.docker_root_dir.clone()),
+            storage_driver: text(info.driver),
+            cgroup_driver: info
+                .cgroup_driver
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
+            default_runtime: text(info.default_runtime),
+            nvidia_runtime: runtimes.iter().any(|r| r == "nvidia"),
+            runtimes,
+            http_proxy: text(info.http_proxy),
+            https_proxy: text(info.https_proxy),
+            no_proxy: text(info.no_proxy),
+        };
         Ok(DaemonInfo {
-            version: info.server_version.unwrap_or_default(),
-            root_dir: info.docker_root_dir.unwrap_or_default(),
+            version: text(info.server_version),
+            root_dir: text(info.docker_root_dir),
+            settings,
         })
     }
 

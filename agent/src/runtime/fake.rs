@@ -45,6 +45,7 @@ impl ContainerRuntime for FakeRuntime {
         Ok(DaemonInfo {
             version: "fake".into(),
             root_dir: "/fake".into(),
+            settings: Default::default(),
         })
     }
 

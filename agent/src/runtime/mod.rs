@@ -110,6 +110,8 @@ pub struct ImageUsage {
 pub struct DaemonInfo {
     pub version: String,
     pub root_dir: String,
+    /// The rest of what `berth nodes --verbose` shows.
+    pub settings: berth_proto::v1::DaemonSettings,
 }
 
 /// 1 = stdout, 2 = stderr (as berth.v1 LogChunk.Stream).

@@ -2,13 +2,21 @@
 //! plus who holds each GPU.
 
 use anyhow::Result;
-use berth_proto::v1::{ListJobsRequest, ListNodesRequest, NodeStatus};
+use berth_proto::v1::{ListJobsRequest, ListNodesRequest, Node, NodeStatus};
 use serde_json::json;
 
 use crate::client::{status_message, Client};
 use crate::output::{bytes, table, Format};
 
-pub async fn run(client: &Client, format: Format) -> Result<()> {
+#[derive(clap::Args)]
+pub struct Args {
+    /// Also each node's Docker daemon: data root, storage and cgroup
+    /// drivers, runtimes (nvidia?), proxies, and what looks misconfigured.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+pub async fn run(client: &Client, args: Args, format: Format) -> Result<()> {
     let nodes = client
         .nodes()
         .list_nodes(ListNodesRequest {})
@@ -40,6 +48,14 @@ pub async fn run(client: &Client, format: Format) -> Result<()> {
                     "docker_version": n.docker_version,
                     "last_seen_ms_ago": n.last_seen_ms_ago,
                     "labels": n.labels,
+                    "daemon": n.daemon.as_ref().map(|d| json!({
+                        "version": d.version, "root_dir": d.root_dir,
+                        "storage_driver": d.storage_driver, "cgroup_driver": d.cgroup_driver,
+                        "default_runtime": d.default_runtime, "runtimes": d.runtimes,
+                        "nvidia_runtime": d.nvidia_runtime,
+                        "http_proxy": d.http_proxy, "https_proxy": d.https_proxy, "no_proxy": d.no_proxy,
+                    })),
+                    "warnings": warnings(n),
                     "disk": n.disk.as_ref().map(|d| json!({"docker_root_dir": d.docker_root_dir, "total_bytes": d.total_bytes, "free_bytes": d.free_bytes})),
                     "gpus": n.gpus.iter().map(|g| json!({
                         "index": g.index, "uuid": g.uuid, "model": g.model,
@@ -114,7 +130,98 @@ pub async fn run(client: &Client, format: Format) -> Result<()> {
             rows
         )
     );
+    if args.verbose {
+        for n in &nodes {
+            println!();
+            verbose(n);
+        }
+    }
     Ok(())
+}
+
+/// A node's daemon, for a person checking a host.
+fn verbose(n: &Node) {
+    let labels = if n.labels.is_empty() {
+        "-".to_string()
+    } else {
+        n.labels.join(",")
+    };
+    println!(
+        "{} ({}): agent {}, GPUs via {}, labels {}",
+        n.name,
+        status_word(n.status),
+        n.agent_addr,
+        n.gpu_backend,
+        labels
+    );
+    let Some(d) = &n.daemon else {
+        println!("  daemon: not reported yet");
+        return;
+    };
+    let disk = n.disk.as_ref().map_or(String::new(), |k| {
+        format!(
+            " ({} free of {})",
+            bytes(k.free_bytes),
+            bytes(k.total_bytes)
+        )
+    });
+    let or_dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    println!("  docker {}, data root {}{}", d.version, d.root_dir, disk);
+    println!(
+        "  storage driver {}, cgroup driver {}",
+        or_dash(&d.storage_driver),
+        or_dash(&d.cgroup_driver)
+    );
+    println!(
+        "  runtimes {} (default {}), nvidia runtime: {}",
+        d.runtimes.join(", "),
+        or_dash(&d.default_runtime),
+        if d.nvidia_runtime { "yes" } else { "no" }
+    );
+    println!(
+        "  proxy: http {}, https {}, no_proxy {}",
+        or_dash(&d.http_proxy),
+        or_dash(&d.https_proxy),
+        or_dash(&d.no_proxy)
+    );
+    for w in warnings(n) {
+        println!("  warning: {w}");
+    }
+}
+
+/// What looks wrong with a node, in words that say what to do.
+fn warnings(n: &Node) -> Vec<String> {
+    let mut w = Vec::new();
+    if n.status != NodeStatus::Ready as i32 {
+        w.push("the agent is not reporting: is berth-agent running there?".to_string());
+    }
+    if let Some(d) = &n.daemon {
+        if n.gpu_backend == "nvml" && !d.nvidia_runtime {
+            w.push("NVIDIA GPUs but no nvidia runtime: if GPU jobs cannot see their GPUs, install nvidia-container-toolkit and run `nvidia-ctk runtime configure --runtime=docker`".into());
+        }
+        if !d.default_runtime.is_empty() && !d.runtimes.contains(&d.default_runtime) {
+            w.push(format!(
+                "the default runtime {:?} is not among the daemon's runtimes",
+                d.default_runtime
+            ));
+        }
+    }
+    if let Some(k) = &n.disk {
+        if k.total_bytes > 0 && k.free_bytes < k.total_bytes / 10 {
+            w.push(format!(
+                "the Docker data root {} is {}% full: berth image gc, or move data-root to a bigger disk",
+                k.docker_root_dir,
+                100 - k.free_bytes * 100 / k.total_bytes
+            ));
+        }
+    }
+    w
 }
 
 fn status_word(s: i32) -> &'static str {
