@@ -43,6 +43,8 @@ enum Command {
     Ps(commands::ps::Args),
     /// Print a job's output.
     Logs(commands::logs::Args),
+    /// Submit the jobs of a TOML file (each with berth run's options).
+    Submit(commands::submit::Args),
     /// Run a command in a running job's container (-it for a shell).
     Exec(commands::exec::Args),
     /// Copy files between a job's container and this machine (as docker cp).
@@ -121,7 +123,7 @@ async fn dispatch(command: Command, addr: &str, format: Format) -> anyhow::Resul
         // Malformed flags are refused before we even connect: nothing is created.
         let spec = commands::run::job_spec(&args)?;
         let client = client::Client::connect(addr).await?;
-        return commands::run::run(&client, args, spec).await;
+        return commands::run::run(&client, args, spec, format).await;
     }
     let client = client::Client::connect(addr).await?;
     match command {
@@ -129,6 +131,7 @@ async fn dispatch(command: Command, addr: &str, format: Format) -> anyhow::Resul
         Command::Ps(args) => commands::ps::run(&client, args, format).await.map(|()| 0),
         Command::Logs(args) => commands::logs::run(&client, args).await.map(|()| 0),
         Command::Exec(args) => commands::exec::run(&client, args).await,
+        Command::Submit(args) => commands::submit::run(&client, args, format).await,
         Command::Cp(args) => commands::cp::run(&client, args).await.map(|()| 0),
         Command::Commit(args) => commands::commit::run(&client, args, format)
             .await

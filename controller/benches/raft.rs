@@ -123,6 +123,7 @@ fn submit_req(request_id: String) -> SubmitJobRequest {
         }),
         name: String::new(),
         request_id,
+        dry_run: false,
     }
 }
 

@@ -91,24 +91,7 @@ impl Controller {
         } else {
             name
         };
-        {
-            let inner = self.shared.lock();
-            validate::job(&spec, &name)?;
-            // Stops at the first host holding the image: O(hosts) at worst.
-            let wanted = scheduler::normalize_image(&spec.image);
-            let mut image = ImageSeen::Nowhere;
-            for n in inner.state.nodes.keys() {
-                match inner.telemetry.get(n) {
-                    None => image = ImageSeen::Unknown,
-                    Some(t) if report_holds(&t.report, &wanted) => {
-                        image = ImageSeen::Somewhere;
-                        break;
-                    }
-                    Some(_) => {}
-                }
-            }
-            validate::against_cluster(&spec, &inner.state, image)?;
-        }
+        self.validate_submit(&spec, &name)?;
         let applied = self
             .propose(Command::Submit {
                 id: id.clone(),
@@ -127,6 +110,62 @@ impl Controller {
                 .unwrap_or_default()
         });
         self.resolve_target(if group.is_empty() { &first } else { &group })
+    }
+
+    /// Every check a submit makes, writing nothing.
+    fn validate_submit(&self, spec: &JobSpec, name: &str) -> Result<()> {
+        let inner = self.shared.lock();
+        validate::job(spec, name)?;
+        // Stops at the first host holding the image: O(hosts) at worst.
+        let wanted = scheduler::normalize_image(&spec.image);
+        let mut image = ImageSeen::Nowhere;
+        for n in inner.state.nodes.keys() {
+            match inner.telemetry.get(n) {
+                None => image = ImageSeen::Unknown,
+                Some(t) if report_holds(&t.report, &wanted) => {
+                    image = ImageSeen::Somewhere;
+                    break;
+                }
+                Some(_) => {}
+            }
+        }
+        validate::against_cluster(&spec, &inner.state, image)?;
+        Ok(())
+    }
+
+    /// A dry run: the checks of a submit, then where the next scheduling
+    /// pass would place the job (or why it would wait), as if it were
+    /// queued now behind everything already queued. Writes nothing.
+    pub fn plan_submit(&self, spec: &JobSpec, name: &str) -> Result<scheduler::Explanation> {
+        let name = if name.is_empty() { "dry-run" } else { name };
+        self.validate_submit(spec, name)?;
+        let mut inner = self.shared.lock();
+        let mut snapshot = scheduler_snapshot(&mut inner, true);
+        let ready: HashSet<&str> = snapshot.nodes.iter().map(|n| n.name.as_str()).collect();
+        let down: Vec<String> = inner
+            .state
+            .nodes
+            .keys()
+            .filter(|n| !ready.contains(n.as_str()))
+            .cloned()
+            .collect();
+        drop(inner);
+        let id = format!("(dry run) {name}");
+        let tasks = spec.nodes.max(1);
+        let job = crate::scheduler::QueuedJob {
+            id: id.clone(),
+            gang: if tasks > 1 {
+                (0..tasks).map(|r| format!("{id} rank {r}")).collect()
+            } else {
+                Vec::new()
+            },
+            ..crate::sched_queue::from_spec(spec, u64::MAX)
+        };
+        let mut queue = (*snapshot.queue).clone();
+        queue.push(std::sync::Arc::new(job));
+        snapshot.queue = std::sync::Arc::new(queue);
+        scheduler::explain(&snapshot, &id, &down)
+            .ok_or_else(|| Error::Unavailable("the dry run lost its job; try again".into()))
     }
 
     /// Stops a job, or every live task of a group.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use berth_proto::v1::JobState;
+use berth_proto::v1::{JobSpec, JobState};
 
 use crate::scheduler::{normalize_image, Constraint, QueuedJob};
 use crate::state::{GroupKind, JobRecord, State};
@@ -135,31 +135,39 @@ fn queued(state: &State, j: &JobRecord) -> Option<QueuedJob> {
     }
     Some(QueuedJob {
         id: gang.map_or_else(|| j.id.clone(), |g| g.id.clone()),
-        seq: j.seq,
-        user: j.spec.user.clone(),
-        priority: j.spec.priority,
-        gpus: j.spec.gpus,
-        memory: j.spec.gpu_memory_bytes,
-        model: j.spec.gpu_model.to_lowercase(),
-        constraints: j
-            .spec
-            .constraints
-            .iter()
-            .filter_map(|c| Constraint::parse(c))
-            .collect(),
-        exclusive: j.spec.exclusive,
-        image: normalize_image(&j.spec.image),
-        ports: j
-            .spec
-            .ports
-            .iter()
-            .map(|p| (p.host_port, p.protocol.clone()))
-            .collect(),
         gang: gang.map(|g| g.tasks.clone()).unwrap_or_default(),
         array: group
             .filter(|g| g.kind == GroupKind::Array)
             .map(|g| (g.id.clone(), g.max_running)),
+        ..from_spec(&j.spec, j.seq)
     })
+}
+
+/// What the scheduler needs of a spec (id, gang and array left empty).
+pub fn from_spec(spec: &JobSpec, seq: u64) -> QueuedJob {
+    QueuedJob {
+        id: String::new(),
+        seq,
+        user: spec.user.clone(),
+        priority: spec.priority,
+        gpus: spec.gpus,
+        memory: spec.gpu_memory_bytes,
+        model: spec.gpu_model.to_lowercase(),
+        constraints: spec
+            .constraints
+            .iter()
+            .filter_map(|c| Constraint::parse(c))
+            .collect(),
+        exclusive: spec.exclusive,
+        image: normalize_image(&spec.image),
+        ports: spec
+            .ports
+            .iter()
+            .map(|p| (p.host_port, p.protocol.clone()))
+            .collect(),
+        gang: Vec::new(),
+        array: None,
+    }
 }
 
 #[cfg(test)]

@@ -60,6 +60,7 @@ fn submit_all(
                             }),
                             name: format!("sub-{i}"),
                             request_id: format!("req-{i}"),
+                            dry_run: false,
                         };
                         match c.submit_job(req).await {
                             Ok(r) => {

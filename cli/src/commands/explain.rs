@@ -2,7 +2,7 @@
 //! it rules out, and what the job waits for.
 
 use anyhow::Result;
-use berth_proto::v1::ExplainJobRequest;
+use berth_proto::v1::{ExplainJobRequest, Explanation, JobSpec, SubmitJobRequest};
 use serde_json::json;
 
 use crate::client::{status_message, Client};
@@ -22,7 +22,34 @@ pub async fn run(client: &Client, args: Args, format: Format) -> Result<()> {
         .map_err(status_message)?
         .into_inner();
     let job = e.job.clone().unwrap_or_default();
+    show(&e, &format!("{} ({})", job.name, job.id), format)
+}
+
+/// `--dry-run`: the checks of a submit and where it would be placed, with
+/// nothing created.
+pub async fn dry_run(client: &Client, spec: JobSpec, name: String, format: Format) -> Result<()> {
+    let title = if name.is_empty() {
+        format!("{} (dry run)", spec.image)
+    } else {
+        format!("{name} (dry run)")
+    };
+    let r = client
+        .jobs()
+        .submit_job(SubmitJobRequest {
+            spec: Some(spec),
+            name,
+            request_id: String::new(),
+            dry_run: true,
+        })
+        .await
+        .map_err(status_message)?
+        .into_inner();
+    show(&r.plan.unwrap_or_default(), &title, format)
+}
+
+fn show(e: &Explanation, title: &str, format: Format) -> Result<()> {
     if format == Format::Json {
+        let job = e.job.clone().unwrap_or_default();
         let out = json!({
             "job": job.id,
             "name": job.name,
@@ -33,7 +60,7 @@ pub async fn run(client: &Client, args: Args, format: Format) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!("{} ({}): {}", job.name, job.id, e.summary);
+    println!("{title}: {}", e.summary);
     for q in &e.queue {
         println!("  {q}");
     }

@@ -15,4 +15,5 @@ pub mod ps;
 pub mod quota;
 pub mod run;
 pub mod stop;
+pub mod submit;
 pub mod wait;

@@ -9,7 +9,7 @@ use berth_proto::v1::{
 use futures::StreamExt;
 
 use crate::client::{status_message, Client};
-use crate::output::state;
+use crate::output::{state, Format};
 use crate::spec;
 
 #[derive(clap::Args)]
@@ -42,6 +42,10 @@ pub struct Args {
     /// Detach: print the job id and return.
     #[arg(short = 'd', long)]
     detach: bool,
+    /// Create nothing: say where it would be placed and why (like nomad
+    /// job plan), after every check a submit makes.
+    #[arg(long)]
+    dry_run: bool,
     /// GPU model, matched as a substring of the model name (e.g. A100).
     #[arg(long)]
     gpu_model: Option<String>,
@@ -78,6 +82,13 @@ pub struct Args {
     /// Image, then the command and its arguments.
     #[arg(required = true, num_args = 1..)]
     image_and_command: Vec<String>,
+}
+
+impl Args {
+    /// The job's --name, if given.
+    pub fn name(&self) -> Option<String> {
+        self.name.clone()
+    }
 }
 
 /// Builds the spec; every malformed flag is refused here, before any request.
@@ -157,7 +168,12 @@ async fn show_pull(client: &Client, job: &str, view: &mut crate::commands::image
     }
 }
 
-pub async fn run(client: &Client, args: Args, spec: JobSpec) -> Result<i32> {
+pub async fn run(client: &Client, args: Args, spec: JobSpec, format: Format) -> Result<i32> {
+    if args.dry_run {
+        let name = args.name.clone().unwrap_or_default();
+        crate::commands::explain::dry_run(client, spec, name, format).await?;
+        return Ok(0);
+    }
     // Watch before submitting so no transition of the new job can be missed.
     let mut events = if args.detach {
         None
@@ -178,6 +194,7 @@ pub async fn run(client: &Client, args: Args, spec: JobSpec) -> Result<i32> {
             name: args.name.clone().unwrap_or_default(),
             // Idempotency key: a retry of this very submit never makes a second job.
             request_id: format!("{:032x}", rand::random::<u128>()),
+            dry_run: false,
         })
         .await
         .map_err(status_message)?

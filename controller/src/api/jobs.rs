@@ -28,6 +28,14 @@ impl JobService for Jobs {
         let spec = req
             .spec
             .ok_or_else(|| Status::invalid_argument("spec is required"))?;
+        if req.dry_run {
+            self.0.ensure_leader()?;
+            let plan = self.0.plan_submit(&spec, &req.name)?;
+            return Ok(Response::new(SubmitJobResponse {
+                plan: Some(explanation(None, plan)),
+                ..Default::default()
+            }));
+        }
         let target = self.0.submit(spec, req.name, req.request_id).await?;
         Ok(Response::new(self.0.read(|s| match &target {
             Target::Job(job) => {
@@ -44,6 +52,7 @@ impl JobService for Jobs {
                     job: tasks.first().cloned(),
                     tasks,
                     group_id: g.id.clone(),
+                    plan: None,
                 }
             }
         })))
@@ -127,20 +136,8 @@ impl JobService for Jobs {
     ) -> Result<Response<Explanation>, Status> {
         self.0.ensure_leader()?;
         let (job, e) = self.0.explain(&req.into_inner().job)?;
-        Ok(Response::new(Explanation {
-            job: Some(self.0.read(|s| convert::job(&job, s))),
-            summary: e.summary,
-            hosts: e
-                .hosts
-                .into_iter()
-                .map(|(reason, hosts)| HostReason {
-                    reason,
-                    hosts: hosts.len() as u32,
-                    examples: hosts.into_iter().take(5).collect(),
-                })
-                .collect(),
-            queue: e.queue,
-        }))
+        let job = self.0.read(|s| convert::job(&job, s));
+        Ok(Response::new(explanation(Some(job), e)))
     }
 
     async fn set_quota(
@@ -285,5 +282,23 @@ pub async fn wait_until(
         if applied.changed().await.is_err() {
             return Err(Status::unavailable("controller is shutting down"));
         }
+    }
+}
+
+/// The scheduler's explanation as the API gives it.
+fn explanation(job: Option<Job>, e: crate::scheduler::Explanation) -> Explanation {
+    Explanation {
+        job,
+        summary: e.summary,
+        hosts: e
+            .hosts
+            .into_iter()
+            .map(|(reason, hosts)| HostReason {
+                reason,
+                hosts: hosts.len() as u32,
+                examples: hosts.into_iter().take(5).collect(),
+            })
+            .collect(),
+        queue: e.queue,
     }
 }

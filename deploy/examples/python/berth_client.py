@@ -83,8 +83,8 @@ def main():
     try:
         submitted = jobs.SubmitJob(request, timeout=30)
     except grpc.RpcError as e:
-        # A follower names the leader ("... leader is N at HOST:PORT").
-        leader = re.search(r"at (\S+:\d+)", e.details() or "")
+        # A follower names the leader ("... the leader is HOST:PORT").
+        leader = re.search(r"leader is (\S+:\d+)", e.details() or "")
         if e.code() != grpc.StatusCode.UNAVAILABLE or not leader:
             sys.exit(f"submit refused: {e.details()}")
         channel = grpc.insecure_channel(leader.group(1))
