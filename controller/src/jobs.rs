@@ -129,7 +129,7 @@ impl Controller {
                 Some(_) => {}
             }
         }
-        validate::against_cluster(&spec, &inner.state, image)?;
+        validate::against_cluster(spec, &inner.state, image)?;
         Ok(())
     }
 
