@@ -127,3 +127,37 @@ env = {{ LR = "3e-4" }}
     );
     assert_eq!(job_count(&c), before);
 }
+
+#[test]
+fn run_wait_and_timeout_for_pipelines() {
+    let mut c = Cluster::start();
+    c.add_agent(1);
+    // --wait: no output streamed, the job's exit code as ours.
+    let out = c.berth(&["run", "--wait", IMAGE, "sh", "-c", "echo noisy; exit 4"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stdout).is_empty());
+    // --timeout: stopped when the time is up, 124 as timeout(1) says.
+    let started = std::time::Instant::now();
+    let name = unique("slow");
+    let out = c.berth(&[
+        "run",
+        "--timeout",
+        "2s",
+        "--name",
+        &name,
+        IMAGE,
+        "sleep",
+        "60",
+    ]);
+    assert_eq!(out.status.code(), Some(124), "{out:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(40));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did not finish within 2s"));
+    let job = c.wait_state(&name, "cancelled");
+    assert_eq!(job["name"], name.as_str());
+    let out = c.berth(&["run", "--timeout", "soon", IMAGE, "true"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a bad duration is a usage error"
+    );
+}

@@ -46,6 +46,14 @@ pub struct Args {
     /// job plan), after every check a submit makes.
     #[arg(long)]
     dry_run: bool,
+    /// Wait for the job without streaming its output; exit with its code
+    /// (for CI and pipelines).
+    #[arg(long, conflicts_with = "detach")]
+    wait: bool,
+    /// Stop the job if it has not finished this long after it was
+    /// submitted (e.g. 90s, 30m, 2h) and exit with 124, as timeout(1) does.
+    #[arg(long, conflicts_with = "detach")]
+    timeout: Option<humantime::Duration>,
     /// GPU model, matched as a substring of the model name (e.g. A100).
     #[arg(long)]
     gpu_model: Option<String>,
@@ -175,7 +183,7 @@ pub async fn run(client: &Client, args: Args, spec: JobSpec, format: Format) -> 
         return Ok(0);
     }
     // Watch before submitting so no transition of the new job can be missed.
-    let mut events = if args.detach {
+    let mut events = if args.detach || args.wait {
         None
     } else {
         Some(
@@ -208,10 +216,38 @@ pub async fn run(client: &Client, args: Args, spec: JobSpec, format: Format) -> 
         return Ok(0);
     }
     eprintln!("berth: job {} ({}) submitted", job.id, job.name);
+    let flow = async {
+        match events.as_mut() {
+            Some(events) => follow(client, &job, events).await,
+            None => outcome(client, &job.id).await,
+        }
+    };
+    let Some(limit) = args.timeout else {
+        return flow.await;
+    };
+    match tokio::time::timeout(limit.into(), flow).await {
+        Ok(code) => code,
+        Err(_) => {
+            eprintln!(
+                "berth: job {} did not finish within {limit}: stopping it",
+                job.id
+            );
+            stop(client, &job.id).await?;
+            Ok(124)
+        }
+    }
+}
+
+/// Attached: placement and pull progress on stderr, then the container's
+/// output, then its exit code.
+async fn follow(
+    client: &Client,
+    job: &Job,
+    events: &mut tonic::Streaming<berth_proto::v1::Event>,
+) -> Result<i32> {
     let mut last = JobState::Unspecified;
     let mut interrupted = false;
     let mut has_container = false;
-    let events = events.as_mut().expect("attached");
     // Image transfers are telemetry, not events: polled while pulling.
     let mut pull_view = crate::commands::image::View::new(crate::output::Format::Table);
     let mut pull_tick = tokio::time::interval(std::time::Duration::from_millis(500));
@@ -272,10 +308,15 @@ pub async fn run(client: &Client, args: Args, spec: JobSpec, format: Format) -> 
             }
         }
     }
+    outcome(client, &job.id).await
+}
+
+/// Waits for the job; its exit code, or Berth's for a job that never ran.
+async fn outcome(client: &Client, id: &str) -> Result<i32> {
     let done = client
         .jobs()
         .wait_job(WaitJobRequest {
-            job: job.id.clone(),
+            job: id.to_string(),
         })
         .await
         .map_err(status_message)?
