@@ -146,11 +146,16 @@ fn build_image(d: &Daemon, root: &Path, tag: &str, mb: usize) {
         "FROM scratch\nCOPY weights.bin /data/\nCOPY train.log /data/\n",
     )
     .unwrap();
+    docker_build(d, &ctx, tag);
+}
+
+/// `docker build` of the context `ctx` as `tag` in `d`, then removes `ctx`.
+fn docker_build(d: &Daemon, ctx: &Path, tag: &str) {
     let out = Command::new("docker")
         .arg("-H")
         .arg(d.host())
         .args(["build", "-q", "-t", tag])
-        .arg(&ctx)
+        .arg(ctx)
         .env("DOCKER_BUILDKIT", "0")
         .output()
         .unwrap();
@@ -159,7 +164,7 @@ fn build_image(d: &Daemon, root: &Path, tag: &str, mb: usize) {
         "docker build: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let _ = std::fs::remove_dir_all(&ctx);
+    let _ = std::fs::remove_dir_all(ctx);
 }
 
 /// Builds `tag` FROM `base` in `d`, with one more layer of `mb` random bytes.
@@ -181,20 +186,7 @@ fn build_derived(d: &Daemon, root: &Path, base: &str, tag: &str, mb: usize) {
         format!("FROM {base}\nCOPY new.bin /data/\n"),
     )
     .unwrap();
-    let out = Command::new("docker")
-        .arg("-H")
-        .arg(d.host())
-        .args(["build", "-q", "-t", tag])
-        .arg(&ctx)
-        .env("DOCKER_BUILDKIT", "0")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "docker build: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let _ = std::fs::remove_dir_all(&ctx);
+    docker_build(d, &ctx, tag);
 }
 
 /// `docker save | docker load` from `src` to `dst`, timed.

@@ -141,14 +141,7 @@ impl Controller {
         self.validate_submit(spec, name)?;
         let mut inner = self.shared.lock();
         let mut snapshot = scheduler_snapshot(&mut inner, true);
-        let ready: HashSet<&str> = snapshot.nodes.iter().map(|n| n.name.as_str()).collect();
-        let down: Vec<String> = inner
-            .state
-            .nodes
-            .keys()
-            .filter(|n| !ready.contains(n.as_str()))
-            .cloned()
-            .collect();
+        let down = down_nodes(&inner.state, &snapshot);
         drop(inner);
         let id = format!("(dry run) {name}");
         let tasks = spec.nodes.max(1);
@@ -232,14 +225,7 @@ impl Controller {
             .get(&job.group)
             .filter(|g| g.kind == crate::state::GroupKind::Gang)
             .map_or_else(|| job.id.clone(), |g| g.id.clone());
-        let ready: HashSet<&str> = snapshot.nodes.iter().map(|n| n.name.as_str()).collect();
-        let down: Vec<String> = inner
-            .state
-            .nodes
-            .keys()
-            .filter(|n| !ready.contains(n.as_str()))
-            .cloned()
-            .collect();
+        let down = down_nodes(&inner.state, &snapshot);
         let e = scheduler::explain(&snapshot, &queued_id, &down)
             .ok_or_else(|| Error::NotFound(format!("job {} is not in the queue", job.id)))?;
         drop(inner);
@@ -255,6 +241,17 @@ impl Controller {
         self.propose(Command::SetQuota { user, gpus }).await?;
         Ok(())
     }
+}
+
+/// Registered nodes the snapshot left out: not reporting.
+fn down_nodes(state: &crate::state::State, snapshot: &scheduler::Snapshot) -> Vec<String> {
+    let ready: HashSet<&str> = snapshot.nodes.iter().map(|n| n.name.as_str()).collect();
+    state
+        .nodes
+        .keys()
+        .filter(|n| !ready.contains(n.as_str()))
+        .cloned()
+        .collect()
 }
 
 /// Whether a node's report lists the (normalised) image by tag or id.
