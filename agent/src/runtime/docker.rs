@@ -20,10 +20,10 @@ use super::{
 use crate::{Error, Result};
 
 pub struct Docker {
-    client: bollard::Docker,
+    pub(super) client: bollard::Docker,
     /// The same daemon with a long timeout: save and load of a big image
     /// take longer than bollard's default 120 s.
-    streams: bollard::Docker,
+    pub(super) streams: bollard::Docker,
     /// The daemon's data root, asked once: `docker info` is one of the
     /// slowest calls of the Engine API, and the disk is read on every report.
     root_dir: tokio::sync::OnceCell<String>,
@@ -313,106 +313,23 @@ impl ContainerRuntime for Docker {
     }
 
     async fn exec(&self, container: &str, spec: &ExecSpec) -> Result<ExecSession> {
-        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
-        let config = bollard::models::ExecConfig {
-            attach_stdin: Some(spec.stdin),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            tty: Some(spec.tty),
-            env: (!spec.env.is_empty()).then(|| spec.env.clone()),
-            cmd: Some(spec.command.clone()),
-            user: non_empty(&spec.user),
-            working_dir: non_empty(&spec.workdir),
-            ..Default::default()
-        };
-        // An interactive session may last hours: the long-timeout client.
-        let id = self
-            .streams
-            .create_exec(container, config)
-            .await
-            .map_err(docker_err)?
-            .id;
-        let started = self
-            .streams
-            .start_exec(
-                &id,
-                Some(bollard::exec::StartExecOptions {
-                    detach: false,
-                    tty: spec.tty,
-                    output_capacity: None,
-                }),
-            )
-            .await
-            .map_err(docker_err)?;
-        let bollard::exec::StartExecResults::Attached { output, input } = started else {
-            return Err(Error::Docker("docker exec started detached".into()));
-        };
-        if spec.tty && spec.rows > 0 && spec.cols > 0 {
-            // Before the first prompt is drawn, best effort.
-            let _ = self.exec_resize(&id, spec.rows, spec.cols).await;
-        }
-        let output = output
-            .map(|item| {
-                use bollard::container::LogOutput;
-                match item.map_err(docker_err)? {
-                    LogOutput::StdErr { message } => Ok((2, message)),
-                    LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                        Ok((1, message))
-                    }
-                    LogOutput::StdIn { message } => Ok((1, message)),
-                }
-            })
-            .boxed();
-        Ok(ExecSession { id, output, input })
+        self.exec_now(container, spec).await
     }
 
     async fn exec_resize(&self, id: &str, rows: u32, cols: u32) -> Result<()> {
-        let opts = bollard::query_parameters::ResizeExecOptions {
-            h: rows as i32,
-            w: cols as i32,
-        };
-        self.client.resize_exec(id, opts).await.map_err(docker_err)
+        self.exec_resize_now(id, rows, cols).await
     }
 
     async fn exec_exit_code(&self, id: &str) -> Result<Option<i64>> {
-        let i = self.client.inspect_exec(id).await.map_err(docker_err)?;
-        Ok(if i.running == Some(true) {
-            None
-        } else {
-            i.exit_code
-        })
+        self.exec_exit_code_now(id).await
     }
 
     async fn path_stat(&self, container: &str, path: &str) -> Result<Option<PathStat>> {
-        let opts = bollard::query_parameters::ContainerArchiveInfoOptions {
-            path: path.to_string(),
-        };
-        match self
-            .client
-            .get_container_archive_info(container, Some(opts))
-            .await
-        {
-            Ok(s) => Ok(Some(PathStat {
-                name: s.name,
-                size: s.size,
-                // Go's os.ModeDir.
-                is_dir: s.file_mode & (1 << 31) != 0,
-            })),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(None),
-            Err(e) => Err(docker_err(e)),
-        }
+        self.path_stat_now(container, path).await
     }
 
     fn copy_from(&self, container: &str, path: &str) -> BoxStream<'static, Result<bytes::Bytes>> {
-        let opts = bollard::query_parameters::DownloadFromContainerOptions {
-            path: path.to_string(),
-        };
-        self.streams
-            .download_from_container(container, Some(opts))
-            .map(|r| r.map_err(docker_err))
-            .boxed()
+        self.copy_from_now(container, path)
     }
 
     async fn copy_to(
@@ -421,14 +338,7 @@ impl ContainerRuntime for Docker {
         dir: &str,
         tar: BoxStream<'static, std::result::Result<bytes::Bytes, std::io::Error>>,
     ) -> Result<()> {
-        let opts = bollard::query_parameters::UploadToContainerOptions {
-            path: dir.to_string(),
-            ..Default::default()
-        };
-        self.streams
-            .upload_to_container(container, Some(opts), bollard::body_try_stream(tar))
-            .await
-            .map_err(docker_err)
+        self.copy_to_now(container, dir, tar).await
     }
 
     async fn commit(
@@ -439,20 +349,7 @@ impl ContainerRuntime for Docker {
         comment: &str,
         pause: bool,
     ) -> Result<String> {
-        let opts = bollard::query_parameters::CommitContainerOptions {
-            container: Some(container.to_string()),
-            repo: Some(repo.to_string()),
-            tag: Some(tag.to_string()),
-            comment: (!comment.is_empty()).then(|| comment.to_string()),
-            pause,
-            ..Default::default()
-        };
-        let r = self
-            .streams
-            .commit_container(opts, bollard::models::ContainerConfig::default())
-            .await
-            .map_err(docker_err)?;
-        Ok(r.id)
+        self.commit_now(container, repo, tag, comment, pause).await
     }
 
     async fn image_layers(&self, reference: &str) -> Result<Vec<String>> {
@@ -581,7 +478,7 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     }
 }
 
-fn docker_err(e: bollard::errors::Error) -> Error {
+pub(super) fn docker_err(e: bollard::errors::Error) -> Error {
     match e {
         bollard::errors::Error::DockerResponseServerError {
             status_code: 404,

@@ -2,6 +2,7 @@
 //! a call-recording fake for unit tests of the agent's logic.
 
 mod docker;
+mod docker_ops;
 pub mod fake;
 
 pub use docker::Docker;
