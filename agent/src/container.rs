@@ -88,6 +88,7 @@ pub fn spec(alloc: &Allocation, cluster: &str, node: &str, real_gpus: bool) -> C
         device_ids: if real_gpus { uuids } else { Vec::new() },
         workdir: js.workdir,
         tty: js.tty,
+        stdin: js.stdin,
     }
 }
 

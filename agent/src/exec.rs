@@ -1,10 +1,13 @@
-//! `docker exec` sessions for the controller (`berth exec`): the first
-//! message names the job and the command; then stdin and terminal resizes
-//! flow in while output flows out; the last message is the exit code.
+//! `docker exec` sessions for the controller (`berth exec`), and attaching
+//! to a job's own process (`berth run -it`): the first message names the
+//! job and what to do; then stdin and terminal resizes flow in while output
+//! flows out; the last message is the exit code.
 
+use std::future::Future;
 use std::pin::Pin;
 
 use berth_proto::v1::{exec_input, exec_output, ExecInput, ExecOutput};
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tonic::{Status, Streaming};
@@ -22,6 +25,39 @@ pub async fn run(agent: &Agent, mut inbound: Streaming<ExecInput>) -> Result<Out
         return Err(Status::invalid_argument("an exec starts with what to run"));
     };
     let container = container_of(agent, &start.job, true).await?;
+    let runtime = agent.runtime.clone();
+    if start.attach {
+        let session = runtime.attach(&container).await?;
+        if start.tty && start.rows > 0 && start.cols > 0 {
+            let _ = runtime.resize_tty(&container, start.rows, start.cols).await;
+        }
+        tracing::info!(job = %start.job, "attached");
+        let (rt, id) = (runtime.clone(), container.clone());
+        pump_input(inbound, session.input, move |rows, cols| {
+            let (rt, id) = (rt.clone(), id.clone());
+            async move {
+                let _ = rt.resize_tty(&id, rows, cols).await;
+            }
+        });
+        // The job's exit code: its container's, once it stopped.
+        let (cluster, node) = (
+            agent.cluster_id.lock().unwrap().clone(),
+            agent.cfg.node.clone(),
+        );
+        let rt = runtime.clone();
+        let exit = async move {
+            loop {
+                let c = rt.list(&cluster, &node).await?;
+                match c.iter().find(|c| c.id == container) {
+                    Some(c) if c.is_running() => {}
+                    Some(c) => return Ok(Some(i64::from(c.exit_code))),
+                    None => return Ok(None),
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        };
+        return Ok(output_then_exit(session.output, exit));
+    }
     let spec = ExecSpec {
         command: start.command,
         tty: start.tty,
@@ -32,14 +68,38 @@ pub async fn run(agent: &Agent, mut inbound: Streaming<ExecInput>) -> Result<Out
         rows: start.rows,
         cols: start.cols,
     };
-    let runtime = agent.runtime.clone();
     let session = runtime.exec(&container, &spec).await?;
     tracing::info!(job = %start.job, command = ?spec.command, tty = spec.tty, "exec");
+    let (rt, id) = (runtime.clone(), session.id.clone());
+    pump_input(inbound, session.input, move |rows, cols| {
+        let (rt, id) = (rt.clone(), id.clone());
+        async move {
+            let _ = rt.exec_resize(&id, rows, cols).await;
+        }
+    });
     let id = session.id.clone();
-    // Input: stdin bytes into the command, resizes to the daemon. Ends with
-    // the client's stream; the command then reads end-of-file.
-    let (mut input, resize) = (session.input, runtime.clone());
-    let resize_id = id.clone();
+    // The output ends a moment before the daemon records the exit code.
+    let exit = async move {
+        loop {
+            if let Some(code) = runtime.exec_exit_code(&id).await? {
+                return Ok(Some(code));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    Ok(output_then_exit(session.output, exit))
+}
+
+/// Stdin bytes into the command, resizes to `resize`; ends with the
+/// client's stream, and the command then reads end-of-file.
+fn pump_input<F, R>(
+    mut inbound: Streaming<ExecInput>,
+    mut input: Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    resize: F,
+) where
+    F: Fn(u32, u32) -> R + Send + 'static,
+    R: Future<Output = ()> + Send,
+{
     tokio::spawn(async move {
         while let Ok(Some(msg)) = inbound.message().await {
             match msg.kind {
@@ -48,18 +108,22 @@ pub async fn run(agent: &Agent, mut inbound: Streaming<ExecInput>) -> Result<Out
                         break;
                     }
                 }
-                Some(exec_input::Kind::Resize(size)) => {
-                    let _ = resize.exec_resize(&resize_id, size.rows, size.cols).await;
-                }
+                Some(exec_input::Kind::Resize(size)) => resize(size.rows, size.cols).await,
                 Some(exec_input::Kind::CloseStdin(_)) => break,
                 Some(exec_input::Kind::Start(_)) | None => {}
             }
         }
         let _ = input.shutdown().await;
     });
-    let output = session.output;
-    let out = async_stream::stream! {
-        let mut output = output;
+}
+
+/// The output as it comes, then the exit code (`None`: the container is
+/// gone, reported as -1).
+fn output_then_exit(
+    mut output: BoxStream<'static, crate::Result<(i32, bytes::Bytes)>>,
+    exit: impl Future<Output = crate::Result<Option<i64>>> + Send + 'static,
+) -> OutputStream {
+    Box::pin(async_stream::stream! {
         while let Some(item) = output.next().await {
             match item {
                 Ok((2, data)) => yield Ok(ExecOutput { kind: Some(exec_output::Kind::Stderr(data.to_vec())) }),
@@ -67,17 +131,11 @@ pub async fn run(agent: &Agent, mut inbound: Streaming<ExecInput>) -> Result<Out
                 Err(e) => { yield Err(Status::from(e)); return; }
             }
         }
-        // The output ends a moment before the daemon records the exit code.
-        let code = loop {
-            match runtime.exec_exit_code(&id).await {
-                Ok(Some(code)) => break code,
-                Ok(None) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-                Err(e) => { yield Err(Status::from(e)); return; }
-            }
-        };
-        yield Ok(ExecOutput { kind: Some(exec_output::Kind::ExitCode(code as i32)) });
-    };
-    Ok(Box::pin(out))
+        match exit.await {
+            Ok(code) => yield Ok(ExecOutput { kind: Some(exec_output::Kind::ExitCode(code.unwrap_or(-1) as i32)) }),
+            Err(e) => yield Err(Status::from(e)),
+        }
+    })
 }
 
 /// The container of `job` (a job id) on this node: its running one, or

@@ -1,7 +1,8 @@
 """Drives `berth exec -it` through a real pseudo-terminal, as a person at a
 terminal would: used by tests/tests/exec.rs.
 
-    tty_session.py BERTH ADDR JOB
+    tty_session.py BERTH ADDR JOB         # berth exec -it JOB sh
+    tty_session.py BERTH ADDR --run IMAGE # berth run -it IMAGE sh
 
 Prints what it saw as JSON: the terminal size the command reported before
 and after a resize, whether Ctrl-C cut a `sleep 30` short, and the exit code.
@@ -9,6 +10,10 @@ and after a resize, whether Ctrl-C cut a `sleep 30` short, and the exit code.
 import fcntl, json, os, pty, select, signal, struct, sys, termios, time
 
 berth, addr, job = sys.argv[1:4]
+if job == "--run":
+    argv = [berth, "--addr", addr, "run", "-it", sys.argv[4], "sh"]
+else:
+    argv = [berth, "--addr", addr, "exec", "-it", job, "sh"]
 
 
 def set_size(fd, rows, cols):
@@ -18,7 +23,7 @@ def set_size(fd, rows, cols):
 pid, master = pty.fork()
 if pid == 0:
     set_size(sys.stdin.fileno(), 40, 100)
-    os.execv(berth, [berth, "--addr", addr, "exec", "-it", job, "sh"])
+    os.execv(berth, argv)
 
 seen = b""
 

@@ -105,3 +105,35 @@ fn exec_refuses_what_it_cannot_do() {
     let out = c.berth(&["exec", "-t", &done, "sh"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a terminal"));
 }
+
+#[test]
+fn run_it_gives_an_interactive_job_on_whichever_host_it_lands() {
+    let mut c = Cluster::start();
+    c.add_agent(1);
+    let out = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/tty_session.py"
+        ))
+        .arg(bin("berth"))
+        .arg(&c.addr)
+        .args(["--run", IMAGE])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["before"].as_str().unwrap().contains("40 100"), "{v}");
+    assert!(v["after"].as_str().unwrap().contains("50 120"), "{v}");
+    assert_eq!(v["interrupted"], true, "{v}");
+    assert_eq!(v["exit_code"], 7, "the job's exit code: {v}");
+    // The job itself ran and exited with that code.
+    let jobs = c.json(&["ps", "-a"]);
+    let id = jobs[0]["id"].as_str().unwrap().to_string();
+    let job = c.wait_state(&id, "exited");
+    assert_eq!(job["exit_code"], 7, "{job}");
+}

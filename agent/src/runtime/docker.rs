@@ -312,6 +312,14 @@ impl ContainerRuntime for Docker {
         Ok(loaded)
     }
 
+    async fn attach(&self, container: &str) -> Result<ExecSession> {
+        self.attach_now(container).await
+    }
+
+    async fn resize_tty(&self, container: &str, rows: u32, cols: u32) -> Result<()> {
+        self.resize_tty_now(container, rows, cols).await
+    }
+
     async fn exec(&self, container: &str, spec: &ExecSpec) -> Result<ExecSession> {
         self.exec_now(container, spec).await
     }
@@ -466,6 +474,9 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         labels: Some(spec.labels.clone()),
         working_dir: (!spec.workdir.is_empty()).then(|| spec.workdir.clone()),
         tty: Some(spec.tty),
+        open_stdin: Some(spec.stdin),
+        stdin_once: Some(spec.stdin),
+        attach_stdin: Some(spec.stdin),
         exposed_ports: (!port_bindings.is_empty()).then(|| port_bindings.keys().cloned().collect()),
         host_config: Some(HostConfig {
             binds: non_empty(&spec.binds),

@@ -164,4 +164,62 @@ impl Docker {
             .map_err(docker_err)?;
         Ok(r.id)
     }
+
+    pub(super) async fn attach_now(&self, container: &str) -> Result<ExecSession> {
+        let opts = bollard::query_parameters::AttachContainerOptions {
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            stream: true,
+            logs: true,
+            ..Default::default()
+        };
+        let attached = self
+            .streams
+            .attach_container(container, Some(opts))
+            .await
+            .map_err(docker_err)?;
+        Ok(ExecSession {
+            id: container.to_string(),
+            output: split_output(attached.output),
+            input: attached.input,
+        })
+    }
+
+    pub(super) async fn resize_tty_now(&self, container: &str, rows: u32, cols: u32) -> Result<()> {
+        let opts = bollard::query_parameters::ResizeContainerTTYOptions {
+            h: rows as i32,
+            w: cols as i32,
+        };
+        self.client
+            .resize_container_tty(container, opts)
+            .await
+            .map_err(docker_err)
+    }
+}
+
+/// Docker's multiplexed output as (1 stdout | 2 stderr, bytes).
+fn split_output(
+    output: std::pin::Pin<
+        Box<
+            dyn futures::Stream<
+                    Item = std::result::Result<
+                        bollard::container::LogOutput,
+                        bollard::errors::Error,
+                    >,
+                > + Send,
+        >,
+    >,
+) -> BoxStream<'static, Result<(i32, bytes::Bytes)>> {
+    output
+        .map(|item| {
+            use bollard::container::LogOutput;
+            match item.map_err(docker_err)? {
+                LogOutput::StdErr { message } => Ok((2, message)),
+                LogOutput::StdOut { message }
+                | LogOutput::Console { message }
+                | LogOutput::StdIn { message } => Ok((1, message)),
+            }
+        })
+        .boxed()
 }

@@ -179,6 +179,20 @@ impl ContainerRuntime for FakeRuntime {
         })
     }
 
+    async fn attach(&self, container: &str) -> Result<super::ExecSession> {
+        self.record(format!("attach {container}"));
+        Ok(super::ExecSession {
+            id: container.into(),
+            output: futures::stream::empty().boxed(),
+            input: Box::pin(tokio::io::sink()),
+        })
+    }
+
+    async fn resize_tty(&self, container: &str, rows: u32, cols: u32) -> Result<()> {
+        self.record(format!("resize {container} {rows}x{cols}"));
+        Ok(())
+    }
+
     async fn exec_resize(&self, id: &str, rows: u32, cols: u32) -> Result<()> {
         self.record(format!("resize {id} {rows}x{cols}"));
         Ok(())

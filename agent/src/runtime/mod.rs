@@ -43,6 +43,8 @@ pub struct ContainerSpec {
     pub device_ids: Vec<String>,
     pub workdir: String,
     pub tty: bool,
+    /// Keep stdin open for one attached client (docker -i).
+    pub stdin: bool,
 }
 
 /// A Berth container as the daemon reports it.
@@ -144,6 +146,11 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         &self,
         archive: BoxStream<'static, std::result::Result<bytes::Bytes, std::io::Error>>,
     ) -> Result<Vec<String>>;
+    /// `docker attach` to the container's own process (with its logs so far,
+    /// so a prompt printed before the attach is seen).
+    async fn attach(&self, container: &str) -> Result<ExecSession>;
+    /// Resizes the container's own terminal.
+    async fn resize_tty(&self, container: &str, rows: u32, cols: u32) -> Result<()>;
     /// `docker exec`: starts `spec` in `container`, attached.
     async fn exec(&self, container: &str, spec: &ExecSpec) -> Result<ExecSession>;
     async fn exec_resize(&self, id: &str, rows: u32, cols: u32) -> Result<()>;

@@ -58,23 +58,37 @@ fn size() -> (u32, u32) {
 }
 
 pub async fn run(client: &Client, args: Args) -> Result<i32> {
-    if args.tty && !std::io::stdin().is_terminal() {
-        bail!("the input device is not a terminal: drop -t, or run berth exec from one");
+    check_terminal(args.tty)?;
+    let start = ExecStart {
+        job: args.job.clone(),
+        command: args.command.clone(),
+        tty: args.tty,
+        stdin: args.interactive,
+        env: args.env.clone(),
+        workdir: args.workdir.clone().unwrap_or_default(),
+        user: args.user.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    session(client, start).await
+}
+
+/// `-t` needs a terminal here, as docker says.
+pub fn check_terminal(tty: bool) -> Result<()> {
+    if tty && !std::io::stdin().is_terminal() {
+        bail!("the input device is not a terminal: drop -t, or run berth from one");
     }
-    let (rows, cols) = if args.tty { size() } else { (0, 0) };
+    Ok(())
+}
+
+/// An exec (or, with `start.attach`, an attach to the job's own process):
+/// this terminal raw while it lasts, stdin and resizes sent, output
+/// written; returns the exit code.
+pub async fn session(client: &Client, mut start: ExecStart) -> Result<i32> {
+    (start.rows, start.cols) = if start.tty { size() } else { (0, 0) };
+    let (tty, interactive) = (start.tty, start.stdin);
     let (tx, rx) = mpsc::channel::<ExecInput>(16);
     tx.send(ExecInput {
-        kind: Some(exec_input::Kind::Start(ExecStart {
-            job: args.job.clone(),
-            command: args.command.clone(),
-            tty: args.tty,
-            stdin: args.interactive,
-            env: args.env.clone(),
-            workdir: args.workdir.clone().unwrap_or_default(),
-            user: args.user.clone().unwrap_or_default(),
-            rows,
-            cols,
-        })),
+        kind: Some(exec_input::Kind::Start(start)),
     })
     .await?;
     let mut output = client
@@ -84,14 +98,14 @@ pub async fn run(client: &Client, args: Args) -> Result<i32> {
         .map_err(status_message)?
         .into_inner();
     // Started: now the terminal is the command's.
-    let raw = if args.tty { Some(Raw::enter()?) } else { None };
-    if args.interactive {
+    let raw = if tty { Some(Raw::enter()?) } else { None };
+    if interactive {
         // Its own thread, not tokio's blocking pool: a read of stdin cannot
         // be cancelled, and the runtime would wait for it at exit.
         let tx = tx.clone();
         std::thread::spawn(move || pump_stdin(tx));
     }
-    if args.tty {
+    if tty {
         tokio::spawn(follow_resizes(tx.clone()));
     }
     let mut code = None;

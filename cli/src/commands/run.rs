@@ -42,6 +42,13 @@ pub struct Args {
     /// Detach: print the job id and return.
     #[arg(short = 'd', long)]
     detach: bool,
+    /// Keep the job's stdin open and attach this one to it (docker -i).
+    #[arg(short, long, conflicts_with_all = ["detach", "wait"])]
+    interactive: bool,
+    /// Give the job a terminal, and attach this one to it (docker -t):
+    /// `berth run -it IMAGE bash` is a shell on whichever host it lands.
+    #[arg(short, long, conflicts_with_all = ["detach", "wait"])]
+    tty: bool,
     /// Create nothing: say where it would be placed and why (like nomad
     /// job plan), after every check a submit makes.
     #[arg(long)]
@@ -130,7 +137,8 @@ pub fn job_spec(args: &Args) -> Result<JobSpec> {
             .unwrap_or(0),
         gpus: args.gpus,
         workdir: args.workdir.clone().unwrap_or_default(),
-        tty: false,
+        tty: args.tty,
+        stdin: args.interactive,
         gpu_model: args.gpu_model.clone().unwrap_or_default(),
         gpu_memory_bytes: args
             .gpu_mem
@@ -177,6 +185,7 @@ async fn show_pull(client: &Client, job: &str, view: &mut crate::commands::image
 }
 
 pub async fn run(client: &Client, args: Args, spec: JobSpec, format: Format) -> Result<i32> {
+    crate::commands::exec::check_terminal(args.tty && !args.dry_run)?;
     if args.dry_run {
         let name = args.name.clone().unwrap_or_default();
         crate::commands::explain::dry_run(client, spec, name, format).await?;
@@ -218,7 +227,7 @@ pub async fn run(client: &Client, args: Args, spec: JobSpec, format: Format) -> 
     eprintln!("berth: job {} ({}) submitted", job.id, job.name);
     let flow = async {
         match events.as_mut() {
-            Some(events) => follow(client, &job, events).await,
+            Some(events) => follow(client, &job, events, (args.tty, args.interactive)).await,
             None => outcome(client, &job.id).await,
         }
     };
@@ -240,10 +249,13 @@ pub async fn run(client: &Client, args: Args, spec: JobSpec, format: Format) -> 
 
 /// Attached: placement and pull progress on stderr, then the container's
 /// output, then its exit code.
+/// `attach`: (tty, stdin) for `-t`/`-i`; then the job's process is attached
+/// instead of its logs followed.
 async fn follow(
     client: &Client,
     job: &Job,
     events: &mut tonic::Streaming<berth_proto::v1::Event>,
+    attach: (bool, bool),
 ) -> Result<i32> {
     let mut last = JobState::Unspecified;
     let mut interrupted = false;
@@ -292,6 +304,17 @@ async fn follow(
                 stop(client, &job.id).await?;
             }
         }
+    }
+    // -i/-t: the job's own process, attached, this terminal its terminal.
+    if has_container && (attach.0 || attach.1) {
+        let start = berth_proto::v1::ExecStart {
+            job: job.id.clone(),
+            attach: true,
+            tty: attach.0,
+            stdin: attach.1,
+            ..Default::default()
+        };
+        return crate::commands::exec::session(client, start).await;
     }
     // A job that ended without a container (e.g. its host port was taken)
     // has no output; skip to its outcome, which says why.

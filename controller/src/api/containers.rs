@@ -73,7 +73,7 @@ pub async fn exec(
     else {
         return Err(Status::invalid_argument("an exec starts with what to run"));
     };
-    if start.command.is_empty() {
+    if start.command.is_empty() && !start.attach {
         return Err(Status::invalid_argument(
             "say what to run: berth exec JOB CMD [ARG...]",
         ));
