@@ -38,7 +38,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a job (like docker run): attached by default, -d to detach.
-    Run(commands::run::Args),
+    // Boxed: run takes far more options than any other command.
+    Run(Box<commands::run::Args>),
     /// List jobs (running and queued; -a for all).
     Ps(commands::ps::Args),
     /// Print a job's output.
@@ -120,6 +121,7 @@ fn output(cli: &mut Cli) -> anyhow::Result<Format> {
 
 async fn dispatch(command: Command, addr: &str, format: Format) -> anyhow::Result<i32> {
     if let Command::Run(args) = command {
+        let args = *args;
         // Malformed flags are refused before we even connect: nothing is created.
         let spec = commands::run::job_spec(&args)?;
         let client = client::Client::connect(addr).await?;

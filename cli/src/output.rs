@@ -47,6 +47,7 @@ pub fn job_json(j: &Job) -> Value {
         "group_id": j.group_id,
         "task_index": j.task_index,
         "preemptions": j.preemptions,
+        "restarts": j.restarts,
         "task_env": j.task_env,
         "pull": j.pull.as_ref().map(|p| json!({
             "image": p.image, "done_bytes": p.done_bytes, "total_bytes": p.total_bytes,
@@ -69,7 +70,8 @@ pub fn job_json(j: &Job) -> Value {
             "preemptible": spec.preemptible,
             "user": spec.user,
             "nodes": spec.nodes,
-            "array": spec.array.as_ref().map(|a| json!({"start": a.start, "end": a.end, "max_running": a.max_running})),
+            "restart": spec.restart,
+            "array":  spec.array.as_ref().map(|a| json!({"start": a.start, "end": a.end, "max_running": a.max_running})),
         },
     })
 }

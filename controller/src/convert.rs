@@ -47,6 +47,7 @@ pub fn job_at(j: &JobRecord, queue_position: u32) -> pb::Job {
         group_id: j.group.clone(),
         task_index: j.task_index,
         preemptions: j.preemptions,
+        restarts: j.restarts,
         task_env: j.task_env.clone(),
         // Telemetry, not state: filled by the API from the node's report.
         pull: None,

@@ -40,7 +40,7 @@ pub fn transitions(state: &State, report: &NodeReport, now_ms: i64) -> Vec<Comma
         // succeeded (a taken host port), leaving a container that never ran.
         let failure = failures.get(job.id.as_str());
         match containers
-            .get(&(job.id.as_str(), job.preemptions))
+            .get(&(job.id.as_str(), job.attempt()))
             .filter(|c| failure.is_none() || c.state != "created")
         {
             Some(c) => {

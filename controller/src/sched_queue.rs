@@ -139,6 +139,7 @@ fn queued(state: &State, j: &JobRecord) -> Option<QueuedJob> {
         array: group
             .filter(|g| g.kind == GroupKind::Array)
             .map(|g| (g.id.clone(), g.max_running)),
+        not_before_ms: j.not_before_ms,
         ..from_spec(&j.spec, j.seq)
     })
 }
@@ -167,6 +168,7 @@ pub fn from_spec(spec: &JobSpec, seq: u64) -> QueuedJob {
             .collect(),
         gang: Vec::new(),
         array: None,
+        not_before_ms: 0,
     }
 }
 

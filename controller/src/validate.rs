@@ -20,6 +20,20 @@ pub fn job(spec: &JobSpec, name: &str) -> Result<()> {
             "invalid name {name:?}: use letters, digits, '_', '.', '-', starting with a letter or digit"
         ));
     }
+    let policy = spec.restart.split_once(':').unwrap_or((&spec.restart, ""));
+    match policy {
+        ("" | "no" | "always" | "unless-stopped", "") | ("on-failure", "") => {}
+        ("on-failure", n) if n.parse::<u32>().is_ok() => {}
+        _ => {
+            return bad(format!(
+                "--restart {:?}: use no, on-failure[:N], always or unless-stopped",
+                spec.restart
+            ))
+        }
+    }
+    if spec.nodes > 1 && !matches!(spec.restart.as_str(), "" | "no") {
+        return bad("a gang cannot have a --restart policy yet: it is torn down as a whole when a task ends".into());
+    }
     for m in &spec.mounts {
         if !m.source.starts_with('/') {
             return bad(format!(

@@ -23,6 +23,7 @@ pub fn scheduler_snapshot(inner: &mut Inner, move_images: bool) -> Snapshot {
     } = inner;
     let mut snap = Snapshot {
         move_images,
+        now_ms: crate::convert::now_ms(),
         ..Snapshot::default()
     };
     for node in state.nodes.values() {

@@ -33,6 +33,7 @@ pub async fn run(client: &Client, args: Args, format: Format) -> Result<()> {
         .map(|j| {
             let spec = j.spec.clone().unwrap_or_default();
             let status = match state(j) {
+                JobState::Queued if j.restarts > 0 => format!("Restarting ({}x)", j.restarts),
                 JobState::Queued => format!("Queued (#{})", j.queue_position),
                 JobState::Placed => "Creating".into(),
                 JobState::Pulling => match &j.pull {
@@ -42,6 +43,9 @@ pub async fn run(client: &Client, args: Args, format: Format) -> Result<()> {
                     ),
                     _ => "Pulling image".into(),
                 },
+                JobState::Running if j.restarts > 0 => {
+                    format!("Up {} (restarted {}x)", since(j.started_at_ms), j.restarts)
+                }
                 JobState::Running => format!("Up {}", since(j.started_at_ms)),
                 JobState::Stopping => "Stopping".into(),
                 JobState::Exited => format!(

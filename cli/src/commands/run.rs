@@ -42,6 +42,11 @@ pub struct Args {
     /// Detach: print the job id and return.
     #[arg(short = 'd', long)]
     detach: bool,
+    /// Restart policy: no, on-failure[:N], always, unless-stopped. A restart
+    /// is placed again (any host that fits) after a backoff of 1 s doubling
+    /// to 60 s; `berth stop` ends it.
+    #[arg(long)]
+    restart: Option<String>,
     /// Keep the job's stdin open and attach this one to it (docker -i).
     #[arg(short, long, conflicts_with_all = ["detach", "wait"])]
     interactive: bool,
@@ -154,6 +159,7 @@ pub fn job_spec(args: &Args) -> Result<JobSpec> {
         nodes: args.nodes,
         master_port: args.master_port,
         array: args.array.as_deref().map(spec::array).transpose()?,
+        restart: args.restart.clone().unwrap_or_default(),
     })
 }
 

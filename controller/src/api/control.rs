@@ -137,7 +137,7 @@ pub fn desired(state: &State, node: &str) -> Vec<Allocation> {
             gpus: j.gpus.clone(),
             state: j.state as i32,
             extra_env: extra_env(j),
-            attempt: j.preemptions,
+            attempt: j.attempt(),
         })
         .collect()
 }

@@ -44,6 +44,7 @@ pub fn explain(snapshot: &Snapshot, id: &str, down: &[String]) -> Option<Explana
     let (_, outcome) = run(snapshot, Some(id));
     let summary = match outcome {
         Some(Outcome::Placed(nodes)) => format!("placeable now: the next pass puts it on {}", nodes.join(", ")),
+        Some(Outcome::Backoff(ms)) => format!("restarting: waits out its backoff ({:.1} s more)", ms as f64 / 1000.0),
         Some(Outcome::Reserved(reserved, victims)) => {
             queue.push(format!("holds the reservation on {}", reserved.join(", ")));
             if victims.is_empty() {

@@ -131,6 +131,8 @@ pub struct QueuedJob {
     pub gang: Vec<String>,
     /// Array group id and its concurrency cap (0 = none).
     pub array: Option<(String, u32)>,
+    /// A restarting job's backoff: not placed before this (unix ms).
+    pub not_before_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -176,6 +178,9 @@ pub struct Snapshot {
     pub image_sizes: HashMap<String, u64>,
     /// Whether hosts lacking an image may be chosen (the image is moved there).
     pub move_images: bool,
+    /// The leader's clock (unix ms), for restart backoffs; the only time a
+    /// pass sees.
+    pub now_ms: i64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -203,6 +208,8 @@ pub enum Outcome {
         quota: u32,
     },
     ArrayCap(u32),
+    /// A restart waiting out its backoff.
+    Backoff(i64),
 }
 
 /// Places as many queued jobs as fit, by rank (see the module doc).
@@ -230,6 +237,12 @@ fn run(snapshot: &Snapshot, trace: Option<&str>) -> (Plan, Option<Outcome>) {
     while let Some(i) = order.next(&usage) {
         let job = &*snapshot.queue[i];
         let traced = trace == Some(job.id.as_str());
+        if job.not_before_ms > snapshot.now_ms {
+            if traced {
+                outcome = Some(Outcome::Backoff(job.not_before_ms - snapshot.now_ms));
+            }
+            continue;
+        }
         let tasks = job.gang.len().max(1) as u32;
         if let Some(&quota) = snapshot.quotas.get(&job.user) {
             let held = whole.get(&job.user).copied().unwrap_or(0);

@@ -225,6 +225,7 @@ fn arb_job(i: usize) -> impl Strategy<Value = QueuedJob> {
                     },
                     gang: (0..gang).map(|r| format!("j{i}.{r}")).collect(),
                     array: (kind == 3 && gang == 0).then(|| ("arr".to_string(), 2)),
+                    not_before_ms: 0,
                 }
             },
         )

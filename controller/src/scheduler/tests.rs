@@ -133,6 +133,7 @@ fn job(id: &str, kv: &Kv, seq: u64) -> QueuedJob {
             let (g, cap) = a.split_once(':').unwrap();
             (g.to_string(), cap.parse().unwrap())
         }),
+        not_before_ms: kv.get("not_before").map_or(0, |t| t.parse().unwrap()),
     }
 }
 

@@ -78,6 +78,8 @@ impl State {
                 task_env: env.clone(),
                 requeue: false,
                 preemptions: 0,
+                restarts: 0,
+                not_before_ms: 0,
             };
             self.live_names.insert(task_name.clone(), task_id.clone());
             self.jobs.insert(task_id.clone(), job);

@@ -78,6 +78,36 @@ pub struct JobRecord {
     pub requeue: bool,
     #[serde(default)]
     pub preemptions: u32,
+    /// Times the restart policy started it again.
+    #[serde(default)]
+    pub restarts: u32,
+    /// A restarted job waits out its backoff: not placed before this.
+    #[serde(default)]
+    pub not_before_ms: i64,
+}
+
+impl JobRecord {
+    /// Which container is this job's: one per preemption and restart.
+    pub fn attempt(&self) -> u32 {
+        self.preemptions + self.restarts
+    }
+}
+
+/// Backoff before restart `n` (1-based): 1 s, doubling, at most 60 s.
+pub fn restart_backoff_ms(n: u32) -> i64 {
+    (1000i64 << n.saturating_sub(1).min(6)).min(60_000)
+}
+
+/// Whether a job that ended (`code`: its exit code; `None`: its container
+/// failed or vanished after running) is started again under `policy`.
+pub fn restarts_again(policy: &str, code: Option<i32>, restarts: u32) -> bool {
+    match policy.split_once(':').unwrap_or((policy, "")) {
+        ("always" | "unless-stopped", _) => true,
+        ("on-failure", max) => {
+            code != Some(0) && max.parse::<u32>().map_or(true, |m| m == 0 || restarts < m)
+        }
+        _ => false,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -464,6 +494,49 @@ impl State {
         if !state.holds_resources() {
             return Err(Rejection::BadTransition(id.into(), state.word(), "finish"));
         }
+        let restart = !job.requeue
+            && state != JobState::Stopping
+            && restarts_again(
+                &job.spec.restart,
+                match &how {
+                    Finish::Exited(code) => Some(*code),
+                    Finish::Failed(_) if job.started_at_ms > 0 => None,
+                    // Never ran (e.g. a bad mount): starting it again cannot help.
+                    Finish::Failed(_) => Some(0),
+                },
+                job.restarts,
+            );
+        if restart {
+            // Its policy says again: a new attempt, queued with its age,
+            // not placed before its backoff is over.
+            self.release(id);
+            let job = self.jobs.get_mut(id).expect("checked");
+            let why = match &how {
+                Finish::Exited(code) => format!("exited with code {code}"),
+                Finish::Failed(m) => m.clone(),
+            };
+            job.restarts += 1;
+            job.not_before_ms = at_ms + restart_backoff_ms(job.restarts);
+            job.state = JobState::Queued;
+            job.node = None;
+            job.gpus.clear();
+            job.container_id.clear();
+            job.exit_code = None;
+            job.started_at_ms = 0;
+            job.message = format!(
+                "{why}; restart {} ({}), after {} ms",
+                job.restarts,
+                job.spec.restart,
+                restart_backoff_ms(job.restarts)
+            );
+            self.live_names.insert(job.name.clone(), id.to_string());
+            self.queue.push_back(id.to_string());
+            return Ok(Applied {
+                jobs: vec![id.to_string()],
+                ..Applied::default()
+            });
+        }
+        let job = self.jobs.get_mut(id).expect("checked");
         if job.requeue {
             // Preempted: back in the queue with its age, holding nothing.
             self.release(id);

@@ -379,3 +379,63 @@ fn quotas_array_caps_and_exclusive_hosts_are_rechecked() {
     assert_eq!(copy.exclusive_holder("n2"), Some("excl"));
     assert_eq!(copy.group_live("arr"), 1);
 }
+
+#[test]
+fn restart_policies_start_a_job_again_as_a_new_attempt_after_a_backoff() {
+    use super::{restart_backoff_ms, restarts_again};
+    assert!(restarts_again("always", Some(0), 99));
+    assert!(restarts_again("unless-stopped", Some(0), 0));
+    assert!(restarts_again("on-failure", Some(1), 50));
+    assert!(!restarts_again("on-failure", Some(0), 0));
+    assert!(restarts_again("on-failure:2", Some(1), 1));
+    assert!(!restarts_again("on-failure:2", Some(1), 2));
+    assert!(
+        restarts_again("on-failure", None, 0),
+        "a vanished container is a failure"
+    );
+    assert!(!restarts_again("", Some(1), 0) && !restarts_again("no", Some(1), 0));
+    assert_eq!(
+        (1..=8).map(restart_backoff_ms).collect::<Vec<_>>(),
+        vec![1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000]
+    );
+}
+
+#[test]
+fn an_on_failure_job_runs_again_until_its_limit_then_finishes() {
+    let mut s = cluster();
+    let spec = JobSpec {
+        gpus: 1,
+        restart: "on-failure:1".into(),
+        ..JobSpec::default()
+    };
+    submit(&mut s, 10, "r", spec);
+    place(&mut s, 11, vec![at("r", "n1", &[0])], vec![]);
+    exit(&mut s, 12, "r", 1);
+    let j = &s.jobs["r"];
+    assert_eq!(j.state, JobState::Queued, "{}", j.message);
+    assert_eq!((j.restarts, j.attempt(), j.not_before_ms), (1, 1, 1 + 1000));
+    assert!(j.gpus.is_empty() && s.queue.contains(&"r".to_string()));
+    assert!(j.message.contains("exited with code 1"), "{}", j.message);
+    // The second failure is past its limit: it finishes.
+    place(&mut s, 13, vec![at("r", "n1", &[0])], vec![]);
+    exit(&mut s, 14, "r", 1);
+    assert_eq!(s.jobs["r"].state, JobState::Exited);
+    // A user's stop is never followed by a restart, whatever the policy.
+    let always = JobSpec {
+        gpus: 1,
+        restart: "always".into(),
+        ..JobSpec::default()
+    };
+    submit(&mut s, 20, "w", always);
+    place(&mut s, 21, vec![at("w", "n1", &[1])], vec![]);
+    s.apply(
+        22,
+        &Command::Cancel {
+            job_id: "w".into(),
+            at_ms: 5,
+        },
+    )
+    .unwrap();
+    exit(&mut s, 23, "w", 143);
+    assert_eq!(s.jobs["w"].state, JobState::Cancelled);
+}

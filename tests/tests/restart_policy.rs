@@ -1,0 +1,53 @@
+//! `--restart` policies on the real daemon: each restart is a new attempt
+//! (a new container), after a backoff; a user's stop ends it.
+
+use berth_tests::*;
+
+#[test]
+fn on_failure_restarts_up_to_its_limit_and_always_until_stopped() {
+    let mut c = Cluster::start();
+    let node = c.add_agent(2);
+    let job = c.run_detached(&[
+        "--restart",
+        "on-failure:2",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo try; exit 1",
+    ]);
+    let done = c.wait_state(&job, "exited");
+    assert_eq!(
+        (done["restarts"].as_u64(), done["exit_code"].as_i64()),
+        (Some(2), Some(1)),
+        "{done}"
+    );
+    let ours: Vec<String> = docker_containers(&node)
+        .into_iter()
+        .filter(|id| docker_inspect(id)["Config"]["Labels"]["berth.job"] == job.as_str())
+        .collect();
+    assert_eq!(ours.len(), 3, "one container per attempt");
+
+    let forever = c.run_detached(&["--restart", "always", IMAGE, "true"]);
+    wait_for("two restarts", DEADLINE, || {
+        (c.job(&forever)["restarts"].as_u64()? >= 2).then_some(())
+    });
+    let ps = c.berth(&["ps"]);
+    let table = String::from_utf8_lossy(&ps.stdout);
+    assert!(
+        table.contains("Restarting") || table.contains("restarted"),
+        "{table}"
+    );
+    assert!(c.berth(&["stop", &forever]).status.success());
+    let stopped = c.wait_state(&forever, "cancelled");
+    let n = stopped["restarts"].as_u64().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(
+        c.job(&forever)["restarts"].as_u64(),
+        Some(n),
+        "no restart after a stop"
+    );
+
+    let out = c.berth(&["run", "-d", "--restart", "sometimes", IMAGE, "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("on-failure[:N]"));
+}
