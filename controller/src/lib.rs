@@ -15,7 +15,8 @@
 //! - `machine`: the state machine raft drives (`State` + in-memory telemetry).
 //! - `core`: `Controller`: opens raft over sled, proposes, registers nodes,
 //!   takes reports, runs leader passes; `jobs`: its job operations;
-//!   `images`: image pushes between hosts (planned here, run agent to agent).
+//!   `images`: image pushes, pulls, save/load/rm and GC across hosts;
+//!   `lost`: failing (or restarting) the jobs of hosts that went silent.
 //! - `views`: read-only views (scheduler snapshot, job lookup); `sched_queue`:
 //!   the queue as the scheduler sees it, maintained as commands apply.
 //! - `api`: thin tonic handlers; `server`: wiring, the leader loop, `run`.
@@ -26,6 +27,7 @@ pub mod core;
 mod error;
 pub mod images;
 pub mod jobs;
+mod lost;
 
 pub mod machine;
 pub mod raft;

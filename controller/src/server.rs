@@ -102,6 +102,8 @@ fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
 /// every second (a node coming back or a foreign process leaving changes
 /// nothing in the log).
 async fn lead_loop(ctl: Arc<Controller>) {
+    let mut leader_since: Option<std::time::Instant> = None;
+    let mut lost_checked = tokio::time::Instant::now();
     loop {
         let _ = tokio::time::timeout(
             Duration::from_secs(1),
@@ -111,6 +113,17 @@ async fn lead_loop(ctl: Arc<Controller>) {
         let started = tokio::time::Instant::now();
         if let Err(e) = ctl.lead_once().await {
             tracing::warn!(error = %e, "leader pass failed");
+        }
+        leader_since = match (ctl.is_leader(), leader_since) {
+            (true, None) => Some(std::time::Instant::now()),
+            (true, since) => since,
+            (false, _) => None,
+        };
+        if let Some(since) = leader_since.filter(|_| lost_checked.elapsed() >= LOST_CHECK_EVERY) {
+            lost_checked = tokio::time::Instant::now();
+            if let Err(e) = ctl.fail_lost_jobs(since).await {
+                tracing::warn!(error = %e, "lost-host check failed");
+            }
         }
         // Under a burst of submits, one pass every few milliseconds places
         // the whole batch; a pass per applied command would spend the CPU
@@ -129,6 +142,9 @@ async fn gc_loop(ctl: Arc<Controller>) {
         ctl.auto_gc_once(ctl.image_gc).await;
     }
 }
+
+/// How often the leader looks for hosts that stopped reporting.
+const LOST_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// The shortest time between two scheduling passes.
 const MIN_PASS_INTERVAL: Duration = Duration::from_millis(20);

@@ -525,7 +525,9 @@ pub fn container_env(inspect: &Value, key: &str) -> Option<String> {
         .find_map(|e| e.strip_prefix(&format!("{key}=")).map(String::from))
 }
 
-fn remove_node_containers(node: &str) {
+/// Removes every container of `node` from the machine's daemon (what a
+/// lost host's would be: gone with it).
+pub fn remove_node_containers(node: &str) {
     let ids = docker_containers(node);
     if !ids.is_empty() {
         let _ = Command::new("docker")

@@ -51,3 +51,32 @@ fn on_failure_restarts_up_to_its_limit_and_always_until_stopped() {
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("on-failure[:N]"));
 }
+
+#[test]
+fn jobs_on_a_lost_host_fail_or_restart_elsewhere() {
+    let mut c = Cluster::start();
+    let first = c.add_agent(2);
+    let keep = c.run_detached(&["--gpus", "1", "--restart", "always", IMAGE, "sleep", "300"]);
+    let once = c.run_detached(&["--gpus", "1", IMAGE, "sleep", "300"]);
+    for j in [&keep, &once] {
+        assert_eq!(c.wait_state(j, "running")["node"], first.as_str());
+    }
+    let second = c.add_agent(1);
+    c.kill_agent(&first);
+    remove_node_containers(&first);
+    // After the silence limit (15 s): the job without a policy fails with
+    // the reason; the one with `always` runs again on the other host.
+    let failed = c.wait_state(&once, "failed");
+    assert!(
+        failed["message"]
+            .as_str()
+            .unwrap()
+            .contains("stopped reporting"),
+        "{failed}"
+    );
+    let moved = wait_for("the restarted job on the other host", DEADLINE, || {
+        let j = c.job(&keep);
+        (j["state"] == "running" && j["node"] == second.as_str()).then_some(j)
+    });
+    assert_eq!(moved["restarts"], 1, "{moved}");
+}
