@@ -66,17 +66,15 @@ pub async fn copy_to(agent: &Agent, mut inbound: Streaming<CopyToInput>) -> Resu
     tracing::info!(job = %start.job, dir = %start.dir, "copying into a container");
     // A client that goes away mid-stream aborts the upload: docker then
     // extracts nothing more.
-    let tar = futures::stream::unfold(inbound, |mut s| async move {
-        match s.message().await {
-            Ok(Some(CopyToInput {
+    let tar = inbound
+        .map(|m| match m {
+            Ok(CopyToInput {
                 kind: Some(copy_to_input::Kind::Data(d)),
-            })) => Some((Ok(bytes::Bytes::from(d)), s)),
-            Ok(Some(_)) => Some((Ok(bytes::Bytes::new()), s)),
-            Ok(None) => None,
-            Err(e) => Some((Err(std::io::Error::other(e.message().to_string())), s)),
-        }
-    })
-    .boxed();
+            }) => Ok(bytes::Bytes::from(d)),
+            Ok(_) => Ok(bytes::Bytes::new()),
+            Err(e) => Err(std::io::Error::other(e.message().to_string())),
+        })
+        .boxed();
     agent.runtime.copy_to(&container, &start.dir, tar).await?;
     Ok(())
 }

@@ -247,16 +247,14 @@ async fn fetch_from(
         r.forward(&first).await;
     }
     let (want_id, total) = (first.image_id, first.image_size);
-    let chunks = futures::stream::unfold(chunks, |mut s| async move {
-        let next = s.message().await.map_err(|e| e.message().to_string());
-        next.transpose().map(|item| (item, s))
-    })
-    .then(|chunk| async move {
-        if let (Some(r), Ok(c)) = (relay, &chunk) {
-            r.forward(c).await;
-        }
-        chunk
-    });
+    let chunks = chunks
+        .map(|r| r.map_err(|e| e.message().to_string()))
+        .then(|chunk| async move {
+            if let (Some(r), Ok(c)) = (relay, &chunk) {
+                r.forward(c).await;
+            }
+            chunk
+        });
     let loaded = load_verified(runtime.clone(), chunks, source, |done, wire| {
         let _ = progress.try_send(TransferProgress {
             bytes_done: done,

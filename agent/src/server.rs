@@ -219,10 +219,7 @@ impl Drop for Busy {
 /// Image loads, removals and GC: `berth image load|rm|gc`, via the controller.
 impl DataPlane {
     async fn load(&self, chunks: tonic::Streaming<ImageChunk>) -> Result<LoadImageResult, Status> {
-        let chunks = futures::stream::unfold(chunks, |mut s| async move {
-            let next = s.message().await.map_err(|e| e.message().to_string());
-            next.transpose().map(|item| (item, s))
-        });
+        let chunks = chunks.map(|r| r.map_err(|e| e.message().to_string()));
         let loaded =
             images::load_verified(self.0.runtime.clone(), chunks, "the client", |_, _| {}).await?;
         tracing::info!(images = ?loaded.names, bytes = loaded.archive_bytes, "archive loaded");

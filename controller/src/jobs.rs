@@ -122,7 +122,7 @@ impl Controller {
         for n in inner.state.nodes.keys() {
             match inner.telemetry.get(n) {
                 None => image = ImageSeen::Unknown,
-                Some(t) if report_holds(&t.report, &wanted) => {
+                Some(t) if crate::images::held(&t.report, &wanted).is_some() => {
                     image = ImageSeen::Somewhere;
                     break;
                 }
@@ -252,12 +252,4 @@ fn down_nodes(state: &crate::state::State, snapshot: &scheduler::Snapshot) -> Ve
         .filter(|n| !ready.contains(n.as_str()))
         .cloned()
         .collect()
-}
-
-/// Whether a node's report lists the (normalised) image by tag or id.
-fn report_holds(report: &berth_proto::v1::NodeReport, wanted: &str) -> bool {
-    report
-        .images
-        .iter()
-        .any(|i| i.tags.iter().any(|t| t == wanted) || scheduler::id_matches(&i.id, wanted))
 }

@@ -6,6 +6,34 @@ use std::process::{Command, Stdio};
 
 use berth_tests::*;
 
+/// Drives `berth exec -it JOB sh` (or, with `--run IMAGE`, `berth run -it
+/// IMAGE sh`) through a real pseudo-terminal, and checks what a person at
+/// it would see: the terminal size at start and after a resize, Ctrl-C
+/// cutting a `sleep 30` short, and `exit 7` becoming the exit code.
+fn tty_session(c: &Cluster, target: &[&str]) {
+    let out = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/tty_session.py"
+        ))
+        .arg(bin("berth"))
+        .arg(&c.addr)
+        .args(target)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["before"].as_str().unwrap().contains("40 100"), "{v}");
+    assert!(v["after"].as_str().unwrap().contains("50 120"), "{v}");
+    assert_eq!(v["interrupted"], true, "Ctrl-C cut the sleep short: {v}");
+    assert_eq!(v["exit_code"], 7, "{v}");
+}
+
 fn running_job(c: &mut Cluster) -> String {
     c.add_agent(1);
     let job = c.run_detached(&["--name", &unique("sh"), IMAGE, "sleep", "300"]);
@@ -62,27 +90,7 @@ fn exec_streams_stdout_and_stderr_apart_and_returns_the_exit_code() {
 fn exec_it_is_a_real_terminal_with_resize_and_ctrl_c() {
     let mut c = Cluster::start();
     let job = running_job(&mut c);
-    let out = Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/tty_session.py"
-        ))
-        .arg(bin("berth"))
-        .arg(&c.addr)
-        .arg(&job)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(v["before"].as_str().unwrap().contains("40 100"), "{v}");
-    assert!(v["after"].as_str().unwrap().contains("50 120"), "{v}");
-    assert_eq!(v["interrupted"], true, "Ctrl-C cut the sleep short: {v}");
-    assert_eq!(v["exit_code"], 7, "{v}");
+    tty_session(&c, &[&job]);
 }
 
 #[test]
@@ -110,27 +118,7 @@ fn exec_refuses_what_it_cannot_do() {
 fn run_it_gives_an_interactive_job_on_whichever_host_it_lands() {
     let mut c = Cluster::start();
     c.add_agent(1);
-    let out = Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/tty_session.py"
-        ))
-        .arg(bin("berth"))
-        .arg(&c.addr)
-        .args(["--run", IMAGE])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(v["before"].as_str().unwrap().contains("40 100"), "{v}");
-    assert!(v["after"].as_str().unwrap().contains("50 120"), "{v}");
-    assert_eq!(v["interrupted"], true, "{v}");
-    assert_eq!(v["exit_code"], 7, "the job's exit code: {v}");
+    tty_session(&c, &["--run", IMAGE]);
     // The job itself ran and exited with that code.
     let jobs = c.json(&["ps", "-a"]);
     let id = jobs[0]["id"].as_str().unwrap().to_string();

@@ -7,7 +7,7 @@ use berth_proto::v1::event_service_server::EventService;
 use berth_proto::v1::image_service_server::ImageService;
 use berth_proto::v1::node_service_server::NodeService;
 use berth_proto::v1::*;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
 use tonic::{Request, Response, Status};
 
@@ -104,7 +104,8 @@ impl ImageService for Cluster {
         if node.is_empty() {
             return Err(Status::invalid_argument("say which node: --to HOST"));
         }
-        let chunks = crate::images::upload_chunks(first.chunk, uploads);
+        let chunks = futures::stream::iter(first.chunk)
+            .chain(super::rest(uploads).filter_map(|u| std::future::ready(u.chunk)));
         let r = self
             .0
             .load_image(&node, first.archive_bytes, chunks)

@@ -11,6 +11,7 @@ use futures::{Stream, StreamExt};
 use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
+use super::rest;
 use crate::core::Controller;
 use crate::state::JobRecord;
 use crate::Error;
@@ -42,23 +43,24 @@ async fn agent_of(
             }
         )));
     }
-    let node = job.node.clone().unwrap_or_default();
-    let addr = ctl
-        .read(|s| s.nodes.get(&node).map(|n| n.agent_addr.clone()))
-        .ok_or_else(|| Status::unavailable(format!("node {node} is unknown")))?;
-    let client = AgentServiceClient::connect(format!("http://{addr}"))
-        .await
-        .map_err(|e| Error::Agent(format!("node {node} at {addr}: {e}")))?
+    let client = client_for(ctl, &job)
+        .await?
         .max_decoding_message_size(8 << 20);
     Ok((job, client))
 }
 
-/// The rest of a client's stream, until it ends or breaks: a broken
-/// client stream then reads as an early end upstream.
-fn rest<T: Send + 'static>(inbound: Streaming<T>) -> impl Stream<Item = T> + Send + 'static {
-    inbound
-        .take_while(|m| std::future::ready(m.is_ok()))
-        .filter_map(|m| std::future::ready(m.ok()))
+/// A data-plane client for the agent of the host `job` is (or was) on.
+pub async fn client_for(
+    ctl: &Controller,
+    job: &JobRecord,
+) -> Result<AgentServiceClient<Channel>, Status> {
+    let node = job.node.clone().unwrap_or_default();
+    let addr = ctl
+        .read(|s| s.nodes.get(&node).map(|n| n.agent_addr.clone()))
+        .ok_or_else(|| Status::unavailable(format!("node {node} is unknown")))?;
+    Ok(AgentServiceClient::connect(format!("http://{addr}"))
+        .await
+        .map_err(|e| Error::Agent(format!("node {node} at {addr}: {e}")))?)
 }
 
 pub type ExecStream = Pin<Box<dyn Stream<Item = Result<ExecOutput, Status>> + Send>>;

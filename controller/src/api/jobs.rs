@@ -3,16 +3,15 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use berth_proto::v1::agent_service_client::AgentServiceClient;
 use berth_proto::v1::job_service_server::JobService;
 use berth_proto::v1::*;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::containers;
+use crate::convert;
 use crate::core::Controller;
 use crate::jobs::Target;
-use crate::{convert, Error};
 
 pub struct Jobs(pub Arc<Controller>);
 
@@ -241,14 +240,7 @@ impl JobService for Jobs {
                 job.state.word()
             )));
         }
-        let node = job.node.clone().unwrap_or_default();
-        let addr = self
-            .0
-            .read(|s| s.nodes.get(&node).map(|n| n.agent_addr.clone()))
-            .ok_or_else(|| Status::unavailable(format!("node {node} is unknown")))?;
-        let mut client = AgentServiceClient::connect(format!("http://{addr}"))
-            .await
-            .map_err(|e| Error::Agent(format!("node {node} at {addr}: {e}")))?;
+        let mut client = containers::client_for(&self.0, &job).await?;
         let upstream = client
             .container_logs(ContainerLogsRequest {
                 job_id: job.id.clone(),

@@ -9,7 +9,7 @@
 mod ops;
 mod push;
 
-pub use ops::{upload_chunks, ImageGc};
+pub use ops::ImageGc;
 pub use push::run;
 
 use berth_proto::v1::agent_service_client::AgentServiceClient;

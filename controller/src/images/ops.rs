@@ -8,7 +8,7 @@ use berth_proto::v1::{
     GcImagesRequest, GcImagesResult, ImageChunk, LoadImageResult, NodeGc, NodeOutcome,
     RemoveImageRequest,
 };
-use futures::{Stream, StreamExt};
+use futures::Stream;
 
 use super::{agent_client, held, sources};
 use crate::core::Controller;
@@ -319,21 +319,6 @@ impl Controller {
             }
         }
     }
-}
-
-/// Chunks of an upload after its first message, ending at the first
-/// broken one: the agent then sees a stream without its trailer and
-/// loads nothing.
-pub fn upload_chunks(
-    first: Option<ImageChunk>,
-    rest: impl Stream<Item = std::result::Result<berth_proto::v1::ImageUpload, tonic::Status>>
-        + Send
-        + 'static,
-) -> impl Stream<Item = ImageChunk> + Send + 'static {
-    let rest = rest
-        .take_while(|r| std::future::ready(r.is_ok()))
-        .filter_map(|r| std::future::ready(r.ok().and_then(|u| u.chunk)));
-    futures::stream::iter(first).chain(rest)
 }
 
 #[cfg(test)]

@@ -116,16 +116,11 @@ pub async fn save(
     let file = output.as_ref().map(|p| p.display().to_string());
     eprintln!(
         "berth: saved {image} ({}, {}) to {}",
-        short_id(&first.image_id),
+        super::push::short(&first.image_id),
         bytes(written),
         file.as_deref().unwrap_or("stdout")
     );
     Ok(())
-}
-
-fn short_id(id: &str) -> &str {
-    let hex = id.strip_prefix("sha256:").unwrap_or(id);
-    &hex[..12.min(hex.len())]
 }
 
 fn part_path(path: &Path) -> PathBuf {

@@ -171,7 +171,8 @@ fn skipped(n: u64) -> String {
     }
 }
 
-fn short(id: &str) -> &str {
+/// An image id as docker shows it: 12 hex digits.
+pub(super) fn short(id: &str) -> &str {
     let hex = id.strip_prefix("sha256:").unwrap_or(id);
     &hex[..12.min(hex.len())]
 }
