@@ -94,10 +94,11 @@ fn node_view(state: &State, node: &NodeRecord, t: &Telemetry) -> (NodeView, Vec<
             .or_else(|| t.report.gpus.iter().find(|g| g.uuid == uuid))
     };
     let mut victims = Vec::new();
-    let mut live_jobs = 0;
     let mut releasing = HashSet::new();
-    for job in state.jobs_on(&node.name) {
-        live_jobs += 1;
+    // Only jobs holding GPUs shape the view: walk the node's GPUs, not all
+    // its jobs (a host may run thousands of CPU-only jobs, and this runs on
+    // every leader pass that follows a change on the node).
+    for job in state.gpu_jobs_on(node) {
         if job.state == JobState::Stopping && !is_slice(&job.spec) {
             releasing.extend(job.gpus.iter().map(|g| g.uuid.as_str()));
         } else if job.state != JobState::Stopping && job.spec.preemptible && job.spec.gpus > 0 {
@@ -158,7 +159,7 @@ fn node_view(state: &State, node: &NodeRecord, t: &Telemetry) -> (NodeView, Vec<
         images: Arc::new(image_set(&t.report)),
         used_ports: state.ports_on(&node.name).collect(),
         disk_free: t.report.disk.as_ref().map_or(0, |d| d.free_bytes),
-        live_jobs,
+        live_jobs: state.live_jobs_on(&node.name) as u32,
         exclusive: state.exclusive_holder(&node.name).is_some(),
         victims,
     };

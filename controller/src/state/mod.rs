@@ -316,6 +316,26 @@ impl State {
             .filter_map(|id| self.jobs.get(id))
     }
 
+    /// How many jobs hold resources on `node`.
+    pub fn live_jobs_on(&self, node: &str) -> usize {
+        self.node_jobs.get(node).map_or(0, BTreeSet::len)
+    }
+
+    /// Jobs holding one of `node`'s GPUs, whole or a slice, each once: at
+    /// most a few per GPU, however many CPU-only jobs share the host.
+    pub fn gpu_jobs_on<'a>(&'a self, node: &'a NodeRecord) -> impl Iterator<Item = &'a JobRecord> {
+        let mut seen = BTreeSet::new();
+        node.gpus
+            .iter()
+            .flat_map(move |g| {
+                let whole = self.gpu_holder.get(&g.uuid).into_iter();
+                let slices = self.slices.get(&g.uuid).into_iter().flat_map(|s| s.keys());
+                whole.chain(slices)
+            })
+            .filter(move |id| seen.insert(id.as_str()))
+            .filter_map(|id| self.jobs.get(id))
+    }
+
     /// Marks `node`'s resources as changed (see `node_stamp`).
     fn touch(&mut self, node: &str) {
         self.stamps += 1;

@@ -325,3 +325,18 @@ fn host_ports_are_indexed_per_node_while_held() {
         "rebuilt from a snapshot"
     );
 }
+
+#[test]
+fn gpu_jobs_on_lists_gpu_holders_once_and_live_jobs_counts_all() {
+    let mut s = state_with_node(2);
+    submit(&mut s, 3, "two", 2).unwrap();
+    s.apply(4, &place("two", &[0, 1])).unwrap();
+    for (i, id) in ["cpu1", "cpu2", "cpu3"].iter().enumerate() {
+        submit(&mut s, 5 + 2 * i as u64, id, 0).unwrap();
+        s.apply(6 + 2 * i as u64, &place(id, &[])).unwrap();
+    }
+    let node = s.nodes["n"].clone();
+    let ids: Vec<&str> = s.gpu_jobs_on(&node).map(|j| j.id.as_str()).collect();
+    assert_eq!(ids, ["two"]);
+    assert_eq!(s.live_jobs_on("n"), 4);
+}
