@@ -42,6 +42,8 @@ pub struct Agent {
     pub cluster_id: Arc<Mutex<String>>,
     /// Containers with a `docker stop` in flight, so a slow stop is not repeated.
     stopping: Arc<Mutex<HashSet<String>>>,
+    /// (container, memory, CPUs) updates the daemon refused.
+    refused_updates: Mutex<HashSet<(String, u64, u64)>>,
     /// Images being received here that other agents read as they arrive.
     pub relays: crate::relay::Relays,
     /// Images being received for jobs placed here.
@@ -67,6 +69,7 @@ impl Agent {
             gpus,
             cluster_id: Arc::new(Mutex::new(String::new())),
             stopping: Arc::default(),
+            refused_updates: Mutex::default(),
             relays: Default::default(),
             pulls: Arc::default(),
             exports: Arc::default(),
@@ -226,6 +229,32 @@ impl Agent {
             } => {
                 if let Err(e) = self.runtime.start(&container_id).await {
                     failed.insert(job_id, e.to_string());
+                }
+            }
+            Action::Update {
+                job_id,
+                container_id,
+                memory_bytes,
+                nano_cpus,
+            } => {
+                // A refusal (say, memory below what the process uses) is
+                // logged once, not retried every pass; a new value is tried.
+                let key = (container_id.clone(), memory_bytes, nano_cpus);
+                if self.refused_updates.lock().unwrap().contains(&key) {
+                    return;
+                }
+                match self
+                    .runtime
+                    .update_limits(&container_id, memory_bytes, nano_cpus)
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::info!(job = %job_id, memory_bytes, nano_cpus, "limits updated")
+                    }
+                    Err(e) => {
+                        tracing::warn!(job = %job_id, error = %e, "docker update refused");
+                        self.refused_updates.lock().unwrap().insert(key);
+                    }
                 }
             }
             Action::Stop {

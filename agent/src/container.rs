@@ -85,6 +85,8 @@ pub fn spec(alloc: &Allocation, cluster: &str, node: &str, real_gpus: bool) -> C
             })
             .collect(),
         shm_size_bytes: js.shm_size_bytes,
+        memory_bytes: js.memory_bytes,
+        nano_cpus: js.nano_cpus,
         device_ids: if real_gpus { uuids } else { Vec::new() },
         workdir: js.workdir,
         tty: js.tty,

@@ -19,6 +19,14 @@ pub enum Action {
         job_id: String,
         container_id: String,
     },
+    /// A live container whose limits differ from its job's (`berth update`,
+    /// or a change made behind Berth's back): `docker update` it.
+    Update {
+        job_id: String,
+        container_id: String,
+        memory_bytes: u64,
+        nano_cpus: u64,
+    },
     /// A running container whose job is stopping, finished, or unknown.
     Stop {
         job_id: String,
@@ -61,6 +69,24 @@ pub fn plan(
                     job_id: alloc.job_id.clone(),
                     container_id: c.id.clone(),
                 })
+            }
+            (JobState::Placed | JobState::Pulling | JobState::Running, Some(c))
+                if c.is_running() =>
+            {
+                // A limit the job does not set is left as the container has it.
+                let spec = alloc.spec.clone().unwrap_or_default();
+                let differs =
+                    |want: u64, have: u64| if want != 0 && want != have { want } else { 0 };
+                let memory_bytes = differs(spec.memory_bytes, c.memory_bytes);
+                let nano_cpus = differs(spec.nano_cpus, c.nano_cpus);
+                if memory_bytes != 0 || nano_cpus != 0 {
+                    actions.push(Action::Update {
+                        job_id: alloc.job_id.clone(),
+                        container_id: c.id.clone(),
+                        memory_bytes,
+                        nano_cpus,
+                    })
+                }
             }
             (JobState::Stopping, Some(c)) if c.is_running() => actions.push(Action::Stop {
                 job_id: alloc.job_id.clone(),
@@ -215,6 +241,44 @@ mod tests {
             plan(std::slice::from_ref(&a), &[], &HashSet::new(), &here),
             vec![Action::Create(Box::new(a.clone()))]
         );
+    }
+
+    #[test]
+    fn live_containers_follow_their_jobs_limits() {
+        let mut a = alloc("a", JobState::Running);
+        a.spec = Some(berth_proto::v1::JobSpec {
+            memory_bytes: 512 << 20,
+            nano_cpus: 1_500_000_000,
+            ..Default::default()
+        });
+        let mut c = container("a", "running");
+        c.memory_bytes = 256 << 20;
+        c.nano_cpus = 1_500_000_000;
+        assert_eq!(
+            plan(
+                std::slice::from_ref(&a),
+                &[c.clone()],
+                &HashSet::new(),
+                &|_| true
+            ),
+            vec![Action::Update {
+                job_id: "a".into(),
+                container_id: "c-a".into(),
+                memory_bytes: 512 << 20,
+                nano_cpus: 0,
+            }]
+        );
+        c.memory_bytes = 512 << 20;
+        assert!(plan(
+            std::slice::from_ref(&a),
+            &[c.clone()],
+            &HashSet::new(),
+            &|_| true
+        )
+        .is_empty());
+        // No limit in the spec: whatever the container has is left alone.
+        a.spec = None;
+        assert!(plan(&[a], &[c], &HashSet::new(), &|_| true).is_empty());
     }
 
     #[test]

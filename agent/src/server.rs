@@ -9,7 +9,8 @@ use berth_proto::v1::{
     CommitRequest, CommitResponse, ContainerLogsRequest, CopyFromRequest, CopyToInput,
     CopyToResponse, ExecInput, ExportImageRequest, FetchImageRequest, GcImagesRequest,
     GcImagesResult, ImageChunk, LoadImageResult, LogChunkFromAgent, RemoveImageRequest,
-    RemoveImageResult, StatPathRequest, StatPathResponse, TransferProgress,
+    RemoveImageResult, StatPathRequest, StatPathResponse, TransferProgress, UpdateContainerRequest,
+    UpdateContainerResult,
 };
 use futures::{Stream, StreamExt};
 use tokio::net::TcpListener;
@@ -36,22 +37,16 @@ impl AgentService for DataPlane {
         req: Request<ContainerLogsRequest>,
     ) -> Result<Response<LogStream>, Status> {
         let req = req.into_inner();
-        let cluster = self.0.cluster_id.lock().unwrap().clone();
-        let containers = self.0.runtime.list(&cluster, &self.0.cfg.node).await?;
-        let c = containers
-            .into_iter()
-            .find(|c| c.job_id == req.job_id)
-            .ok_or_else(|| {
-                Status::not_found(format!("no container for job {} on this node", req.job_id))
-            })?;
-        let out = self
-            .0
-            .runtime
-            .logs(&c.id, req.follow, req.tail)
-            .map(|item| {
-                item.map(|(stream, data)| LogChunkFromAgent { stream, data })
-                    .map_err(Status::from)
-            });
+        // The attempt the controller names; older controllers name none.
+        let id = if req.container_id.is_empty() {
+            crate::exec::container_of(&self.0, &req.job_id, false).await?
+        } else {
+            req.container_id
+        };
+        let out = self.0.runtime.logs(&id, req.follow, req.tail).map(|item| {
+            item.map(|(stream, data)| LogChunkFromAgent { stream, data })
+                .map_err(Status::from)
+        });
         Ok(Response::new(Box::pin(out)))
     }
 
@@ -101,6 +96,19 @@ impl AgentService for DataPlane {
         Ok(Response::new(
             crate::files::commit(&self.0, req.into_inner()).await?,
         ))
+    }
+
+    async fn update_container(
+        &self,
+        req: Request<UpdateContainerRequest>,
+    ) -> Result<Response<UpdateContainerResult>, Status> {
+        let req = req.into_inner();
+        tracing::info!(job = %req.job_id, memory = req.memory_bytes, nano_cpus = req.nano_cpus, "updating limits");
+        self.0
+            .runtime
+            .update_limits(&req.container_id, req.memory_bytes, req.nano_cpus)
+            .await?;
+        Ok(Response::new(UpdateContainerResult {}))
     }
 
     type ExportImageStream = Pin<Box<dyn Stream<Item = Result<ImageChunk, Status>> + Send>>;

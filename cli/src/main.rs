@@ -54,6 +54,8 @@ enum Command {
     Commit(commands::commit::Args),
     /// Stop jobs (queued ones are cancelled, running ones stopped).
     Stop(commands::stop::Args),
+    /// Change a live job's memory/CPU limits or restart policy (as docker update).
+    Update(commands::update::Args),
     /// Wait for a job to finish; prints its exit code and exits with it.
     Wait(commands::wait::Args),
     /// Show a job in full, as JSON.
@@ -139,6 +141,9 @@ async fn dispatch(command: Command, addr: &str, format: Format) -> anyhow::Resul
             .await
             .map(|()| 0),
         Command::Stop(args) => commands::stop::run(&client, args).await.map(|()| 0),
+        Command::Update(args) => commands::update::run(&client, args, format)
+            .await
+            .map(|()| 0),
         Command::Wait(args) => commands::wait::run(&client, args, format).await,
         Command::Inspect(args) => commands::inspect::run(&client, args).await.map(|()| 0),
         Command::Explain(args) => commands::explain::run(&client, args, format)

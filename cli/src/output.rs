@@ -31,7 +31,7 @@ pub fn state(job: &Job) -> JobState {
 /// A job as JSON, with the state as a word (not the enum's number).
 pub fn job_json(j: &Job) -> Value {
     let spec = j.spec.clone().unwrap_or_default();
-    json!({
+    let mut v = json!({
         "id": j.id,
         "name": j.name,
         "state": state(j).word(),
@@ -73,7 +73,11 @@ pub fn job_json(j: &Job) -> Value {
             "restart": spec.restart,
             "array":  spec.array.as_ref().map(|a| json!({"start": a.start, "end": a.end, "max_running": a.max_running})),
         },
-    })
+    });
+    // Apart: one more field in the literal passes json!'s recursion limit.
+    v["spec"]["memory_bytes"] = json!(spec.memory_bytes);
+    v["spec"]["nano_cpus"] = json!(spec.nano_cpus);
+    v
 }
 
 /// "3 seconds ago", docker-style.

@@ -97,26 +97,47 @@ pub fn port(s: &str) -> Result<PortMapping> {
 }
 
 /// `--shm-size` as docker reads it: a number with an optional b/k/m/g unit
-/// (binary multiples), at least 1 KiB... and no more than 1 TiB.
+/// (binary multiples), no more than 1 TiB.
 pub fn size(s: &str) -> Result<u64> {
+    size_of("--shm-size", s, 1 << 40)
+}
+
+/// A size flag (`flag` names it in errors), as `--shm-size`, up to `max`.
+pub fn size_of(flag: &str, s: &str, max: u64) -> Result<u64> {
     let t = s.trim().to_ascii_lowercase();
     let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(digits);
     let n: u64 = num
         .parse()
-        .with_context(|| format!("--shm-size {s:?}: expected a size like 64m, 8g or 1073741824"))?;
+        .with_context(|| format!("{flag} {s:?}: expected a size like 64m, 8g or 1073741824"))?;
     let mult: u64 = match unit {
         "" | "b" => 1,
         "k" | "kb" => 1 << 10,
         "m" | "mb" => 1 << 20,
         "g" | "gb" => 1 << 30,
-        _ => bail!("--shm-size {s:?}: unknown unit {unit:?}; use b, k, m or g"),
+        "t" | "tb" => 1 << 40,
+        _ => bail!("{flag} {s:?}: unknown unit {unit:?}; use b, k, m, g or t"),
     };
-    let bytes = n.checked_mul(mult).filter(|b| *b <= 1 << 40);
+    let bytes = n.checked_mul(mult).filter(|b| *b <= max);
     match bytes {
         Some(b) if b > 0 => Ok(b),
-        _ => bail!("--shm-size {s:?}: must be between 1 byte and 1t"),
+        _ => bail!("{flag} {s:?}: must be between 1 byte and {}g", max >> 30),
     }
+}
+
+/// `--cpus` as docker reads it: a decimal number of CPUs (1.5), as
+/// billionths of a CPU.
+pub fn cpus(s: &str) -> Result<u64> {
+    let n: f64 = s
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite())
+        .with_context(|| format!("--cpus {s:?}: expected a number of CPUs like 2 or 0.5"))?;
+    if !(0.01..=4096.0).contains(&n) {
+        bail!("--cpus {s:?}: must be between 0.01 and 4096 (leave it out for no limit)");
+    }
+    Ok((n * 1e9).round() as u64)
 }
 
 /// `-e KEY=VALUE`, or `-e KEY` to pass the local value on, as docker does.

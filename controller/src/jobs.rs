@@ -192,6 +192,70 @@ impl Controller {
         })
     }
 
+    /// `berth update`, first half: the live jobs (one, or a group's live
+    /// tasks) that new limits or a restart policy would change (0 / empty
+    /// leave a value), all checked before anything changes.
+    pub fn update_targets(
+        &self,
+        reference: &str,
+        memory_bytes: u64,
+        nano_cpus: u64,
+        restart: &str,
+    ) -> Result<Vec<JobRecord>> {
+        self.ensure_leader()?;
+        if memory_bytes == 0 && nano_cpus == 0 && restart.is_empty() {
+            return Err(Error::InvalidArgument(
+                "nothing to update: give --memory, --cpus or --restart".into(),
+            ));
+        }
+        crate::validate::limits(memory_bytes, nano_cpus)?;
+        let target = self.resolve_target(reference)?;
+        let gang =
+            matches!(&target, Target::Group(g, _) if g.kind == crate::state::GroupKind::Gang);
+        crate::validate::restart(restart, if gang { 2 } else { 1 })?;
+        let live: Vec<JobRecord> = target
+            .tasks()
+            .into_iter()
+            .filter(|j| j.state.is_live() && j.state != berth_proto::v1::JobState::Stopping)
+            .collect();
+        if live.is_empty() {
+            let (name, word) = match &target {
+                Target::Job(j) => (j.name.clone(), j.state.word()),
+                Target::Group(g, _) => (g.name.clone(), "finished"),
+            };
+            return Err(Error::FailedPrecondition(format!(
+                "job {name} is {word}: only a queued or running job can be updated \
+                 (run it again with the new values instead)"
+            )));
+        }
+        Ok(live)
+    }
+
+    /// `berth update`, second half: records the change (the agents apply
+    /// limits to containers that start later, or drifted); the jobs after it.
+    pub async fn update(
+        &self,
+        live: &[JobRecord],
+        memory_bytes: u64,
+        nano_cpus: u64,
+        restart: &str,
+    ) -> Result<Vec<JobRecord>> {
+        for job in live {
+            self.propose(Command::Update {
+                job_id: job.id.clone(),
+                memory_bytes,
+                nano_cpus,
+                restart: restart.to_string(),
+            })
+            .await?;
+        }
+        Ok(self.read(|s| {
+            live.iter()
+                .filter_map(|j| s.jobs.get(&j.id).cloned())
+                .collect()
+        }))
+    }
+
     /// Why a queued job waits (for a gang task: why its gang waits).
     pub fn explain(&self, reference: &str) -> Result<(JobRecord, Explanation)> {
         let job = match self.resolve_target(reference)? {

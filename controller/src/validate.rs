@@ -9,6 +9,44 @@ use crate::scheduler::{explain::bytes, Constraint};
 use crate::state::{GpuInventory, NodeRecord, State};
 use crate::{Error, Result};
 
+/// A restart policy, for a job of `nodes` tasks (a gang when above 1).
+pub fn restart(policy: &str, nodes: u32) -> Result<()> {
+    match policy.split_once(':').unwrap_or((policy, "")) {
+        ("" | "no" | "always" | "unless-stopped", "") | ("on-failure", "") => {}
+        ("on-failure", n) if n.parse::<u32>().is_ok() => {}
+        _ => {
+            return Err(Error::InvalidArgument(format!(
+                "--restart {policy:?}: use no, on-failure[:N], always or unless-stopped"
+            )))
+        }
+    }
+    if nodes > 1 && !matches!(policy, "" | "no") {
+        return Err(Error::InvalidArgument(
+            "a gang cannot have a --restart policy yet: it is torn down as a whole when a task ends"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Memory and CPU limits (0 = none), with docker's floors, so that a bad
+/// value is refused here rather than by the daemon after placement.
+pub fn limits(memory_bytes: u64, nano_cpus: u64) -> Result<()> {
+    const MIN_MEMORY: u64 = 6 << 20;
+    if memory_bytes != 0 && memory_bytes < MIN_MEMORY {
+        return Err(Error::InvalidArgument(format!(
+            "--memory {}: docker's minimum is 6MiB",
+            bytes(memory_bytes)
+        )));
+    }
+    if nano_cpus != 0 && nano_cpus < 10_000_000 {
+        return Err(Error::InvalidArgument(
+            "--cpus: the smallest limit is 0.01".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks that need nothing but the spec itself.
 pub fn job(spec: &JobSpec, name: &str) -> Result<()> {
     let bad = |m: String| Err(Error::InvalidArgument(m));
@@ -20,20 +58,8 @@ pub fn job(spec: &JobSpec, name: &str) -> Result<()> {
             "invalid name {name:?}: use letters, digits, '_', '.', '-', starting with a letter or digit"
         ));
     }
-    let policy = spec.restart.split_once(':').unwrap_or((&spec.restart, ""));
-    match policy {
-        ("" | "no" | "always" | "unless-stopped", "") | ("on-failure", "") => {}
-        ("on-failure", n) if n.parse::<u32>().is_ok() => {}
-        _ => {
-            return bad(format!(
-                "--restart {:?}: use no, on-failure[:N], always or unless-stopped",
-                spec.restart
-            ))
-        }
-    }
-    if spec.nodes > 1 && !matches!(spec.restart.as_str(), "" | "no") {
-        return bad("a gang cannot have a --restart policy yet: it is torn down as a whole when a task ends".into());
-    }
+    restart(&spec.restart, spec.nodes)?;
+    limits(spec.memory_bytes, spec.nano_cpus)?;
     for m in &spec.mounts {
         if !m.source.starts_with('/') {
             return bad(format!(

@@ -60,6 +60,8 @@ impl Docker {
             .await
             .map_err(docker_err)?;
         let state = c.state.unwrap_or_default();
+        let host = c.host_config.unwrap_or_default();
+        let limit = |v: Option<i64>| v.unwrap_or(0).max(0) as u64;
         let labels = c.config.and_then(|c| c.labels).unwrap_or_default();
         Ok(ContainerInfo {
             id: c.id.unwrap_or_default(),
@@ -73,6 +75,8 @@ impl Docker {
                 .get(LABEL_ATTEMPT)
                 .and_then(|a| a.parse().ok())
                 .unwrap_or(0),
+            memory_bytes: limit(host.memory),
+            nano_cpus: limit(host.nano_cpus),
         })
     }
 
@@ -211,6 +215,10 @@ impl ContainerRuntime for Docker {
             }) => Ok(()),
             Err(e) => Err(docker_err(e)),
         }
+    }
+
+    async fn update_limits(&self, id: &str, memory_bytes: u64, nano_cpus: u64) -> Result<()> {
+        self.update_now(id, memory_bytes, nano_cpus).await
     }
 
     fn logs(&self, id: &str, follow: bool, tail: u32) -> BoxStream<'static, LogItem> {
@@ -482,6 +490,9 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             binds: non_empty(&spec.binds),
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
             shm_size: (spec.shm_size_bytes > 0).then_some(spec.shm_size_bytes as i64),
+            memory: (spec.memory_bytes > 0).then_some(spec.memory_bytes as i64),
+            memory_swap: (spec.memory_bytes > 0).then_some(2 * spec.memory_bytes as i64),
+            nano_cpus: (spec.nano_cpus > 0).then_some(spec.nano_cpus as i64),
             device_requests,
             ..Default::default()
         }),

@@ -1,5 +1,5 @@
 //! The Docker runtime's container verbs for users: exec, cp (stat, from,
-//! to) and commit — `ContainerRuntime` delegates here to keep `docker.rs`
+//! to), commit and update — `ContainerRuntime` delegates here to keep `docker.rs`
 //! about containers' lifecycle and images.
 
 use bollard::query_parameters::{
@@ -14,6 +14,22 @@ use super::{ExecSession, ExecSpec, PathStat};
 use crate::{Error, Result};
 
 impl Docker {
+    pub(super) async fn update_now(&self, id: &str, memory: u64, nano_cpus: u64) -> Result<()> {
+        let set = |v: u64| (v > 0).then_some(v as i64);
+        let body = bollard::models::ContainerUpdateBody {
+            memory: set(memory),
+            // Swap as much again, as docker run gives by default; raising
+            // the memory alone past the old swap limit is refused.
+            memory_swap: set(memory).map(|m| 2 * m),
+            nano_cpus: set(nano_cpus),
+            ..Default::default()
+        };
+        self.client
+            .update_container(id, body)
+            .await
+            .map_err(docker_err)
+    }
+
     pub(super) async fn exec_now(&self, container: &str, spec: &ExecSpec) -> Result<ExecSession> {
         let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
         let config = bollard::models::ExecConfig {

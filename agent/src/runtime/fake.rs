@@ -73,6 +73,8 @@ impl ContainerRuntime for FakeRuntime {
             job_id: job,
             state: "running".into(),
             started_at_ms: 1,
+            memory_bytes: spec.memory_bytes,
+            nano_cpus: spec.nano_cpus,
             ..Default::default()
         });
         Ok(id)
@@ -103,6 +105,24 @@ impl ContainerRuntime for FakeRuntime {
         {
             c.state = "exited".into();
             c.exit_code = 143;
+        }
+        Ok(())
+    }
+
+    async fn update_limits(&self, id: &str, memory_bytes: u64, nano_cpus: u64) -> Result<()> {
+        self.record(format!(
+            "update {id} memory={memory_bytes} cpus={nano_cpus}"
+        ));
+        let mut containers = self.containers.lock().unwrap();
+        let c = containers
+            .iter_mut()
+            .find(|c| c.id == id)
+            .ok_or_else(|| Error::NotFound(format!("no container {id}")))?;
+        if memory_bytes > 0 {
+            c.memory_bytes = memory_bytes;
+        }
+        if nano_cpus > 0 {
+            c.nano_cpus = nano_cpus;
         }
         Ok(())
     }

@@ -39,6 +39,10 @@ pub struct ContainerSpec {
     /// (container port "80/tcp", host ip, host port).
     pub ports: Vec<(String, String, u32)>,
     pub shm_size_bytes: u64,
+    /// Memory limit (swap as much again, docker run's default); 0: none.
+    pub memory_bytes: u64,
+    /// CPU limit in billionths of a CPU; 0: none.
+    pub nano_cpus: u64,
     /// GPU uuids for an NVIDIA `DeviceRequest`; empty means no device request.
     pub device_ids: Vec<String>,
     pub workdir: String,
@@ -61,6 +65,9 @@ pub struct ContainerInfo {
     pub pid: u32,
     /// The job attempt it was created for.
     pub attempt: u32,
+    /// Limits the daemon enforces now (0: none).
+    pub memory_bytes: u64,
+    pub nano_cpus: u64,
 }
 
 impl ContainerInfo {
@@ -130,6 +137,9 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     async fn start(&self, id: &str) -> Result<()>;
     /// docker stop: SIGTERM, then SIGKILL after `grace`.
     async fn stop(&self, id: &str, grace: Duration) -> Result<()>;
+    /// `docker update`: new memory and CPU limits on a live container
+    /// (0 leaves one as it is).
+    async fn update_limits(&self, id: &str, memory_bytes: u64, nano_cpus: u64) -> Result<()>;
     fn logs(&self, id: &str, follow: bool, tail: u32) -> BoxStream<'static, LogItem>;
     async fn images(&self) -> Result<Vec<ImageInfo>>;
     async fn disk(&self) -> Result<DiskState>;

@@ -16,4 +16,5 @@ pub mod quota;
 pub mod run;
 pub mod stop;
 pub mod submit;
+pub mod update;
 pub mod wait;

@@ -30,6 +30,14 @@ pub struct Args {
     /// Size of /dev/shm, e.g. 8g (PyTorch data loaders need more than docker's 64m).
     #[arg(long)]
     shm_size: Option<String>,
+    /// Memory limit, e.g. 16g (docker -m); swap is as much again.
+    /// `berth update` changes it while the job runs.
+    #[arg(short = 'm', long)]
+    memory: Option<String>,
+    /// CPU limit in CPUs, e.g. 1.5 (docker --cpus). `berth update` changes
+    /// it while the job runs.
+    #[arg(long)]
+    cpus: Option<String>,
     /// Job (and container) name.
     #[arg(long)]
     name: Option<String>,
@@ -148,7 +156,19 @@ pub fn job_spec(args: &Args) -> Result<JobSpec> {
         gpu_memory_bytes: args
             .gpu_mem
             .as_deref()
-            .map(spec::size)
+            .map(|s| spec::size_of("--gpu-mem", s, 1 << 50))
+            .transpose()?
+            .unwrap_or(0),
+        memory_bytes: args
+            .memory
+            .as_deref()
+            .map(|s| spec::size_of("--memory", s, 1 << 50))
+            .transpose()?
+            .unwrap_or(0),
+        nano_cpus: args
+            .cpus
+            .as_deref()
+            .map(spec::cpus)
             .transpose()?
             .unwrap_or(0),
         constraints: args.constraints.clone(),

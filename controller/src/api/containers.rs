@@ -1,4 +1,4 @@
-//! JobService's container verbs — exec, cp (stat, from, to), commit —
+//! JobService's container verbs — exec, cp (stat, from, to), commit, update —
 //! proxied to the agent of the host the job runs (or ran) on. The
 //! controller resolves the job and checks its state; the agent does the
 //! docker part.
@@ -138,4 +138,36 @@ pub async fn commit(ctl: &Controller, mut req: CommitRequest) -> Result<CommitRe
     let (job, mut client) = agent_of(ctl, &req.job, false).await?;
     req.job = job.id;
     Ok(client.commit(req).await?.into_inner())
+}
+
+/// `docker update` of the running containers among `jobs`, on their hosts.
+pub async fn update_limits(
+    ctl: &Controller,
+    jobs: &[JobRecord],
+    memory_bytes: u64,
+    nano_cpus: u64,
+) -> Result<(), Status> {
+    if memory_bytes == 0 && nano_cpus == 0 {
+        return Ok(());
+    }
+    for job in jobs.iter().filter(|j| j.state == JobState::Running) {
+        let mut client = client_for(ctl, job).await?;
+        client
+            .update_container(UpdateContainerRequest {
+                job_id: job.id.clone(),
+                container_id: job.container_id.clone(),
+                memory_bytes,
+                nano_cpus,
+            })
+            .await
+            .map_err(|e| {
+                Status::failed_precondition(format!(
+                    "job {}: the docker daemon on {} refused the update: {}",
+                    job.name,
+                    job.node.as_deref().unwrap_or("?"),
+                    e.message()
+                ))
+            })?;
+    }
+    Ok(())
 }

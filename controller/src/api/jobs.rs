@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use berth_proto::v1::job_service_server::JobService;
 use berth_proto::v1::*;
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use super::containers;
@@ -15,7 +15,7 @@ use crate::jobs::Target;
 
 pub struct Jobs(pub Arc<Controller>);
 
-type LogStream = Pin<Box<dyn Stream<Item = Result<LogChunk, Status>> + Send>>;
+use super::logs::LogStream;
 
 #[tonic::async_trait]
 impl JobService for Jobs {
@@ -102,6 +102,24 @@ impl JobService for Jobs {
         let first = target.tasks().into_iter().next();
         let job = first.ok_or_else(|| Status::not_found("the group has no tasks"))?;
         Ok(Response::new(self.0.read(|s| convert::job(&job, s))))
+    }
+
+    async fn update_job(
+        &self,
+        req: Request<UpdateJobRequest>,
+    ) -> Result<Response<UpdateJobResponse>, Status> {
+        let req = req.into_inner();
+        let (memory, cpus) = (req.memory_bytes, req.nano_cpus);
+        let live = self
+            .0
+            .update_targets(&req.job, memory, cpus, &req.restart)?;
+        // The daemon has the last word on limits (a floor, memory in use):
+        // it is asked first, so a refusal changes nothing.
+        containers::update_limits(&self.0, &live, memory, cpus).await?;
+        let jobs = self.0.update(&live, memory, cpus, &req.restart).await?;
+        Ok(Response::new(self.0.read(|s| UpdateJobResponse {
+            jobs: jobs.iter().map(|j| convert::job(j, s)).collect(),
+        })))
     }
 
     async fn wait_job(
@@ -223,39 +241,9 @@ impl JobService for Jobs {
     }
 
     async fn job_logs(&self, req: Request<JobLogsRequest>) -> Result<Response<LogStream>, Status> {
-        let req = req.into_inner();
-        self.0.read_barrier().await?;
-        let mut job = self.0.resolve(&req.job)?;
-        if req.follow {
-            // A followed job's logs begin once its container exists.
-            job = wait_until(&self.0, &job.id, |j| {
-                !j.container_id.is_empty() || j.state.is_finished()
-            })
-            .await?;
-        }
-        if job.container_id.is_empty() {
-            return Err(Status::failed_precondition(format!(
-                "job {} is {} and has no container yet, so no logs",
-                job.name,
-                job.state.word()
-            )));
-        }
-        let mut client = containers::client_for(&self.0, &job).await?;
-        let upstream = client
-            .container_logs(ContainerLogsRequest {
-                job_id: job.id.clone(),
-                follow: req.follow,
-                tail: req.tail,
-            })
-            .await?
-            .into_inner();
-        let out = upstream.map(|chunk| {
-            chunk.map(|c| LogChunk {
-                stream: c.stream,
-                data: c.data,
-            })
-        });
-        Ok(Response::new(Box::pin(out)))
+        Ok(Response::new(
+            super::logs::job_logs(self.0.clone(), req.into_inner()).await?,
+        ))
     }
 }
 

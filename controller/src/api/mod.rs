@@ -4,6 +4,7 @@ pub mod cluster;
 pub mod containers;
 pub mod control;
 pub mod jobs;
+pub mod logs;
 pub mod members;
 
 use futures::{Stream, StreamExt};

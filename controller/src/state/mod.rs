@@ -5,10 +5,11 @@
 //! plan is rejected instead of giving one GPU to two live jobs.
 //!
 //! `place` holds the placement re-check, preemption and gang rules;
-//! `groups` the tasks of gangs and arrays.
+//! `groups` the tasks of gangs and arrays; `update` what changes live.
 
 mod groups;
 mod place;
+mod update;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -169,6 +170,13 @@ pub enum Command {
         job_id: String,
         at_ms: i64,
     },
+    /// `berth update`: new limits or restart policy (0 / empty: unchanged).
+    Update {
+        job_id: String,
+        memory_bytes: u64,
+        nano_cpus: u64,
+        restart: String,
+    },
 }
 
 /// Why `apply` refused a command. Refusals are deterministic too, so every
@@ -187,6 +195,8 @@ pub enum Rejection {
     BadTransition(String, &'static str, &'static str),
     #[error("placement of {job} refused: {why}")]
     BadPlacement { job: String, why: String },
+    #[error("job {job} cannot be updated: {why}")]
+    BadUpdate { job: String, why: String },
     #[error("undecodable command: {0}")]
     Malformed(String),
 }
@@ -456,6 +466,12 @@ impl State {
                 at_ms,
             } => self.finish(index, job_id, Finish::Failed(message.clone()), *at_ms),
             Command::Cancel { job_id, at_ms } => self.cancel(index, job_id, *at_ms),
+            Command::Update {
+                job_id,
+                memory_bytes,
+                nano_cpus,
+                restart,
+            } => self.update(job_id, *memory_bytes, *nano_cpus, restart),
         }
     }
 

@@ -340,3 +340,40 @@ fn gpu_jobs_on_lists_gpu_holders_once_and_live_jobs_counts_all() {
     assert_eq!(ids, ["two"]);
     assert_eq!(s.live_jobs_on("n"), 4);
 }
+
+#[test]
+fn update_changes_live_jobs_only_and_zero_leaves_a_value() {
+    let mut s = state_with_node(1);
+    submit(&mut s, 3, "a", 1).unwrap();
+    let update = |memory_bytes, nano_cpus, restart: &str| Command::Update {
+        job_id: "a".into(),
+        memory_bytes,
+        nano_cpus,
+        restart: restart.into(),
+    };
+    s.apply(4, &update(1 << 30, 2_000_000_000, "always"))
+        .unwrap();
+    s.apply(5, &update(0, 0, "")).unwrap();
+    let spec = &s.jobs["a"].spec;
+    assert_eq!(
+        (spec.memory_bytes, spec.nano_cpus, spec.restart.as_str()),
+        (1 << 30, 2_000_000_000, "always")
+    );
+    s.apply(
+        6,
+        &Command::Cancel {
+            job_id: "a".into(),
+            at_ms: 6,
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        s.apply(7, &update(2 << 30, 0, "")),
+        Err(Rejection::BadTransition(..))
+    ));
+    assert_eq!(
+        s.jobs["a"].spec.memory_bytes,
+        1 << 30,
+        "a refusal changes nothing"
+    );
+}

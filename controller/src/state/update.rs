@@ -1,0 +1,61 @@
+//! `berth update`: what can change in a live job. Memory and CPU limits
+//! (the agent applies them to the running container, as `docker update`)
+//! and the restart policy (Berth's own). Nothing else: GPUs, mounts, ports
+//! and the image are fixed once a container exists.
+
+use berth_proto::v1::JobState;
+
+use super::groups::GroupKind;
+use super::{Applied, Rejection, State};
+
+impl State {
+    /// Zero and empty leave a value as it is.
+    pub(super) fn update(
+        &mut self,
+        id: &str,
+        memory_bytes: u64,
+        nano_cpus: u64,
+        restart: &str,
+    ) -> Result<Applied, Rejection> {
+        let gang = self
+            .jobs
+            .get(id)
+            .and_then(|j| self.groups.get(&j.group))
+            .is_some_and(|g| g.kind == GroupKind::Gang);
+        let job = self.job_mut(id)?;
+        match job.state {
+            JobState::Queued | JobState::Placed | JobState::Pulling | JobState::Running => {}
+            other => {
+                return Err(Rejection::BadTransition(
+                    id.into(),
+                    other.word(),
+                    "be updated",
+                ))
+            }
+        }
+        if gang && !matches!(restart, "" | "no") {
+            return Err(Rejection::BadUpdate {
+                job: id.into(),
+                why: "a gang task cannot have a restart policy: the gang is torn down as a whole"
+                    .into(),
+            });
+        }
+        if memory_bytes > 0 {
+            job.spec.memory_bytes = memory_bytes;
+        }
+        if nano_cpus > 0 {
+            job.spec.nano_cpus = nano_cpus;
+        }
+        if !restart.is_empty() {
+            job.spec.restart = restart.to_string();
+        }
+        let node = job.node.clone();
+        if let Some(node) = node {
+            self.touch(&node);
+        }
+        Ok(Applied {
+            jobs: vec![id.to_string()],
+            ..Applied::default()
+        })
+    }
+}
