@@ -140,7 +140,7 @@ async fn dispatch(command: Command, addr: &str, format: Format) -> anyhow::Resul
         Command::Commit(args) => commands::commit::run(&client, args, format)
             .await
             .map(|()| 0),
-        Command::Stop(args) => commands::stop::run(&client, args).await.map(|()| 0),
+        Command::Stop(args) => commands::stop::run(&client, args, format).await.map(|()| 0),
         Command::Update(args) => commands::update::run(&client, args, format)
             .await
             .map(|()| 0),

@@ -74,6 +74,8 @@ fn update_changes_limits_live_and_refuses_what_cannot_change() {
 
     let json = c.json(&["update", "--restart", "on-failure:3", &job]);
     assert_eq!(json[0]["spec"]["restart"], "on-failure:3", "{json}");
+    let stopped = c.json(&["stop", &job]);
+    assert_eq!(stopped[0]["state"], "stopping", "{stopped}");
 
     let done = c.run_detached(&[IMAGE, "true"]);
     c.wait_state(&done, "exited");

@@ -1,9 +1,11 @@
-//! `berth stop JOB...`: prints each job as it is asked to stop, like docker.
+//! `berth stop JOB...`: prints each job as it is asked to stop, like docker
+//! (with `-o json`, the jobs as they are after the request).
 
 use anyhow::{bail, Result};
 use berth_proto::v1::CancelJobRequest;
 
 use crate::client::Client;
+use crate::output::{job_json, Format};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -11,20 +13,25 @@ pub struct Args {
     jobs: Vec<String>,
 }
 
-pub async fn run(client: &Client, args: Args) -> Result<()> {
+pub async fn run(client: &Client, args: Args, format: Format) -> Result<()> {
     let mut failed = 0;
+    let mut stopped = Vec::new();
     for job in &args.jobs {
         match client
             .jobs()
             .cancel_job(CancelJobRequest { job: job.clone() })
             .await
         {
+            Ok(r) if format == Format::Json => stopped.push(job_json(&r.into_inner())),
             Ok(_) => println!("{job}"),
             Err(e) => {
                 eprintln!("berth: {job}: {}", e.message());
                 failed += 1;
             }
         }
+    }
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&stopped)?);
     }
     if failed > 0 {
         bail!("{failed} of {} jobs could not be stopped", args.jobs.len());
