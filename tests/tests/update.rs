@@ -3,7 +3,7 @@
 //! cannot change live is refused with nothing changed, and a followed job's
 //! output goes on through its restarts.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use berth_tests::*;
 
@@ -127,11 +127,7 @@ fn logs_follow_a_job_through_its_restarts() {
         "-c",
         "echo run; sleep 2; exit 1",
     ]);
-    let out = Command::new(bin("berth"))
-        .args(["--addr", &c.addr, "logs", "-f", &job])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = c.berth(&["logs", "-f", &job]);
     assert!(
         out.status.success(),
         "{}",
