@@ -78,33 +78,7 @@ impl ControlPlane for Control {
                 "node {node} is not registered"
             )));
         }
-        let ctl = self.0.clone();
-        let mut applied = ctl.subscribe_applied();
-        let out = async_stream::stream! {
-            let mut last: Option<Vec<Allocation>> = None;
-            let mut last_sent = tokio::time::Instant::now();
-            loop {
-                if let Err(e) = ctl.ensure_leader() {
-                    // Lost leadership: end the stream so the agent finds the new leader.
-                    yield Err(Status::from(e));
-                    break;
-                }
-                let (revision, allocations) = ctl.read(|s| (s.applied_index, desired(s, &node)));
-                // Send on change, and as a heartbeat: other nodes' commands
-                // move the revision without changing this node's allocations.
-                if last.as_ref() != Some(&allocations) || last_sent.elapsed() >= RESEND_EVERY {
-                    last = Some(allocations.clone());
-                    last_sent = tokio::time::Instant::now();
-                    yield Ok(DesiredAllocations { revision, allocations });
-                }
-                // Wake at least every second to notice a leadership change.
-                let wait = RESEND_EVERY.saturating_sub(last_sent.elapsed()).min(Duration::from_secs(1));
-                if let Ok(Err(_)) = tokio::time::timeout(wait, applied.changed()).await {
-                    break; // controller shutting down
-                }
-            }
-        };
-        Ok(Response::new(Box::pin(out)))
+        Ok(Response::new(Box::pin(allocations(self.0.clone(), node))))
     }
 
     async fn report(&self, req: Request<NodeReport>) -> Result<Response<ReportResponse>, Status> {
@@ -123,6 +97,47 @@ impl ControlPlane for Control {
             sources,
             image_size,
         }))
+    }
+}
+
+/// A node's desired allocations, sent when they change and every
+/// `RESEND_EVERY` as a heartbeat, until this controller stops leading.
+/// Every applied command wakes every node's stream, so one whose node did
+/// not change (`State::node_stamp`) goes back to sleep without rebuilding
+/// its allocations: at 1,000 hosts, a command touches one or a few.
+pub fn allocations(
+    ctl: Arc<Controller>,
+    node: String,
+) -> impl Stream<Item = Result<DesiredAllocations, Status>> + Send {
+    let mut applied = ctl.subscribe_applied();
+    async_stream::stream! {
+        let mut last: Option<(u64, Vec<Allocation>)> = None;
+        let mut last_sent = tokio::time::Instant::now();
+        loop {
+            if let Err(e) = ctl.ensure_leader() {
+                // Lost leadership: end the stream so the agent finds the new leader.
+                yield Err(Status::from(e));
+                break;
+            }
+            let due = last.is_none() || last_sent.elapsed() >= RESEND_EVERY;
+            let stamp = last.as_ref().map(|(s, _)| *s);
+            let changed = ctl.read(|s| {
+                let now = s.node_stamp(&node);
+                (due || Some(now) != stamp).then(|| (now, s.applied_index, desired(s, &node)))
+            });
+            if let Some((now, revision, allocations)) = changed {
+                if due || last.as_ref().map(|(_, a)| a) != Some(&allocations) {
+                    last_sent = tokio::time::Instant::now();
+                    yield Ok(DesiredAllocations { revision, allocations: allocations.clone() });
+                }
+                last = Some((now, allocations));
+            }
+            // Wake at least every second to notice a leadership change.
+            let wait = RESEND_EVERY.saturating_sub(last_sent.elapsed()).min(Duration::from_secs(1));
+            if let Ok(Err(_)) = tokio::time::timeout(wait, applied.changed()).await {
+                break; // controller shutting down
+            }
+        }
     }
 }
 

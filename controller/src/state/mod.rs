@@ -357,7 +357,16 @@ impl State {
         }
     }
 
-    /// Changes whenever the jobs holding resources on `node` change.
+    fn touch_job_node(&mut self, id: &str) {
+        if let Some(node) = self.jobs.get(id).and_then(|j| j.node.clone()) {
+            self.touch(&node);
+        }
+    }
+
+    /// Changes whenever the jobs holding resources on `node` change, or
+    /// anything of theirs an agent acts on (state, spec): the leader reuses
+    /// its scheduling view of an unchanged node, and sends its agent
+    /// nothing new.
     pub fn node_stamp(&self, node: &str) -> u64 {
         self.node_stamp.get(node).copied().unwrap_or(0)
     }
@@ -496,6 +505,7 @@ impl State {
             JobState::Placed => job.state = JobState::Pulling,
             other => return Err(Rejection::BadTransition(id.into(), other.word(), "pull")),
         }
+        self.touch_job_node(id);
         Ok(Applied {
             jobs: vec![id.to_string()],
             ..Applied::default()
@@ -512,6 +522,7 @@ impl State {
         }
         job.container_id = container_id.to_string();
         job.started_at_ms = at_ms;
+        self.touch_job_node(id);
         Ok(Applied {
             jobs: vec![id.to_string()],
             ..Applied::default()
