@@ -11,14 +11,18 @@
 //! 2. Pure (in a child process): the same cluster and queue as a snapshot; `schedule()` alone,
 //!    first on the empty cluster, then over rounds of churn.
 //!
-//! The last line is a JSON object. Env: BENCH_HOSTS (1000), BENCH_JOBS
-//! (100000), BENCH_ROUNDS (20).
+//! Every host's agent watches its desired allocations, as real agents do
+//! (the controller's own stream, consumed in process; BENCH_WATCH=0 for
+//! none). The last line is a JSON object. Env: BENCH_HOSTS (1000),
+//! BENCH_JOBS (100000), BENCH_ROUNDS (20).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth_controller::scheduler::{self, GpuUse, GpuView, NodeView, QueuedJob, Snapshot};
+use berth_controller::scheduler::{
+    self, GpuUse, GpuView, NodeView, QueueKeys, QueuedJob, Snapshot,
+};
 use berth_controller::state::{Command, GpuInventory, NodeRecord};
 use berth_controller::{Controller, ControllerConfig};
 use berth_proto::v1::{DiskState, Gpu, ImageInfo, JobSpec, JobState, NodeReport};
@@ -206,6 +210,19 @@ async fn committed(hosts: usize, jobs: usize, rounds: usize) -> Committed {
             }
         })
     };
+    // Each host's agent follows its allocations, as a real one does.
+    let watch = env_num("BENCH_WATCH", 1) != 0;
+    let watchers: Vec<_> = nodes
+        .iter()
+        .filter(|_| watch)
+        .map(|n| {
+            let stream = berth_controller::api::control::allocations(ctl.clone(), n.name.clone());
+            tokio::spawn(async move {
+                futures::pin_mut!(stream);
+                while futures::StreamExt::next(&mut stream).await.is_some() {}
+            })
+        })
+        .collect();
     // Reports first, so submits see images and GPUs.
     while ctl.telemetry(&nodes[hosts - 1].name).is_none() {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -302,6 +319,9 @@ async fn committed(hosts: usize, jobs: usize, rounds: usize) -> Committed {
     }
     let rss = rss_mib();
     refresh.abort();
+    for w in watchers {
+        w.abort();
+    }
     let p50 = percentile(&mut latencies.clone(), 0.50);
     Committed {
         placements_per_s: placed as f64 / pass_time.as_secs_f64(),
@@ -347,7 +367,7 @@ fn snapshot(hosts: usize, jobs: usize) -> Snapshot {
         })
         .collect();
     let mut rng = StdRng::seed_from_u64(7);
-    let queue = (0..jobs)
+    let queue: Vec<Arc<QueuedJob>> = (0..jobs)
         .map(|i| {
             let s = job_spec(&mut rng);
             Arc::new(QueuedJob {
@@ -371,6 +391,7 @@ fn snapshot(hosts: usize, jobs: usize) -> Snapshot {
         .collect();
     Snapshot {
         nodes,
+        queue_keys: Some(Arc::new(QueueKeys::build(&queue))),
         queue: Arc::new(queue),
         ..Snapshot::default()
     }
@@ -441,6 +462,9 @@ fn pure(hosts: usize, jobs: usize, rounds: usize) -> Pure {
             placed_ids.insert(p.job_id.split('.').next().unwrap().to_string());
         }
         Arc::make_mut(&mut snap.queue).retain(|j| !placed_ids.contains(&j.id));
+        // The controller keeps the packed keys in step as commands apply
+        // (`sched_queue`, timed in the committed part).
+        snap.queue_keys = Some(Arc::new(QueueKeys::build(&snap.queue)));
         // Churn: 5% of live jobs exit.
         let mut keep = Vec::with_capacity(live.len());
         for (n, gpus, slice) in live.drain(..) {

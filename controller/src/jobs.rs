@@ -157,6 +157,7 @@ impl Controller {
         let mut queue = (*snapshot.queue).clone();
         queue.push(std::sync::Arc::new(job));
         snapshot.queue = std::sync::Arc::new(queue);
+        snapshot.queue_keys = None; // they describe the queue without it
         scheduler::explain(&snapshot, &id, &down)
             .ok_or_else(|| Error::Unavailable("the dry run lost its job; try again".into()))
     }

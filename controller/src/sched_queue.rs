@@ -11,12 +11,14 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use berth_proto::v1::{JobSpec, JobState};
 
-use crate::scheduler::{normalize_image, Constraint, QueuedJob};
+use crate::scheduler::{normalize_image, Constraint, QueueKeys, QueuedJob};
 use crate::state::{GroupKind, JobRecord, State};
 
 #[derive(Default)]
 pub struct SchedQueue {
     jobs: Arc<Vec<Arc<QueuedJob>>>,
+    /// `jobs`' ranking keys, packed, kept in step with it.
+    keys: Arc<QueueKeys>,
     /// `slots[i]` names `jobs[i]`; slots are never reused.
     slots: Vec<u64>,
     /// Job id (a gang's rank-0 task) → its slot.
@@ -89,6 +91,9 @@ impl SchedQueue {
             let jobs = Arc::make_mut(&mut self.jobs);
             let mut keep = self.slots.iter().map(|s| !removed.contains(s));
             jobs.retain(|_| keep.next().unwrap_or(true));
+            let keys = &mut Arc::make_mut(&mut self.keys).keys;
+            let mut keep = self.slots.iter().map(|s| !removed.contains(s));
+            keys.retain(|_| keep.next().unwrap_or(true));
             self.slots.retain(|s| !removed.contains(s));
             for slot in removed {
                 if let Some(group) = self.slot_group.remove(&slot) {
@@ -103,6 +108,7 @@ impl SchedQueue {
         }
         if !self.added.is_empty() {
             let jobs = Arc::make_mut(&mut self.jobs);
+            let keys = Arc::make_mut(&mut self.keys);
             for id in std::mem::take(&mut self.added) {
                 let Some(j) = state.jobs.get(&id).filter(|j| j.state == JobState::Queued) else {
                     continue;
@@ -115,12 +121,18 @@ impl SchedQueue {
                     }
                     self.slot_of.insert(id, self.next_slot);
                     self.slots.push(self.next_slot);
+                    keys.push(&q);
                     jobs.push(Arc::new(q));
                 }
             }
             self.pending.clear();
         }
         self.jobs.clone()
+    }
+
+    /// The packed ranking keys of the queue the last `snapshot` returned.
+    pub fn keys(&self) -> Arc<QueueKeys> {
+        self.keys.clone()
     }
 }
 
@@ -248,5 +260,10 @@ mod tests {
         assert_eq!(ids(&snap), ["c", "d"]);
         let mut fresh = SchedQueue::new();
         assert_eq!(ids(&fresh.snapshot(&s)), ids(&snap));
+        // The packed keys stay in step with the jobs they describe.
+        let keys = q.keys();
+        let seqs: Vec<u64> = keys.keys.iter().map(|k| k.seq).collect();
+        assert_eq!(seqs, snap.iter().map(|j| j.seq).collect::<Vec<_>>());
+        assert_eq!(QueueKeys::build(&snap).keys.len(), keys.keys.len());
     }
 }

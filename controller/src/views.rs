@@ -74,6 +74,7 @@ pub fn scheduler_snapshot(inner: &mut Inner, move_images: bool) -> Snapshot {
     }
     snap.quotas = state.quotas.iter().map(|(u, q)| (u.clone(), *q)).collect();
     snap.queue = sched.snapshot(state);
+    snap.queue_keys = Some(sched.keys());
     for group in sched.capped_groups() {
         snap.group_live
             .insert(group.clone(), state.group_live(group));

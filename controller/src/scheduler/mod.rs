@@ -36,6 +36,7 @@ pub mod explain;
 mod fit;
 mod image;
 mod queue;
+pub use queue::{QueueKey, QueueKeys};
 mod reserve;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -166,6 +167,9 @@ pub struct Snapshot {
     /// Queued jobs, any order: the scheduler ranks them. Shared with the
     /// controller's cache, so building a snapshot copies no job.
     pub queue: Arc<Vec<Arc<QueuedJob>>>,
+    /// `queue`'s ranking keys, packed, when the caller keeps them beside it
+    /// (built by the pass otherwise; ignored unless one per queued job).
+    pub queue_keys: Option<Arc<QueueKeys>>,
     /// User → GPU-equivalents (in thousandths) their live jobs hold.
     pub usage: HashMap<String, u64>,
     /// User → whole GPUs their live jobs hold (for quotas).
@@ -233,7 +237,7 @@ fn run(snapshot: &Snapshot, trace: Option<&str>) -> (Plan, Option<Outcome>) {
     let mut unreservable = fit::ShapeSet::default();
     // Once the cluster is full and the reservation is made, nothing further
     // can be placed unless some job needs no GPU or a slice still fits.
-    let (mut order, facts) = queue::FairOrder::new(&snapshot.queue);
+    let (mut order, facts) = queue::FairOrder::new(&snapshot.queue, snapshot.queue_keys.as_deref());
     while let Some(i) = order.next(&usage) {
         let job = &*snapshot.queue[i];
         let traced = trace == Some(job.id.as_str());
