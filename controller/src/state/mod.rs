@@ -5,11 +5,16 @@
 //! plan is rejected instead of giving one GPU to two live jobs.
 //!
 //! `place` holds the placement re-check, preemption and gang rules;
-//! `groups` the tasks of gangs and arrays; `update` what changes live.
+//! `groups` the tasks of gangs and arrays; `lifecycle` a job's moves from
+//! pulling to its end (restarts, requeues); `update` what changes live.
 
 mod groups;
+mod lifecycle;
 mod place;
 mod update;
+
+use lifecycle::Finish;
+pub use lifecycle::{restart_backoff_ms, restarts_again};
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -91,23 +96,6 @@ impl JobRecord {
     /// Which container is this job's: one per preemption and restart.
     pub fn attempt(&self) -> u32 {
         self.preemptions + self.restarts
-    }
-}
-
-/// Backoff before restart `n` (1-based): 1 s, doubling, at most 60 s.
-pub fn restart_backoff_ms(n: u32) -> i64 {
-    (1000i64 << n.saturating_sub(1).min(6)).min(60_000)
-}
-
-/// Whether a job that ended (`code`: its exit code; `None`: its container
-/// failed or vanished after running) is started again under `policy`.
-pub fn restarts_again(policy: &str, code: Option<i32>, restarts: u32) -> bool {
-    match policy.split_once(':').unwrap_or((policy, "")) {
-        ("always" | "unless-stopped", _) => true,
-        ("on-failure", max) => {
-            code != Some(0) && max.parse::<u32>().map_or(true, |m| m == 0 || restarts < m)
-        }
-        _ => false,
     }
 }
 
@@ -499,171 +487,6 @@ impl State {
             .map(|((_, port, proto), _)| (*port, proto.clone()))
     }
 
-    fn pulling(&mut self, id: &str) -> Result<Applied, Rejection> {
-        let job = self.job_mut(id)?;
-        match job.state {
-            JobState::Placed => job.state = JobState::Pulling,
-            other => return Err(Rejection::BadTransition(id.into(), other.word(), "pull")),
-        }
-        self.touch_job_node(id);
-        Ok(Applied {
-            jobs: vec![id.to_string()],
-            ..Applied::default()
-        })
-    }
-
-    fn started(&mut self, id: &str, container_id: &str, at_ms: i64) -> Result<Applied, Rejection> {
-        let job = self.job_mut(id)?;
-        match job.state {
-            JobState::Placed | JobState::Pulling => job.state = JobState::Running,
-            // The stop raced the start: keep stopping, but remember the container.
-            JobState::Stopping => {}
-            other => return Err(Rejection::BadTransition(id.into(), other.word(), "start")),
-        }
-        job.container_id = container_id.to_string();
-        job.started_at_ms = at_ms;
-        self.touch_job_node(id);
-        Ok(Applied {
-            jobs: vec![id.to_string()],
-            ..Applied::default()
-        })
-    }
-
-    fn finish(
-        &mut self,
-        index: u64,
-        id: &str,
-        how: Finish,
-        at_ms: i64,
-    ) -> Result<Applied, Rejection> {
-        let job = self.job_mut(id)?;
-        let state = job.state;
-        if !state.holds_resources() {
-            return Err(Rejection::BadTransition(id.into(), state.word(), "finish"));
-        }
-        let restart = !job.requeue
-            && state != JobState::Stopping
-            && restarts_again(
-                &job.spec.restart,
-                match &how {
-                    Finish::Exited(code) => Some(*code),
-                    Finish::Failed(_) if job.started_at_ms > 0 => None,
-                    // Never ran (e.g. a bad mount): starting it again cannot help.
-                    Finish::Failed(_) => Some(0),
-                },
-                job.restarts,
-            );
-        if restart {
-            // Its policy says again: a new attempt, queued with its age,
-            // not placed before its backoff is over.
-            self.release(id);
-            let job = self.jobs.get_mut(id).expect("checked");
-            let why = match &how {
-                Finish::Exited(code) => format!("exited with code {code}"),
-                Finish::Failed(m) => m.clone(),
-            };
-            job.restarts += 1;
-            job.not_before_ms = at_ms + restart_backoff_ms(job.restarts);
-            job.state = JobState::Queued;
-            job.node = None;
-            job.gpus.clear();
-            job.container_id.clear();
-            job.exit_code = None;
-            job.started_at_ms = 0;
-            job.message = format!(
-                "{why}; restart {} ({}), after {} ms",
-                job.restarts,
-                job.spec.restart,
-                restart_backoff_ms(job.restarts)
-            );
-            self.live_names.insert(job.name.clone(), id.to_string());
-            self.queue.push_back(id.to_string());
-            return Ok(Applied {
-                jobs: vec![id.to_string()],
-                ..Applied::default()
-            });
-        }
-        let job = self.jobs.get_mut(id).expect("checked");
-        if job.requeue {
-            // Preempted: back in the queue with its age, holding nothing.
-            self.release(id);
-            let job = self.jobs.get_mut(id).expect("checked");
-            job.state = JobState::Queued;
-            job.requeue = false;
-            job.preemptions += 1;
-            job.node = None;
-            job.gpus.clear();
-            job.container_id.clear();
-            job.exit_code = None;
-            job.started_at_ms = 0;
-            job.message = format!("preempted {} time(s); requeued", job.preemptions);
-            self.live_names.insert(job.name.clone(), id.to_string());
-            self.queue.push_back(id.to_string());
-            return Ok(Applied {
-                jobs: vec![id.to_string()],
-                ..Applied::default()
-            });
-        }
-        let failed = match how {
-            Finish::Exited(code) => {
-                job.exit_code = Some(code);
-                job.state = if state == JobState::Stopping {
-                    JobState::Cancelled
-                } else {
-                    JobState::Exited
-                };
-                code != 0
-            }
-            Finish::Failed(message) => {
-                job.message = message;
-                job.state = if state == JobState::Stopping {
-                    JobState::Cancelled
-                } else {
-                    JobState::Failed
-                };
-                true
-            }
-        };
-        let stopped = state == JobState::Stopping;
-        job.finished_at_ms = at_ms;
-        let group = job.group.clone();
-        self.release(id);
-        let mut jobs = vec![id.to_string()];
-        if failed || stopped {
-            jobs.extend(self.tear_down_gang(index, &group, id, at_ms));
-        }
-        Ok(Applied {
-            jobs,
-            ..Applied::default()
-        })
-    }
-
-    fn cancel(&mut self, index: u64, id: &str, at_ms: i64) -> Result<Applied, Rejection> {
-        let job = self.job_mut(id)?;
-        match job.state {
-            JobState::Queued => {
-                job.state = JobState::Cancelled;
-                job.finished_at_ms = at_ms;
-                self.queue.retain(|q| q != id);
-                self.release(id);
-            }
-            JobState::Placed | JobState::Pulling | JobState::Running => {
-                job.state = JobState::Stopping;
-                job.stop_index = index;
-                if let Some(node) = job.node.clone() {
-                    self.touch(&node);
-                }
-            }
-            // A user's stop wins over a preemption's requeue.
-            JobState::Stopping if job.requeue => job.requeue = false,
-            other => return Err(Rejection::BadTransition(id.into(), other.word(), "stop")),
-        }
-        Ok(Applied {
-            jobs: vec![id.to_string()],
-            ..Applied::default()
-        })
-    }
-
     /// Frees what a job held: GPUs or its slice, ports, the host, its name.
     fn release(&mut self, id: &str) {
         if let Some(node) = self.jobs[id].node.clone() {
@@ -713,11 +536,6 @@ impl State {
             .get_mut(id)
             .ok_or_else(|| Rejection::NoSuchJob(id.to_string()))
     }
-}
-
-enum Finish {
-    Exited(i32),
-    Failed(String),
 }
 
 /// A shared-GPU job: no whole GPUs, a memory slice of one.
