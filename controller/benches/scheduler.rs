@@ -190,6 +190,7 @@ async fn committed(hosts: usize, jobs: usize, rounds: usize) -> Committed {
         join: false,
         snapshot_every: 50_000,
         image_gc: Default::default(),
+        job_retention: None,
     })
     .unwrap();
     while !ctl.is_leader() {

@@ -38,6 +38,9 @@ pub struct ControllerConfig {
     pub snapshot_every: u64,
     /// Automatic image GC on hosts whose disk fills up.
     pub image_gc: crate::images::ImageGc,
+    /// Finished jobs are forgotten this long after they ended; `None`
+    /// keeps them forever.
+    pub job_retention: Option<Duration>,
 }
 
 pub struct Controller {
@@ -46,6 +49,7 @@ pub struct Controller {
     /// Test-only raft partition switch (see `Cut`).
     pub cut: Cut,
     pub image_gc: crate::images::ImageGc,
+    pub job_retention: Option<Duration>,
 }
 
 impl Controller {
@@ -115,6 +119,7 @@ impl Controller {
             },
             cut,
             image_gc: cfg.image_gc,
+            job_retention: cfg.job_retention,
         }))
     }
 

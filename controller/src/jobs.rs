@@ -257,6 +257,27 @@ impl Controller {
         }))
     }
 
+    /// On the leader: forgets the jobs that finished more than `retention`
+    /// ago, if there are any. Returns how many went.
+    pub async fn forget_old_jobs(&self, retention: std::time::Duration) -> Result<usize> {
+        self.ensure_leader()?;
+        let before_ms = convert::now_ms() - retention.as_millis() as i64;
+        let old = self.read(|s| {
+            s.jobs
+                .values()
+                .filter(|j| j.state.is_finished() && j.finished_at_ms < before_ms)
+                .count()
+        });
+        if old == 0 {
+            return Ok(0);
+        }
+        let before = self.read(|s| s.jobs.len());
+        self.propose(Command::Forget { before_ms }).await?;
+        let gone = before.saturating_sub(self.read(|s| s.jobs.len()));
+        tracing::info!(jobs = gone, retention = %humantime::format_duration(retention), "forgot finished jobs");
+        Ok(gone)
+    }
+
     /// Why a queued job waits (for a gang task: why its gang waits).
     pub fn explain(&self, reference: &str) -> Result<(JobRecord, Explanation)> {
         let job = match self.resolve_target(reference)? {

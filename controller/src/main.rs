@@ -47,6 +47,10 @@ struct Args {
     /// Seconds between two looks at the hosts' disks.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     image_gc_interval: u64,
+    /// Finished jobs are forgotten this long after they ended (leaving
+    /// `ps -a`, `inspect` and the state); 0 keeps them forever.
+    #[arg(long, default_value = "7d")]
+    job_retention: humantime::Duration,
 }
 
 fn parse_peers(s: &str) -> anyhow::Result<BTreeMap<u64, String>> {
@@ -97,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
             low_percent: args.image_gc_low.min(args.image_gc_high),
             every: std::time::Duration::from_secs(args.image_gc_interval),
         },
+        job_retention: Some(*args.job_retention).filter(|d| !d.is_zero()),
     })
     .with_context(|| format!("opening data dir {}", args.data_dir.display()))?;
     // Tests and scripts that asked for port 0 read the real address here.

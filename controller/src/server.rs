@@ -27,6 +27,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let leader = tokio::spawn(lead_loop(ctl.clone()));
     let gc = tokio::spawn(gc_loop(ctl.clone()));
+    let forget = tokio::spawn(forget_loop(ctl.clone()));
     let raft = RaftServiceServer::new(RaftServer {
         inbox: ctl.raft.inbox.clone(),
         cut: ctl.cut.clone(),
@@ -68,6 +69,7 @@ pub async fn run(
         .await;
     leader.abort();
     gc.abort();
+    forget.abort();
     result?;
     Ok(())
 }
@@ -140,6 +142,24 @@ async fn gc_loop(ctl: Arc<Controller>) {
     loop {
         tick.tick().await;
         ctl.auto_gc_once(ctl.image_gc).await;
+    }
+}
+
+/// On the leader: forgets finished jobs past the retention, looking every
+/// minute (more often for a short retention).
+async fn forget_loop(ctl: Arc<Controller>) {
+    let Some(retention) = ctl.job_retention else {
+        return;
+    };
+    let every = (retention / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tick.tick().await;
+        if ctl.is_leader() {
+            if let Err(e) = ctl.forget_old_jobs(retention).await {
+                tracing::warn!(error = %e, "forgetting finished jobs failed");
+            }
+        }
     }
 }
 

@@ -319,3 +319,25 @@ fn a_job_that_cannot_start_fails_with_the_reason() {
     );
     drop(busy);
 }
+
+#[test]
+fn finished_jobs_are_forgotten_after_the_retention() {
+    let mut c = Cluster::start_with(1, &["--job-retention", "2s"]);
+    c.add_agent(1);
+    let done = c.run_detached(&[IMAGE, "true"]);
+    c.wait_state(&done, "exited");
+    let live = c.run_detached(&[IMAGE, "sleep", "300"]);
+    c.wait_state(&live, "running");
+    wait_for("the finished job forgotten", DEADLINE, || {
+        let out = c.berth(&["inspect", &done]);
+        (!out.status.success()).then_some(())
+    });
+    let ids: Vec<String> = c
+        .json(&["ps", "-a"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, [live.clone()], "the running job stays, however old");
+}

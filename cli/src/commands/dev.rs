@@ -63,6 +63,7 @@ pub async fn run(args: Args) -> Result<()> {
             high_percent: 100,
             ..Default::default()
         },
+        job_retention: Some(std::time::Duration::from_secs(7 * 24 * 3600)),
     })
     .with_context(|| format!("opening {}", data_dir.display()))?;
     std::fs::write(data_dir.join("controller.addr"), addr.to_string())?;

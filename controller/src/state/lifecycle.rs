@@ -1,10 +1,13 @@
 //! A job's moves after placement: pulling its image, started, finished
 //! (exited or failed — and then perhaps restarted, under its policy, or
-//! requeued after a preemption), and stopped by its user.
+//! requeued after a preemption), stopped by its user, and in the end
+//! forgotten once the cluster's retention has passed.
 
 use berth_proto::v1::JobState;
 
-use super::{Applied, Rejection, State};
+use std::collections::BTreeSet;
+
+use super::{Applied, JobRecord, Rejection, State};
 
 /// Backoff before restart `n` (1-based): 1 s, doubling, at most 60 s.
 pub fn restart_backoff_ms(n: u32) -> i64 {
@@ -202,5 +205,39 @@ impl State {
             jobs: vec![id.to_string()],
             ..Applied::default()
         })
+    }
+
+    /// Drops the jobs that finished before `before_ms`; a gang's or an
+    /// array's tasks go together, once the last of them is that old.
+    pub(super) fn forget(&mut self, before_ms: i64) -> Applied {
+        let old = |j: &JobRecord| {
+            let at = if j.finished_at_ms > 0 {
+                j.finished_at_ms
+            } else {
+                j.submitted_at_ms
+            };
+            j.state.is_finished() && at < before_ms
+        };
+        let groups: BTreeSet<String> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.tasks.iter().all(|t| self.jobs.get(t).is_none_or(old)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let gone: BTreeSet<String> = self
+            .jobs
+            .values()
+            .filter(|j| old(j) && (j.group.is_empty() || groups.contains(&j.group)))
+            .map(|j| j.id.clone())
+            .collect();
+        for id in &gone {
+            self.jobs.remove(id);
+        }
+        for g in &groups {
+            self.groups.remove(g);
+        }
+        self.requests
+            .retain(|_, id| !gone.contains(id) && !groups.contains(id));
+        Applied::default()
     }
 }

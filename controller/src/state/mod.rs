@@ -158,6 +158,12 @@ pub enum Command {
         job_id: String,
         at_ms: i64,
     },
+    /// Drops jobs that finished before `before_ms` (a group only once all
+    /// its tasks did), with their request ids: the leader's retention, so
+    /// the state, snapshots and `ps -a` do not grow forever.
+    Forget {
+        before_ms: i64,
+    },
     /// `berth update`: new limits or restart policy (0 / empty: unchanged).
     Update {
         job_id: String,
@@ -463,6 +469,7 @@ impl State {
                 at_ms,
             } => self.finish(index, job_id, Finish::Failed(message.clone()), *at_ms),
             Command::Cancel { job_id, at_ms } => self.cancel(index, job_id, *at_ms),
+            Command::Forget { before_ms } => Ok(self.forget(*before_ms)),
             Command::Update {
                 job_id,
                 memory_bytes,

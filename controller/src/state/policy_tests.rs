@@ -439,3 +439,64 @@ fn an_on_failure_job_runs_again_until_its_limit_then_finishes() {
     exit(&mut s, 23, "w", 143);
     assert_eq!(s.jobs["w"].state, JobState::Cancelled);
 }
+
+#[test]
+fn finished_jobs_are_forgotten_after_retention_and_groups_only_whole() {
+    let mut s = cluster();
+    s.apply(
+        10,
+        &Command::Submit {
+            id: "solo".into(),
+            name: "solo".into(),
+            spec: JobSpec {
+                image: "img".into(),
+                gpus: 1,
+                ..Default::default()
+            }
+            .into(),
+            at_ms: 0,
+            request_id: "req-1".into(),
+        },
+    )
+    .unwrap();
+    place(&mut s, 11, vec![at("solo", "n1", &[0])], vec![]);
+    exit(&mut s, 12, "solo", 0);
+    let arr = ArrayRange {
+        start: 0,
+        end: 1,
+        max_running: 0,
+    };
+    let array = JobSpec {
+        gpus: 1,
+        array: Some(arr),
+        ..Default::default()
+    };
+    submit(&mut s, 13, "arr", array);
+    place(&mut s, 14, vec![at("arr.0", "n1", &[0])], vec![]);
+    exit(&mut s, 15, "arr.0", 0);
+    submit(&mut s, 16, "live", JobSpec::default());
+
+    // Nothing finished before 1 ms: nothing goes.
+    s.apply(17, &Command::Forget { before_ms: 1 }).unwrap();
+    assert_eq!(s.jobs.len(), 4);
+    s.apply(18, &Command::Forget { before_ms: 100 }).unwrap();
+    assert!(!s.jobs.contains_key("solo") && s.job_for_request("req-1").is_none());
+    assert!(
+        s.jobs.contains_key("arr.0"),
+        "its array still has a queued task"
+    );
+    assert!(s.jobs.contains_key("live") && s.jobs.contains_key("arr.1"));
+
+    s.apply(
+        19,
+        &Command::Cancel {
+            job_id: "arr.1".into(),
+            at_ms: 50,
+        },
+    )
+    .unwrap();
+    s.apply(20, &Command::Forget { before_ms: 100 }).unwrap();
+    assert!(!s.jobs.contains_key("arr.0") && !s.jobs.contains_key("arr.1"));
+    assert!(!s.groups.contains_key("arr"), "the whole array went");
+    assert_eq!(s.jobs.keys().collect::<Vec<_>>(), ["live"]);
+}
