@@ -339,5 +339,5 @@ fn finished_jobs_are_forgotten_after_the_retention() {
         .iter()
         .map(|j| j["id"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(ids, [live.clone()], "the running job stays, however old");
+    assert_eq!(ids, [live], "the running job stays, however old");
 }
