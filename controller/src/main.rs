@@ -49,7 +49,7 @@ struct Args {
     image_gc_interval: u64,
     /// Finished jobs are forgotten this long after they ended (leaving
     /// `ps -a`, `inspect` and the state); 0 keeps them forever.
-    #[arg(long, default_value = "7d")]
+    #[arg(long, env = "BERTH_JOB_RETENTION", default_value = "7d")]
     job_retention: humantime::Duration,
 }
 
