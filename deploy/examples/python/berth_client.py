@@ -15,9 +15,11 @@ names it, and this example follows that once.
 """
 
 import argparse
+import atexit
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import uuid
@@ -35,6 +37,7 @@ PROTO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
 def stubs():
     """Compiles proto/berth/v1/*.proto into importable modules."""
     out = tempfile.mkdtemp(prefix="berth-py-")
+    atexit.register(shutil.rmtree, out, True)  # the modules are loaded by then
     v1 = os.path.join(PROTO_DIR, "berth", "v1")
     files = [os.path.join("berth", "v1", f) for f in sorted(os.listdir(v1)) if f.endswith(".proto")]
     include = os.path.join(os.path.dirname(protoc.__file__), "_proto")
