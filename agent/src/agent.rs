@@ -20,6 +20,11 @@ use crate::reconcile::{plan, Action};
 use crate::runtime::{ContainerInfo, ContainerRuntime};
 use crate::{container, Error, Result};
 
+/// How long a container `berth update` changed is left to its new limits
+/// before the reconciler holds it to its job's again (the controller commits
+/// the change right after the daemon took it; this only covers the gap).
+const UPDATE_SETTLE: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub node: String,
@@ -44,6 +49,10 @@ pub struct Agent {
     stopping: Arc<Mutex<HashSet<String>>>,
     /// (container, memory, CPUs) updates the daemon refused.
     refused_updates: Mutex<HashSet<(String, u64, u64)>>,
+    /// Containers `berth update` changed directly, and when: the change
+    /// reaches this agent's desired allocations only once committed, and
+    /// until then the reconciler must not put the old limits back.
+    pub updated_at: Mutex<HashMap<String, std::time::Instant>>,
     /// Images being received here that other agents read as they arrive.
     pub relays: crate::relay::Relays,
     /// Images being received for jobs placed here.
@@ -70,6 +79,7 @@ impl Agent {
             cluster_id: Arc::new(Mutex::new(String::new())),
             stopping: Arc::default(),
             refused_updates: Mutex::default(),
+            updated_at: Mutex::default(),
             relays: Default::default(),
             pulls: Arc::default(),
             exports: Arc::default(),
@@ -242,6 +252,13 @@ impl Agent {
                 let key = (container_id.clone(), memory_bytes, nano_cpus);
                 if self.refused_updates.lock().unwrap().contains(&key) {
                     return;
+                }
+                {
+                    let mut updated = self.updated_at.lock().unwrap();
+                    updated.retain(|_, at| at.elapsed() < UPDATE_SETTLE);
+                    if updated.contains_key(&container_id) {
+                        return; // a `berth update` whose commit is on its way
+                    }
                 }
                 match self
                     .runtime

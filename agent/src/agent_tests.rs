@@ -100,3 +100,36 @@ async fn no_desired_state_means_no_action() {
     );
     assert_eq!(r.observed_revision, 0);
 }
+
+#[tokio::test]
+async fn limits_follow_the_job_but_not_back_over_a_fresh_update() {
+    let rt = Arc::new(FakeRuntime::default());
+    let a = agent(rt.clone());
+    let mut failed = HashMap::new();
+    let mut want = desired(JobState::Running);
+    want.allocations[0].spec.as_mut().unwrap().memory_bytes = 64 << 20;
+    rt.containers
+        .lock()
+        .unwrap()
+        .push(crate::runtime::ContainerInfo {
+            id: "c1".into(),
+            job_id: "j1".into(),
+            state: "running".into(),
+            memory_bytes: 128 << 20,
+            ..Default::default()
+        });
+    // `berth update` just raised it here; its commit has not arrived yet.
+    a.updated_at
+        .lock()
+        .unwrap()
+        .insert("c1".into(), std::time::Instant::now());
+    a.reconcile("cl", Some(&want), &mut failed).await.unwrap();
+    assert!(rt.calls().is_empty(), "{:?}", rt.calls());
+    // Drift with no update in flight is put back.
+    a.updated_at.lock().unwrap().clear();
+    a.reconcile("cl", Some(&want), &mut failed).await.unwrap();
+    assert_eq!(
+        rt.calls(),
+        vec![format!("update c1 memory={} cpus=0", 64 << 20)]
+    );
+}

@@ -104,10 +104,20 @@ impl AgentService for DataPlane {
     ) -> Result<Response<UpdateContainerResult>, Status> {
         let req = req.into_inner();
         tracing::info!(job = %req.job_id, memory = req.memory_bytes, nano_cpus = req.nano_cpus, "updating limits");
-        self.0
+        // Marked before the daemon is asked, so no reconcile pass in
+        // between puts the old limits back.
+        let marks = &self.0.updated_at;
+        let now = std::time::Instant::now();
+        marks.lock().unwrap().insert(req.container_id.clone(), now);
+        let result = self
+            .0
             .runtime
             .update_limits(&req.container_id, req.memory_bytes, req.nano_cpus)
-            .await?;
+            .await;
+        if result.is_err() {
+            marks.lock().unwrap().remove(&req.container_id);
+        }
+        result?;
         Ok(Response::new(UpdateContainerResult {}))
     }
 
