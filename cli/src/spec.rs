@@ -125,6 +125,11 @@ pub fn size_of(flag: &str, s: &str, max: u64) -> Result<u64> {
     }
 }
 
+/// `--memory` (`-m`), as docker reads it: a size, up to 1 PiB.
+pub fn memory(s: &str) -> Result<u64> {
+    size_of("--memory", s, 1 << 50)
+}
+
 /// `--cpus` as docker reads it: a decimal number of CPUs (1.5), as
 /// billionths of a CPU.
 pub fn cpus(s: &str) -> Result<u64> {

@@ -162,7 +162,7 @@ pub fn job_spec(args: &Args) -> Result<JobSpec> {
         memory_bytes: args
             .memory
             .as_deref()
-            .map(|s| spec::size_of("--memory", s, 1 << 50))
+            .map(spec::memory)
             .transpose()?
             .unwrap_or(0),
         nano_cpus: args

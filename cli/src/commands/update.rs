@@ -68,7 +68,7 @@ pub async fn run(client: &Client, args: Args, format: Format) -> Result<()> {
     let memory_bytes = args
         .memory
         .as_deref()
-        .map(|s| spec::size_of("--memory", s, 1 << 50))
+        .map(spec::memory)
         .transpose()?
         .unwrap_or(0);
     let nano_cpus = args
