@@ -88,13 +88,16 @@ impl SchedQueue {
         }
         if !self.removed.is_empty() {
             let removed = std::mem::take(&mut self.removed);
-            let jobs = Arc::make_mut(&mut self.jobs);
-            let mut keep = self.slots.iter().map(|s| !removed.contains(s));
-            jobs.retain(|_| keep.next().unwrap_or(true));
-            let keys = &mut Arc::make_mut(&mut self.keys).keys;
-            let mut keep = self.slots.iter().map(|s| !removed.contains(s));
-            keys.retain(|_| keep.next().unwrap_or(true));
-            self.slots.retain(|s| !removed.contains(s));
+            // One look per slot, for the jobs, their keys and the slots.
+            let keep: Vec<bool> = self.slots.iter().map(|s| !removed.contains(s)).collect();
+            let mut kept = keep.iter().copied();
+            Arc::make_mut(&mut self.jobs).retain(|_| kept.next().unwrap_or(true));
+            let mut kept = keep.iter().copied();
+            Arc::make_mut(&mut self.keys)
+                .keys
+                .retain(|_| kept.next().unwrap_or(true));
+            let mut kept = keep.iter().copied();
+            self.slots.retain(|_| kept.next().unwrap_or(true));
             for slot in removed {
                 if let Some(group) = self.slot_group.remove(&slot) {
                     if let Some(n) = self.capped.get_mut(&group) {
