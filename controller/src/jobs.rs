@@ -211,11 +211,11 @@ impl Controller {
         }
         crate::validate::limits(memory_bytes, nano_cpus)?;
         let target = self.resolve_target(reference)?;
-        let gang =
-            matches!(&target, Target::Group(g, _) if g.kind == crate::state::GroupKind::Gang);
-        crate::validate::restart(restart, if gang { 2 } else { 1 })?;
-        let live: Vec<JobRecord> = target
-            .tasks()
+        let tasks = target.tasks();
+        // A gang's tasks carry its spec: a gang task named alone is refused too.
+        let nodes = tasks.iter().map(|j| j.spec.nodes).max().unwrap_or(1);
+        crate::validate::restart(restart, nodes)?;
+        let live: Vec<JobRecord> = tasks
             .into_iter()
             .filter(|j| j.state.is_live() && j.state != berth_proto::v1::JobState::Stopping)
             .collect();
@@ -262,18 +262,13 @@ impl Controller {
     pub async fn forget_old_jobs(&self, retention: std::time::Duration) -> Result<usize> {
         self.ensure_leader()?;
         let before_ms = convert::now_ms() - retention.as_millis() as i64;
-        let old = self.read(|s| {
-            s.jobs
-                .values()
-                .filter(|j| j.state.is_finished() && j.finished_at_ms < before_ms)
-                .count()
-        });
-        if old == 0 {
+        // The state's own rule: a finished task whose group still runs is
+        // not counted, so no empty `Forget` is proposed every minute for it.
+        let gone = self.read(|s| s.forgettable(before_ms).0.len());
+        if gone == 0 {
             return Ok(0);
         }
-        let before = self.read(|s| s.jobs.len());
         self.propose(Command::Forget { before_ms }).await?;
-        let gone = before.saturating_sub(self.read(|s| s.jobs.len()));
         tracing::info!(jobs = gone, retention = %humantime::format_duration(retention), "forgot finished jobs");
         Ok(gone)
     }

@@ -207,9 +207,23 @@ impl State {
         })
     }
 
-    /// Drops the jobs that finished before `before_ms`; a gang's or an
-    /// array's tasks go together, once the last of them is that old.
+    /// Drops the jobs that finished before `before_ms` (see `forgettable`).
     pub(super) fn forget(&mut self, before_ms: i64) -> Applied {
+        let (gone, groups) = self.forgettable(before_ms);
+        for id in &gone {
+            self.jobs.remove(id);
+        }
+        for g in &groups {
+            self.groups.remove(g);
+        }
+        self.requests
+            .retain(|_, id| !gone.contains(id) && !groups.contains(id));
+        Applied::default()
+    }
+
+    /// The jobs, and the groups, that finished before `before_ms`: a gang's
+    /// or an array's tasks only together, once the last of them is that old.
+    pub fn forgettable(&self, before_ms: i64) -> (BTreeSet<String>, BTreeSet<String>) {
         let old = |j: &JobRecord| {
             let at = if j.finished_at_ms > 0 {
                 j.finished_at_ms
@@ -230,14 +244,6 @@ impl State {
             .filter(|j| old(j) && (j.group.is_empty() || groups.contains(&j.group)))
             .map(|j| j.id.clone())
             .collect();
-        for id in &gone {
-            self.jobs.remove(id);
-        }
-        for g in &groups {
-            self.groups.remove(g);
-        }
-        self.requests
-            .retain(|_, id| !gone.contains(id) && !groups.contains(id));
-        Applied::default()
+        (gone, groups)
     }
 }

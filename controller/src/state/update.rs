@@ -5,7 +5,6 @@
 
 use berth_proto::v1::JobState;
 
-use super::groups::GroupKind;
 use super::{Applied, Rejection, State};
 
 impl State {
@@ -17,12 +16,9 @@ impl State {
         nano_cpus: u64,
         restart: &str,
     ) -> Result<Applied, Rejection> {
-        let gang = self
-            .jobs
-            .get(id)
-            .and_then(|j| self.groups.get(&j.group))
-            .is_some_and(|g| g.kind == GroupKind::Gang);
         let job = self.job_mut(id)?;
+        // A gang's tasks carry its spec, `nodes` included.
+        let gang = job.spec.nodes > 1;
         match job.state {
             JobState::Queued | JobState::Placed | JobState::Pulling | JobState::Running => {}
             other => {
