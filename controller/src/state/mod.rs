@@ -568,3 +568,9 @@ mod tests;
 
 #[cfg(test)]
 mod policy_tests;
+
+#[cfg(test)]
+mod format_view;
+
+#[cfg(test)]
+mod fixture_gen;

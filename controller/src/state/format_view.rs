@@ -1,0 +1,109 @@
+//! A canonical projection of a `State` (records and derived indexes) into
+//! JSON, in field names of its own. The log-compatibility test compares
+//! what a replayed log yields with what the controller that wrote the log
+//! got (`testdata/log/*/expected.json`); the projection, not the state's
+//! Rust types, is the contract, so the types may change while the test
+//! keeps proving that old logs mean the same.
+
+use serde_json::{json, Value};
+
+use super::{Applied, JobRecord, NodeRecord, Rejection, State};
+
+/// What applying one entry did, as text.
+pub fn outcome(r: &Result<Applied, Rejection>) -> Value {
+    match r {
+        Ok(a) => json!({
+            "jobs": a.jobs,
+            "node": a.node,
+            "rejected": a.rejected.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+        }),
+        Err(e) => json!({ "error": e.to_string() }),
+    }
+}
+
+pub fn view(s: &State) -> Value {
+    let uuids: Vec<&str> = s
+        .nodes
+        .values()
+        .flat_map(|n| n.gpus.iter().map(|g| g.uuid.as_str()))
+        .collect();
+    let users: std::collections::BTreeSet<&str> =
+        s.jobs.values().map(|j| j.spec.user.as_str()).collect();
+    json!({
+        "cluster_id": s.cluster_id,
+        "applied_index": s.applied_index,
+        "nodes": s.nodes.values().map(node).collect::<Vec<_>>(),
+        "jobs": s.jobs.values().map(job).collect::<Vec<_>>(),
+        "queue": s.queue,
+        "requests": s.requests,
+        "groups": s.groups.values().map(|g| json!({
+            "id": g.id, "name": g.name, "kind": format!("{:?}", g.kind),
+            "tasks": g.tasks, "max_running": g.max_running,
+            "submitted_at_ms": g.submitted_at_ms,
+            "live": s.group_live(&g.id),
+        })).collect::<Vec<_>>(),
+        "quotas": s.quotas,
+        "derived": {
+            "gpu_holder": uuids.iter().map(|u| json!([u, s.gpu_holder(u)])).collect::<Vec<_>>(),
+            "slices": uuids.iter().map(|u| json!([u, s.gpu_slices(u)])).collect::<Vec<_>>(),
+            "user_gpus": users.iter().map(|u| json!([u, s.user_gpus(u)])).collect::<Vec<_>>(),
+            "names": s.jobs.values().map(|j| json!([j.name, s.live_job_named(&j.name)])).collect::<Vec<_>>(),
+            "node_jobs": s.nodes.keys().map(|n| json!([
+                n,
+                s.jobs_on(n).map(|j| j.id.as_str()).collect::<Vec<_>>(),
+                s.ports_on(n).collect::<Vec<_>>(),
+                s.exclusive_holder(n),
+            ])).collect::<Vec<_>>(),
+        },
+    })
+}
+
+fn node(n: &NodeRecord) -> Value {
+    json!({
+        "name": n.name, "agent_addr": n.agent_addr, "gpu_backend": n.gpu_backend,
+        "docker_version": n.docker_version, "labels": n.labels,
+        "gpus": n.gpus.iter().map(|g| json!({
+            "index": g.index, "uuid": g.uuid, "model": g.model,
+            "memory_total_bytes": g.memory_total_bytes, "group": g.group,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn job(j: &JobRecord) -> Value {
+    let mut v = json!({
+        "id": j.id, "name": j.name, "state": j.state.word(), "node": j.node,
+        "gpus": j.gpus.iter().map(|g| json!([g.index, g.uuid])).collect::<Vec<_>>(),
+        "container_id": j.container_id, "exit_code": j.exit_code, "message": j.message,
+        "submitted_at_ms": j.submitted_at_ms, "started_at_ms": j.started_at_ms,
+        "finished_at_ms": j.finished_at_ms, "placed_index": j.placed_index,
+        "stop_index": j.stop_index, "seq": j.seq, "group": j.group,
+        "task_index": j.task_index, "task_env": j.task_env, "requeue": j.requeue,
+        "preemptions": j.preemptions, "restarts": j.restarts,
+        "not_before_ms": j.not_before_ms,
+    });
+    v["spec"] = spec(j);
+    v
+}
+
+fn spec(j: &JobRecord) -> Value {
+    let s = &j.spec;
+    let mut v = json!({
+        "image": s.image, "command": s.command, "entrypoint": s.entrypoint,
+        "env": s.env,
+        "mounts": s.mounts.iter().map(|m| json!([m.source, m.target, m.read_only])).collect::<Vec<_>>(),
+        "ports": s.ports.iter().map(|p| json!([p.host_ip, p.host_port, p.container_port, p.protocol])).collect::<Vec<_>>(),
+        "shm_size_bytes": s.shm_size_bytes, "gpus": s.gpus, "workdir": s.workdir,
+        "tty": s.tty, "stdin": s.stdin, "gpu_model": s.gpu_model,
+    });
+    let more = json!({
+        "gpu_memory_bytes": s.gpu_memory_bytes, "constraints": s.constraints,
+        "exclusive": s.exclusive, "priority": s.priority, "preemptible": s.preemptible,
+        "user": s.user, "nodes": s.nodes, "master_port": s.master_port,
+        "array": s.array.as_ref().map(|a| json!([a.start, a.end, a.max_running])),
+        "restart": s.restart, "memory_bytes": s.memory_bytes, "nano_cpus": s.nano_cpus,
+    });
+    for (k, x) in more.as_object().expect("an object") {
+        v[k] = x.clone();
+    }
+    v
+}
