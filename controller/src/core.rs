@@ -12,8 +12,9 @@ use berth_proto::v1::{Event, NodeReport};
 use tokio::sync::{broadcast, watch};
 
 use crate::machine::{Shared, Telemetry};
-use crate::raft::node::{self, RaftConfig, RaftHandle};
+use crate::raft::node::{self, RaftConfig};
 use crate::raft::transport::{Cut, Transport};
+use crate::raft::RaftHandle;
 use crate::raft::{ProposeError, SledRaftStorage};
 use crate::state::{Applied, Command, NodeRecord, State};
 use crate::views::scheduler_snapshot;

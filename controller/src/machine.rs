@@ -14,7 +14,7 @@ use berth_proto::v1::{event, Event, NodeReport};
 use tokio::sync::{broadcast, watch, Notify};
 
 use crate::convert;
-use crate::raft::node::{ApplyOutput, StateMachine};
+use crate::raft::handle::{ApplyOutput, StateMachine};
 use crate::sched_queue::SchedQueue;
 use crate::state::{Command, Rejection, State};
 

@@ -23,7 +23,7 @@ use raft::SnapshotStatus;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::node::Input;
+use super::handle::Input;
 
 const CHUNK: usize = 1 << 20;
 const QUEUE: usize = 4096;

@@ -66,7 +66,15 @@ const T0: i64 = 1_790_000_000_000;
 /// The commands, in log order, as the controller of this commit proposes them.
 fn script() -> Vec<Command> {
     let a100 = (0..8)
-        .map(|i| gpu("n1", i, "NVIDIA A100-SXM4-80GB", 80, if i < 4 { "nvl0" } else { "nvl1" }))
+        .map(|i| {
+            gpu(
+                "n1",
+                i,
+                "NVIDIA A100-SXM4-80GB",
+                80,
+                if i < 4 { "nvl0" } else { "nvl1" },
+            )
+        })
         .collect();
     let v100 = (0..2).map(|i| gpu("n2", i, "Tesla V100", 32, "")).collect();
     let train = JobSpec {
@@ -152,18 +160,33 @@ fn script() -> Vec<Command> {
             cluster_id: "0123456789abcdef".into(),
         },
         /* 2 */ node("n1", "10.0.0.1:7451", a100, &[("zone", "a")]),
-        /* 3 */ node("n2", "10.0.0.2:7451", v100, &[("zone", "b"), ("rack", "r2")]),
+        /* 3 */
+        node(
+            "n2",
+            "10.0.0.2:7451",
+            v100,
+            &[("zone", "b"), ("rack", "r2")],
+        ),
         /* 4 */ submit("a00000000001", "train", train.clone(), T0 + 1_000, "req-1"),
-        /* 5 */ submit("a00000000099", "train-retry", train.clone(), T0 + 1_100, "req-1"),
+        /* 5 */
+        submit(
+            "a00000000099",
+            "train-retry",
+            train.clone(),
+            T0 + 1_100,
+            "req-1",
+        ),
         /* 6 */ submit("b00000000001", "ddp", gang, T0 + 2_000, ""),
         /* 7 */ submit("c00000000001", "sweep", array, T0 + 3_000, "req-3"),
         /* 8 */ submit("d00000000001", "notebook", slice, T0 + 4_000, ""),
         /* 9 */ submit("a00000000002", "train", train, T0 + 5_000, ""),
-        /* 10 */ Command::SetQuota {
+        /* 10 */
+        Command::SetQuota {
             user: "alice".into(),
             gpus: Some(4),
         },
-        /* 11 */ Command::SetQuota {
+        /* 11 */
+        Command::SetQuota {
             user: "carol".into(),
             gpus: Some(2),
         },
@@ -187,37 +210,44 @@ fn script() -> Vec<Command> {
         /* 14 */ Command::Pulling {
             job_id: "a00000000001".into(),
         },
-        /* 15 */ Command::Started {
+        /* 15 */
+        Command::Started {
             job_id: "a00000000001".into(),
             container_id: "ctr-a1".into(),
             at_ms: T0 + 10_000,
         },
-        /* 16 */ Command::Started {
+        /* 16 */
+        Command::Started {
             job_id: "b00000000001.0".into(),
             container_id: "ctr-b0".into(),
             at_ms: T0 + 10_100,
         },
-        /* 17 */ Command::Started {
+        /* 17 */
+        Command::Started {
             job_id: "b00000000001.1".into(),
             container_id: "ctr-b1".into(),
             at_ms: T0 + 10_200,
         },
-        /* 18 */ Command::Started {
+        /* 18 */
+        Command::Started {
             job_id: "c00000000001.0".into(),
             container_id: "ctr-c0".into(),
             at_ms: T0 + 10_300,
         },
-        /* 19 */ Command::Started {
+        /* 19 */
+        Command::Started {
             job_id: "c00000000001.1".into(),
             container_id: "ctr-c1".into(),
             at_ms: T0 + 10_400,
         },
-        /* 20 */ Command::Started {
+        /* 20 */
+        Command::Started {
             job_id: "d00000000001".into(),
             container_id: "ctr-d".into(),
             at_ms: T0 + 10_500,
         },
-        /* 21 */ Command::Exited {
+        /* 21 */
+        Command::Exited {
             job_id: "c00000000001.0".into(),
             exit_code: 0,
             at_ms: T0 + 20_000,
@@ -253,7 +283,8 @@ fn script() -> Vec<Command> {
             placements: vec![placement("e00000000001", "n1", &[6])],
             preemptions: vec![],
         },
-        /* 28 */ Command::Started {
+        /* 28 */
+        Command::Started {
             job_id: "e00000000001".into(),
             container_id: "ctr-e".into(),
             at_ms: T0 + 32_000,
@@ -263,7 +294,8 @@ fn script() -> Vec<Command> {
             placements: vec![placement("a00000000001", "n1", &[0, 1])],
             preemptions: vec!["e00000000001".into()],
         },
-        /* 30 */ Command::Exited {
+        /* 30 */
+        Command::Exited {
             job_id: "e00000000001".into(),
             exit_code: 143,
             at_ms: T0 + 33_000,
@@ -274,7 +306,8 @@ fn script() -> Vec<Command> {
             exit_code: 3,
             at_ms: T0 + 40_000,
         },
-        /* 32 */ Command::Exited {
+        /* 32 */
+        Command::Exited {
             job_id: "b00000000001.0".into(),
             exit_code: 137,
             at_ms: T0 + 40_500,
@@ -284,7 +317,8 @@ fn script() -> Vec<Command> {
             job_id: "d00000000001".into(),
             at_ms: T0 + 41_000,
         },
-        /* 34 */ Command::Exited {
+        /* 34 */
+        Command::Exited {
             job_id: "d00000000001".into(),
             exit_code: 0,
             at_ms: T0 + 41_500,
@@ -305,7 +339,14 @@ fn script() -> Vec<Command> {
             job_id: "d00000000001".into(),
             at_ms: T0 + 43_500,
         },
-        /* 38 */ submit("f00000000001", "whole-host", exclusive, T0 + 44_000, "req-38"),
+        /* 38 */
+        submit(
+            "f00000000001",
+            "whole-host",
+            exclusive,
+            T0 + 44_000,
+            "req-38",
+        ),
         /* 39 */
         Command::Place {
             placements: vec![placement("f00000000001", "n2", &[])],
@@ -318,7 +359,8 @@ fn script() -> Vec<Command> {
             (0..2).map(|i| gpu("n2", i, "Tesla V100", 32, "")).collect(),
             &[("zone", "b"), ("rack", "r3")],
         ),
-        /* 41 */ Command::SetQuota {
+        /* 41 */
+        Command::SetQuota {
             user: "carol".into(),
             gpus: None,
         },
@@ -326,7 +368,8 @@ fn script() -> Vec<Command> {
         Command::Forget {
             before_ms: T0 + 41_600,
         },
-        /* 43 */ Command::Started {
+        /* 43 */
+        Command::Started {
             job_id: "a00000000001".into(),
             container_id: "ctr-a1-2".into(),
             at_ms: T0 + 50_000,
