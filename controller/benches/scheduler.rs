@@ -24,7 +24,7 @@ use berth_controller::scheduler::{
     self, GpuUse, GpuView, NodeView, QueueKeys, QueuedJob, Snapshot,
 };
 use berth_controller::state::{Command, GpuInventory, NodeRecord};
-use berth_controller::{Controller, ControllerConfig};
+use berth_controller::{Controller, ControllerConfig, Leader, LeaderConfig};
 use berth_proto::v1::{DiskState, Gpu, ImageInfo, JobSpec, JobState, NodeReport};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -189,10 +189,9 @@ async fn committed(hosts: usize, jobs: usize, rounds: usize) -> Committed {
         data_dir: dir.path().join("c1"),
         join: false,
         snapshot_every: 50_000,
-        image_gc: Default::default(),
-        job_retention: None,
     })
     .unwrap();
+    let leader = Leader::new(ctl.clone(), LeaderConfig::default());
     while !ctl.is_leader() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -255,7 +254,7 @@ async fn committed(hosts: usize, jobs: usize, rounds: usize) -> Committed {
     let mut placed = 0usize;
     let mut pass_time = Duration::ZERO;
     let t = Instant::now();
-    let first_pass_placed = ctl.lead_once().await.unwrap();
+    let first_pass_placed = leader.pass().await.unwrap();
     pass_time += t.elapsed();
     placed += first_pass_placed;
     eprintln!(
@@ -298,7 +297,7 @@ async fn committed(hosts: usize, jobs: usize, rounds: usize) -> Committed {
             freed_at.push(h.await.unwrap());
         }
         let t = Instant::now();
-        let n = ctl.lead_once().await.unwrap();
+        let n = leader.pass().await.unwrap();
         let done = Instant::now();
         pass_time += t.elapsed();
         churn_time += t.elapsed();

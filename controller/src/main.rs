@@ -96,19 +96,21 @@ async fn main() -> anyhow::Result<()> {
         data_dir: args.data_dir.clone(),
         join: args.join,
         snapshot_every: args.snapshot_every.max(100),
-        image_gc: berth_controller::images::ImageGc {
-            high_percent: args.image_gc_high,
-            low_percent: args.image_gc_low.min(args.image_gc_high),
-            every: std::time::Duration::from_secs(args.image_gc_interval),
-        },
-        job_retention: Some(*args.job_retention).filter(|d| !d.is_zero()),
     })
     .with_context(|| format!("opening data dir {}", args.data_dir.display()))?;
     // Tests and scripts that asked for port 0 read the real address here.
     std::fs::write(args.data_dir.join("controller.addr"), addr.to_string())?;
     tracing::info!(%addr, id = args.id, peers = %berth_controller::core::peers_text(&peers), data_dir = %args.data_dir.display(), "controller listening");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = berth_controller::server::run(ctl, listener, async {
+    let leader = berth_controller::LeaderConfig {
+        image_gc: berth_controller::leader::ImageGc {
+            high_percent: args.image_gc_high,
+            low_percent: args.image_gc_low.min(args.image_gc_high),
+            every: std::time::Duration::from_secs(args.image_gc_interval),
+        },
+        job_retention: Some(*args.job_retention).filter(|d| !d.is_zero()),
+    };
+    let server = berth_controller::run(ctl, leader, listener, async {
         let _ = stopped.await;
     });
     tokio::select! {

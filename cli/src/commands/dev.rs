@@ -57,13 +57,6 @@ pub async fn run(args: Args) -> Result<()> {
         data_dir: data_dir.join("controller"),
         join: false,
         snapshot_every: 50_000,
-        // A workstation's own images are not Berth's to evict unasked:
-        // `berth image gc` still works.
-        image_gc: berth_controller::images::ImageGc {
-            high_percent: 100,
-            ..Default::default()
-        },
-        job_retention: Some(std::time::Duration::from_secs(7 * 24 * 3600)),
     })
     .with_context(|| format!("opening {}", data_dir.display()))?;
     std::fs::write(data_dir.join("controller.addr"), addr.to_string())?;
@@ -81,7 +74,16 @@ pub async fn run(args: Args) -> Result<()> {
     };
     let agent = Agent::new(cfg, Arc::new(docker), gpus);
     tracing::info!(%addr, data_dir = %data_dir.display(), "berth dev: controller and agent up; try `berth nodes`");
-    let server = tokio::spawn(berth_controller::server::run(ctl, listener, async {
+    let leader = berth_controller::LeaderConfig {
+        // A workstation's own images are not Berth's to evict unasked:
+        // `berth image gc` still works.
+        image_gc: berth_controller::leader::ImageGc {
+            high_percent: 100,
+            ..Default::default()
+        },
+        job_retention: Some(berth_controller::leader::DEFAULT_JOB_RETENTION),
+    };
+    let server = tokio::spawn(berth_controller::run(ctl, leader, listener, async {
         let _ = tokio::signal::ctrl_c().await;
     }));
     tokio::spawn(berth_agent::server::serve(agent.clone(), agent_listener));

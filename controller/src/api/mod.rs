@@ -1,11 +1,25 @@
-//! gRPC handlers. They only adapt: decode → call `Controller` → encode.
+//! The gRPC services a controller serves, and the operations behind them.
+//! Handlers only adapt: decode → call the operation → encode.
+//!
+//! - `server`: the wiring (every service on one listener), `run`.
+//! - `jobs`: `JobService` — submit, stop, update, wait, logs, and the
+//!   container verbs (exec, cp, commit) proxied to the job's agent;
+//!   `validate`: submit-time checks, before anything is written.
+//! - `images`: `ImageService` — push, save, load, rm, gc across hosts.
+//! - `nodes`, `events`, `members`: `NodeService`, `EventService`,
+//!   `ControllerService`.
+//! - `control`: `ControlPlane`, what agents call — register, report (and
+//!   the pure rules turning reports into job transitions), their desired
+//!   allocations, image sources.
 
-pub mod cluster;
-pub mod containers;
 pub mod control;
+pub mod events;
+pub mod images;
 pub mod jobs;
-pub mod logs;
 pub mod members;
+pub mod nodes;
+pub mod server;
+pub mod validate;
 
 use futures::{Stream, StreamExt};
 

@@ -35,8 +35,8 @@
 pub mod explain;
 mod fit;
 mod image;
-mod queue;
-pub use queue::{QueueKey, QueueKeys};
+mod rank;
+pub use rank::{QueueKey, QueueKeys};
 mod reserve;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -44,6 +44,7 @@ use std::sync::Arc;
 
 use berth_proto::v1::GpuRef;
 
+pub use crate::state::Constraint;
 use crate::state::Placement;
 pub use explain::{explain, Explanation};
 pub use image::{has_image, id_matches, normalize_image};
@@ -136,30 +137,6 @@ pub struct QueuedJob {
     pub not_before_ms: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Constraint {
-    Eq(String, String),
-    Ne(String, String),
-}
-
-impl Constraint {
-    /// Parses "key=value" or "key!=value".
-    pub fn parse(s: &str) -> Option<Constraint> {
-        if let Some((k, v)) = s.split_once("!=") {
-            return (!k.is_empty()).then(|| Constraint::Ne(k.into(), v.into()));
-        }
-        let (k, v) = s.split_once('=')?;
-        (!k.is_empty()).then(|| Constraint::Eq(k.into(), v.into()))
-    }
-
-    pub fn holds(&self, labels: &BTreeMap<String, String>) -> bool {
-        match self {
-            Constraint::Eq(k, v) => labels.get(k) == Some(v),
-            Constraint::Ne(k, v) => labels.get(k) != Some(v),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// Ready nodes only. Shared with the leader's cache of unchanged nodes.
@@ -237,7 +214,7 @@ fn run(snapshot: &Snapshot, trace: Option<&str>) -> (Plan, Option<Outcome>) {
     let mut unreservable = fit::ShapeSet::default();
     // Once the cluster is full and the reservation is made, nothing further
     // can be placed unless some job needs no GPU or a slice still fits.
-    let (mut order, facts) = queue::FairOrder::new(&snapshot.queue, snapshot.queue_keys.as_deref());
+    let (mut order, facts) = rank::FairOrder::new(&snapshot.queue, snapshot.queue_keys.as_deref());
     while let Some(i) = order.next(&usage) {
         let job = &*snapshot.queue[i];
         let traced = trace == Some(job.id.as_str());

@@ -8,6 +8,7 @@
 //! `groups` the tasks of gangs and arrays; `lifecycle` a job's moves from
 //! pulling to its end (restarts, requeues); `update` what changes live.
 
+mod constraint;
 mod groups;
 mod lifecycle;
 mod place;
@@ -23,6 +24,7 @@ use rustc_hash::FxHashMap;
 use berth_proto::v1::{GpuRef, JobSpec, JobState};
 use serde::{Deserialize, Serialize};
 
+pub use constraint::Constraint;
 pub use groups::{GroupKind, GroupRecord};
 
 /// A node as registered: inventory only. Telemetry is not replicated.

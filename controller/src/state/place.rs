@@ -6,8 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use berth_proto::v1::JobState;
 
-use super::{is_slice, Applied, GroupKind, Placement, Rejection, State};
-use crate::scheduler::Constraint;
+use super::{is_slice, Applied, Constraint, GroupKind, Placement, Rejection, State};
 
 impl State {
     pub(super) fn place(

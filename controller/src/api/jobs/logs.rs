@@ -12,7 +12,7 @@ use futures::{Stream, StreamExt};
 use tonic::Status;
 
 use super::containers::client_for;
-use super::jobs::wait_until;
+use super::wait_until;
 use crate::core::Controller;
 use crate::state::JobRecord;
 

@@ -2,7 +2,7 @@
 
 use berth_proto::v1 as pb;
 
-use crate::machine::Telemetry;
+use super::Telemetry;
 use crate::state::{JobRecord, NodeRecord, State};
 
 pub fn now_ms() -> i64 {

@@ -1,45 +1,11 @@
 //! Images across hosts: which hosts hold an image, which may receive it,
 //! and the best source for a pull (pure, from the nodes' reports).
-//!
-//! - `push`: the transfers of `berth image push` (a chain of targets; the
-//!   bytes go agent to agent, the controller only asks).
-//! - `ops`: save, load, rm and GC (`berth image ...`), proxied to agents,
-//!   and the leader's automatic GC.
 
-mod ops;
-mod push;
-
-pub use ops::ImageGc;
-pub use push::run;
-
-use berth_proto::v1::agent_service_client::AgentServiceClient;
 use berth_proto::v1::NodeReport;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::core::Controller;
 use crate::scheduler::{id_matches, normalize_image};
 use crate::{Error, Result};
-
-/// Image chunks are up to 2 MiB (compressed or not) plus framing.
-pub const MAX_CHUNK_MESSAGE: usize = 5 << 20;
-/// HTTP/2 window for image streams: a few chunks in flight, not one.
-const WINDOW: u32 = 8 << 20;
-
-/// A data-plane client for an agent, sized for image streams.
-pub async fn agent_client(node: &str, addr: &str) -> Result<AgentServiceClient<Channel>> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| Error::Unavailable(format!("bad agent address {addr}: {e}")))?
-        .initial_stream_window_size(WINDOW)
-        .initial_connection_window_size(2 * WINDOW)
-        .connect()
-        .await
-        .map_err(|e| {
-            Error::Unavailable(format!("cannot reach the agent of {node} at {addr}: {e}"))
-        })?;
-    Ok(AgentServiceClient::new(channel)
-        .max_decoding_message_size(MAX_CHUNK_MESSAGE)
-        .max_encoding_message_size(MAX_CHUNK_MESSAGE))
-}
 
 /// A push, checked: nothing starts unless every target can take the image.
 #[derive(Debug, Clone, PartialEq)]
@@ -186,7 +152,7 @@ impl Controller {
     }
 
     /// Every node's facts, from the state and the last reports.
-    fn with_facts<R>(&self, f: impl FnOnce(&[NodeFacts]) -> R) -> R {
+    pub(super) fn with_facts<R>(&self, f: impl FnOnce(&[NodeFacts]) -> R) -> R {
         let names: Vec<(String, String)> = self.read(|s| {
             s.nodes
                 .values()

@@ -11,7 +11,7 @@ use futures::{Stream, StreamExt};
 use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
-use super::rest;
+use crate::api::rest;
 use crate::core::Controller;
 use crate::state::JobRecord;
 use crate::Error;

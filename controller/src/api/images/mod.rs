@@ -1,46 +1,33 @@
-//! `berth.v1.NodeService`, `ImageService`, `EventService`.
+//! `berth.v1.ImageService`: images across hosts without a registry.
+//!
+//! - `plan`: which hosts hold an image, which may receive it, the best
+//!   source for a pull (pure, from the nodes' reports).
+//! - `push`: the transfers of `berth image push` (a chain of targets; the
+//!   bytes go agent to agent, the controller only asks).
+//! - `files`: save, load and rm, proxied to agents. GC is the leader's
+//!   (`leader::gc`).
+
+mod files;
+pub mod plan;
+mod push;
+
+pub use plan::held;
 
 use std::pin::Pin;
 use std::sync::Arc;
 
-use berth_proto::v1::event_service_server::EventService;
 use berth_proto::v1::image_service_server::ImageService;
-use berth_proto::v1::node_service_server::NodeService;
 use berth_proto::v1::*;
 use futures::{Stream, StreamExt};
-use tokio::sync::broadcast::error::RecvError;
 use tonic::{Request, Response, Status};
 
-use crate::convert;
 use crate::core::Controller;
+use crate::leader::Leader;
 
-pub struct Cluster(pub Arc<Controller>);
-
-#[tonic::async_trait]
-impl NodeService for Cluster {
-    async fn list_nodes(
-        &self,
-        _: Request<ListNodesRequest>,
-    ) -> Result<Response<ListNodesResponse>, Status> {
-        let names: Vec<String> = self.0.read(|s| s.nodes.keys().cloned().collect());
-        let nodes = names
-            .iter()
-            .filter_map(|name| {
-                let t = self.0.telemetry(name);
-                let ready = self.0.node_ready(name);
-                self.0.read(|s| {
-                    s.nodes
-                        .get(name)
-                        .map(|n| convert::node(n, t.as_ref(), s, ready))
-                })
-            })
-            .collect();
-        Ok(Response::new(ListNodesResponse { nodes }))
-    }
-}
+pub struct Images(pub Arc<Controller>, pub Arc<Leader>);
 
 #[tonic::async_trait]
-impl ImageService for Cluster {
+impl ImageService for Images {
     async fn list_images(
         &self,
         _: Request<ListImagesRequest>,
@@ -71,7 +58,7 @@ impl ImageService for Cluster {
         let plan = self.0.plan_push(&req.image, &req.to, req.all)?;
         tracing::info!(image = %plan.image, targets = plan.targets.len(), sources = plan.sources.len(), "pushing image");
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(crate::images::run(plan, tx));
+        tokio::spawn(push::run(plan, tx));
         let out = async_stream::stream! {
             while let Some(p) = rx.recv().await {
                 yield Ok(p);
@@ -134,49 +121,9 @@ impl ImageService for Cluster {
         self.0.ensure_leader()?;
         let req = req.into_inner();
         let nodes = self
-            .0
+            .1
             .gc_images(&req.nodes, req.target_free_percent, req.dry_run)
             .await?;
         Ok(Response::new(GcResponse { nodes }))
-    }
-}
-
-type EventStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl EventService for Cluster {
-    type WatchStream = EventStream;
-
-    async fn watch(&self, req: Request<WatchRequest>) -> Result<Response<EventStream>, Status> {
-        self.0.ensure_leader()?;
-        let filter = req.into_inner().job;
-        let job_id = if filter.is_empty() {
-            None
-        } else {
-            Some(self.0.resolve(&filter)?.id)
-        };
-        let mut rx = self.0.subscribe_events();
-        let out = async_stream::stream! {
-            loop {
-                match rx.recv().await {
-                    Ok(ev) => {
-                        let keep = match (&job_id, &ev.kind) {
-                            (None, _) => true,
-                            (Some(id), Some(event::Kind::Job(j))) => &j.id == id,
-                            _ => false,
-                        };
-                        if keep {
-                            yield Ok(ev);
-                        }
-                    }
-                    Err(RecvError::Lagged(n)) => {
-                        yield Err(Status::data_loss(format!("watcher fell {n} events behind; re-read state and watch again")));
-                        break;
-                    }
-                    Err(RecvError::Closed) => break,
-                }
-            }
-        };
-        Ok(Response::new(Box::pin(out)))
     }
 }

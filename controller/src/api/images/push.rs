@@ -5,7 +5,8 @@ use std::sync::Arc;
 use berth_proto::v1::{FetchImageRequest, PushProgress};
 use tokio::sync::mpsc;
 
-use super::{agent_client, PushPlan};
+use super::plan::PushPlan;
+use crate::core::agent_client;
 
 /// Runs every transfer of `plan` at once, forwarding progress to `out`. The
 /// targets form a chain: each reads from the one before it while that one

@@ -11,11 +11,12 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use berth_proto::v1::{JobSpec, JobState};
 
-use crate::scheduler::{normalize_image, Constraint, QueueKeys, QueuedJob};
+use crate::scheduler::{normalize_image, QueueKeys, QueuedJob};
+use crate::state::Constraint;
 use crate::state::{GroupKind, JobRecord, State};
 
 #[derive(Default)]
-pub struct SchedQueue {
+pub struct IncrementalQueue {
     jobs: Arc<Vec<Arc<QueuedJob>>>,
     /// `jobs`' ranking keys, packed, kept in step with it.
     keys: Arc<QueueKeys>,
@@ -37,11 +38,11 @@ pub struct SchedQueue {
     slot_group: FxHashMap<u64, String>,
 }
 
-impl SchedQueue {
-    pub fn new() -> SchedQueue {
-        SchedQueue {
+impl IncrementalQueue {
+    pub fn new() -> IncrementalQueue {
+        IncrementalQueue {
             stale: true,
-            ..SchedQueue::default()
+            ..IncrementalQueue::default()
         }
     }
 
@@ -52,7 +53,7 @@ impl SchedQueue {
 
     /// After a restore: everything is rebuilt at the next snapshot.
     pub fn reset(&mut self) {
-        *self = SchedQueue::new();
+        *self = IncrementalQueue::new();
     }
 
     /// Notes what applying a command did to the queue: `changed` are the
@@ -83,7 +84,7 @@ impl SchedQueue {
     /// copied once.
     pub fn snapshot(&mut self, state: &State) -> Arc<Vec<Arc<QueuedJob>>> {
         if self.stale {
-            *self = SchedQueue::default();
+            *self = IncrementalQueue::default();
             self.added = state.queue.iter().cloned().collect();
         }
         if !self.removed.is_empty() {
@@ -193,7 +194,7 @@ mod tests {
     use crate::state::{Command, Placement};
     use berth_proto::v1::JobSpec;
 
-    fn submit(s: &mut State, q: &mut SchedQueue, index: u64, id: &str) {
+    fn submit(s: &mut State, q: &mut IncrementalQueue, index: u64, id: &str) {
         let applied = s
             .apply(
                 index,
@@ -229,7 +230,7 @@ mod tests {
             }),
         )
         .unwrap();
-        let mut q = SchedQueue::new();
+        let mut q = IncrementalQueue::new();
         submit(&mut s, &mut q, 2, "a");
         assert_eq!(ids(&q.snapshot(&s)), ["a"], "first snapshot rebuilds");
         submit(&mut s, &mut q, 3, "b");
@@ -261,7 +262,7 @@ mod tests {
         submit(&mut s, &mut q, 7, "d");
         let snap = q.snapshot(&s);
         assert_eq!(ids(&snap), ["c", "d"]);
-        let mut fresh = SchedQueue::new();
+        let mut fresh = IncrementalQueue::new();
         assert_eq!(ids(&fresh.snapshot(&s)), ids(&snap));
         // The packed keys stay in step with the jobs they describe.
         let keys = q.keys();

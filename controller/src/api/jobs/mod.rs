@@ -1,4 +1,8 @@
 //! `berth.v1.JobService`.
+//!
+//! - `ops`: submit (single jobs, gangs, arrays), stop, update, quotas.
+//! - `logs`: `berth logs [-f]`, through restarts.
+//! - `containers`: exec, cp and commit, proxied to the job's agent.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -8,14 +12,15 @@ use berth_proto::v1::*;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use super::containers;
-use crate::convert;
-use crate::core::Controller;
-use crate::jobs::Target;
+mod containers;
+mod logs;
+mod ops;
 
-pub struct Jobs(pub Arc<Controller>);
+use crate::core::{convert, Controller, Target};
+use crate::leader::Leader;
+use logs::LogStream;
 
-use super::logs::LogStream;
+pub struct Jobs(pub Arc<Controller>, pub Arc<Leader>);
 
 #[tonic::async_trait]
 impl JobService for Jobs {
@@ -29,7 +34,7 @@ impl JobService for Jobs {
             .ok_or_else(|| Status::invalid_argument("spec is required"))?;
         if req.dry_run {
             self.0.ensure_leader()?;
-            let plan = self.0.plan_submit(&spec, &req.name)?;
+            let plan = self.0.plan_submit(&self.1, &spec, &req.name)?;
             return Ok(Response::new(SubmitJobResponse {
                 plan: Some(explanation(None, plan)),
                 ..Default::default()
@@ -152,7 +157,7 @@ impl JobService for Jobs {
         req: Request<ExplainJobRequest>,
     ) -> Result<Response<Explanation>, Status> {
         self.0.ensure_leader()?;
-        let (job, e) = self.0.explain(&req.into_inner().job)?;
+        let (job, e) = self.1.explain(&req.into_inner().job)?;
         let job = self.0.read(|s| convert::job(&job, s));
         Ok(Response::new(explanation(Some(job), e)))
     }
@@ -242,7 +247,7 @@ impl JobService for Jobs {
 
     async fn job_logs(&self, req: Request<JobLogsRequest>) -> Result<Response<LogStream>, Status> {
         Ok(Response::new(
-            super::logs::job_logs(self.0.clone(), req.into_inner()).await?,
+            logs::job_logs(self.0.clone(), req.into_inner()).await?,
         ))
     }
 }

@@ -9,6 +9,8 @@ use berth_proto::v1::*;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
+mod report;
+
 use crate::core::Controller;
 use crate::state::{GpuInventory, NodeRecord, State};
 

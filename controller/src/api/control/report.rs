@@ -1,5 +1,6 @@
-//! Turns an agent's report into job transitions. Pure: state + report in,
-//! commands out, so every rule below has a unit test.
+//! An agent's report: its telemetry is kept, and its container facts become
+//! job transitions. `transitions` is pure (state + report in, commands
+//! out), so every rule below has a unit test.
 //!
 //! A missing container only counts when the report says the agent had already
 //! reconciled the revision that placed (or stopped) the job; otherwise the agent
@@ -9,7 +10,9 @@ use std::collections::HashMap;
 
 use berth_proto::v1::{ContainerStatus, ImagePull, JobState, NodeReport};
 
-use crate::state::{Command, State};
+use crate::core::{convert, Controller, Telemetry};
+use crate::state::{Command, NodeRecord, State};
+use crate::{Error, Result};
 
 pub fn transitions(state: &State, report: &NodeReport, now_ms: i64) -> Vec<Command> {
     let mut out = Vec::new();
@@ -98,6 +101,49 @@ pub fn transitions(state: &State, report: &NodeReport, now_ms: i64) -> Vec<Comma
         }
     }
     out
+}
+
+impl Controller {
+    /// Takes an agent's report: keeps its telemetry, and turns container facts
+    /// into job transitions (started, exited, failed, stopped).
+    pub async fn report(&self, report: NodeReport) -> Result<()> {
+        self.ensure_leader()?;
+        let commands = {
+            let mut inner = self.shared.lock();
+            if !inner.state.nodes.contains_key(&report.node) {
+                return Err(Error::FailedPrecondition(format!(
+                    "node {} is not registered; register first",
+                    report.node
+                )));
+            }
+            let commands = transitions(&inner.state, &report, convert::now_ms());
+            let telemetry = Telemetry::next(inner.telemetry.get(&report.node), report);
+            inner
+                .telemetry
+                .insert(telemetry.report.node.clone(), telemetry);
+            commands
+        };
+        for cmd in commands {
+            if let Err(e) = self.propose(cmd).await {
+                tracing::warn!(error = %e, "report transition refused");
+            }
+        }
+        self.shared.schedule_needed.notify_one();
+        Ok(())
+    }
+
+    /// Registers (or re-registers) a node; a no-op when nothing changed.
+    pub async fn register(&self, node: NodeRecord) -> Result<String> {
+        self.ensure_leader()?;
+        // Agents label containers with the cluster id: never hand out none.
+        self.ensure_cluster_id().await?;
+        let unchanged = self.read(|s| s.nodes.get(&node.name) == Some(&node));
+        if !unchanged {
+            tracing::info!(node = %node.name, gpus = node.gpus.len(), backend = %node.gpu_backend, "node registered");
+            self.propose(Command::RegisterNode(node)).await?;
+        }
+        Ok(self.cluster_id())
+    }
 }
 
 #[cfg(test)]

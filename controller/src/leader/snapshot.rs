@@ -1,29 +1,46 @@
-//! Read-only views of the state: the scheduler's snapshot, image sets, and
-//! job lookup by id, name or prefix.
+//! The scheduler's input: ready nodes with each GPU's use, and the queue.
+//! Built under the state lock on every pass, so it reuses what did not
+//! change: each node's view is cached until the node's jobs or report move
+//! (their stamps), and the queue comes from the incremental `queue`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use berth_proto::v1::{JobState, NodeReport};
 
-use crate::core::NODE_DOWN_AFTER;
-use crate::machine::{CachedNode, Inner, Telemetry};
+use super::{lock, Leader};
+use crate::core::machine::Inner;
+use crate::core::{Telemetry, NODE_DOWN_AFTER};
 use crate::scheduler::{normalize_image, GpuUse, GpuView, NodeView, Snapshot, Victim};
-use crate::state::{is_slice, JobRecord, NodeRecord, State};
-use crate::{Error, Result};
+use crate::state::{is_slice, NodeRecord, State};
 
-/// The scheduler's view: ready nodes with each GPU's use, and the queue
-/// (a gang as one entry). Built under the state lock, so keep it lean.
-pub fn scheduler_snapshot(inner: &mut Inner, move_images: bool) -> Snapshot {
-    let Inner {
-        state,
-        telemetry,
-        sched,
+/// A node's scheduling view and its users' GPU-equivalents, with the stamps
+/// it was built at.
+pub struct CachedNode {
+    pub stamps: (u64, u64),
+    pub view: Arc<NodeView>,
+    pub usage: Vec<(String, u64)>,
+}
+
+impl Leader {
+    /// The scheduler's view: ready nodes with each GPU's use, and the queue
+    /// (a gang as one entry). Called with the state locked (`inner`), so
+    /// keep it lean; refreshes the caches as it goes.
+    pub(super) fn snapshot(&self, inner: &Inner, move_images: bool) -> Snapshot {
+        let mut caches = lock(&self.caches);
+        build(inner, &mut caches, move_images)
+    }
+}
+
+fn build(inner: &Inner, caches: &mut super::Caches, move_images: bool) -> Snapshot {
+    let Inner { state, telemetry } = inner;
+    let super::Caches {
+        queue: sched,
         node_views,
-    } = inner;
+    } = caches;
     let mut snap = Snapshot {
         move_images,
-        now_ms: crate::convert::now_ms(),
+        now_ms: crate::core::convert::now_ms(),
         ..Snapshot::default()
     };
     for node in state.nodes.values() {
@@ -174,41 +191,4 @@ pub fn image_set(report: &NodeReport) -> HashSet<String> {
         .iter()
         .flat_map(|i| i.tags.iter().cloned().chain(std::iter::once(i.id.clone())))
         .collect()
-}
-
-/// Resolution order, as docker does for containers: exact id, then exact name
-/// (newest first), then a unique id prefix.
-pub fn resolve_in<'a>(state: &'a State, reference: &str) -> Result<&'a JobRecord> {
-    if reference.is_empty() {
-        return Err(Error::InvalidArgument(
-            "a job id or name is required".into(),
-        ));
-    }
-    if let Some(job) = state.jobs.get(reference) {
-        return Ok(job);
-    }
-    if let Some(id) = state.live_job_named(reference) {
-        return Ok(&state.jobs[id]);
-    }
-    if let Some(job) = state
-        .jobs
-        .values()
-        .filter(|j| j.name == reference)
-        .max_by_key(|j| j.submitted_at_ms)
-    {
-        return Ok(job);
-    }
-    let mut matches = state
-        .jobs
-        .range(reference.to_string()..)
-        .take_while(|(id, _)| id.starts_with(reference));
-    match (matches.next(), matches.next()) {
-        (Some((_, job)), None) => Ok(job),
-        (Some(_), Some(_)) => Err(Error::InvalidArgument(format!(
-            "{reference:?} matches several job ids; give more characters"
-        ))),
-        _ => Err(Error::NotFound(format!(
-            "no job with id or name {reference:?}"
-        ))),
-    }
 }

@@ -1,55 +1,40 @@
 //! The controller's side of the replicated state machine: `State` plus the
 //! in-memory telemetry, behind one lock. The raft thread applies committed
-//! commands here; every apply wakes waiters, the scheduler and event watchers.
-//!
-//! Why telemetry is not in the log: it changes on every report of every
-//! node; logging it would grow the log with cluster size × time. Only facts
-//! that change what a job *is* (started, exited, failed) become commands.
+//! commands here; every apply wakes waiters, the scheduler, event watchers
+//! and the apply observers (the leader's incremental caches).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use berth_proto::v1::{event, Event, NodeReport};
+use berth_proto::v1::{event, Event};
 use tokio::sync::{broadcast, watch, Notify};
 
-use crate::convert;
+use super::convert;
+use super::telemetry::Telemetry;
 use crate::raft::handle::{ApplyOutput, StateMachine};
-use crate::sched_queue::SchedQueue;
 use crate::state::{Command, Rejection, State};
 
-/// The latest report of a node, kept in memory on the leader only.
-#[derive(Debug, Clone)]
-pub struct Telemetry {
-    pub at: Instant,
-    pub report: NodeReport,
-    /// Changes when what the scheduler reads of the report changes (GPU
-    /// memory and foreign processes, images, disk).
-    pub stamp: u64,
-}
-
-/// A node's scheduling view and its users' GPU-equivalents, with the stamps
-/// it was built at.
-pub struct CachedNode {
-    pub stamps: (u64, u64),
-    pub view: Arc<crate::scheduler::NodeView>,
-    pub usage: Vec<(String, u64)>,
+/// Something kept in step with the state as commands apply: told under the
+/// state lock, so what it derives is never behind the state it is read
+/// with. The leader's incremental queue is one; it lives in `leader`, which
+/// the core does not know.
+pub trait ApplyObserver: Send + Sync {
+    /// `changed`: the jobs whose state the command at `index` moved.
+    fn applied(&self, state: &State, changed: &[String]);
+    /// The state was replaced by a snapshot: rebuild from scratch.
+    fn restored(&self);
 }
 
 pub struct Inner {
     pub state: State,
     pub telemetry: HashMap<String, Telemetry>,
-    /// Each ready node's scheduling view, kept while neither its jobs
-    /// (`State::node_stamp`) nor its report (`Telemetry::stamp`) changed.
-    pub node_views: rustc_hash::FxHashMap<String, CachedNode>,
-    /// The queue as the scheduler sees it, kept up to date as commands apply.
-    pub sched: SchedQueue,
 }
 
 pub struct Shared {
     inner: Mutex<Inner>,
     applied: watch::Sender<u64>,
     events: broadcast::Sender<Event>,
+    observers: RwLock<Vec<Arc<dyn ApplyObserver>>>,
     /// Poked whenever something may let a queued job start.
     pub schedule_needed: Notify,
 }
@@ -60,11 +45,10 @@ impl Shared {
             inner: Mutex::new(Inner {
                 state: State::default(),
                 telemetry: HashMap::new(),
-                sched: SchedQueue::new(),
-                node_views: Default::default(),
             }),
             applied: watch::channel(0).0,
             events: broadcast::channel(4096).0,
+            observers: RwLock::default(),
             schedule_needed: Notify::new(),
         }
     }
@@ -79,6 +63,26 @@ impl Shared {
 
     pub fn subscribe_events(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
+    }
+
+    /// Adds an observer; it first hears of the next command applied (so
+    /// it should treat what it has as stale until then, or build lazily).
+    pub fn observe(&self, observer: Arc<dyn ApplyObserver>) {
+        self.observers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(observer);
+    }
+
+    fn each_observer(&self, f: impl Fn(&dyn ApplyObserver)) {
+        for o in self
+            .observers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            f(o.as_ref());
+        }
     }
 }
 
@@ -101,8 +105,7 @@ impl StateMachine for Shared {
         let mut inner = self.lock();
         let result = inner.state.apply(index, &cmd);
         if let Ok(applied) = &result {
-            let Inner { state, sched, .. } = &mut *inner;
-            sched.note(state, &applied.jobs);
+            self.each_observer(|o| o.applied(&inner.state, &applied.jobs));
             for rejected in &applied.rejected {
                 tracing::warn!(%rejected, "state machine refused a placement");
             }
@@ -152,8 +155,7 @@ impl StateMachine for Shared {
         state.reindex();
         let mut inner = self.lock();
         inner.state = state;
-        inner.sched.reset();
-        inner.node_views.clear();
+        self.each_observer(|o| o.restored());
         drop(inner);
         self.applied.send_replace(index);
         self.schedule_needed.notify_one();

@@ -6,19 +6,21 @@
 
 use std::time::Instant;
 
-use crate::core::{Controller, NODE_DOWN_AFTER};
+use super::Leader;
+use crate::core::{convert, NODE_DOWN_AFTER};
 use crate::state::Command;
-use crate::{convert, Result};
+use crate::Result;
 
-impl Controller {
+impl Leader {
     /// Fails the jobs of hosts silent for `NODE_DOWN_AFTER`; `leader_since`
     /// is when this controller's leadership began. Returns how many.
     pub async fn fail_lost_jobs(&self, leader_since: Instant) -> Result<usize> {
-        if !self.is_leader() || leader_since.elapsed() < NODE_DOWN_AFTER {
+        let ctl = &self.ctl;
+        if !ctl.is_leader() || leader_since.elapsed() < NODE_DOWN_AFTER {
             return Ok(0);
         }
         let lost: Vec<(String, String)> = {
-            let inner = self.shared.lock();
+            let inner = ctl.shared.lock();
             inner
                 .state
                 .nodes
@@ -41,7 +43,7 @@ impl Controller {
         };
         for (job_id, node) in &lost {
             tracing::warn!(job = %job_id, %node, "host stopped reporting: job lost");
-            self.propose(Command::Failed {
+            ctl.propose(Command::Failed {
                 job_id: job_id.clone(),
                 message: format!(
                     "its host {node} stopped reporting for {} s (lost)",

@@ -1,0 +1,189 @@
+//! Job operations of the `Controller`: submit (single jobs, gangs, arrays),
+//! stop, update, quotas. Groups are addressed by their id or name, and act
+//! on every task.
+
+use berth_proto::v1::JobSpec;
+
+use crate::api::images::held;
+use crate::api::validate::{self, ImageSeen};
+use crate::core::{convert, Controller, Target};
+use crate::leader::Leader;
+use crate::scheduler;
+use crate::state::{Command, JobRecord};
+use crate::{Error, Result};
+
+impl Controller {
+    /// Validates, then queues a job (or every task of a gang or an array,
+    /// in one command). Nothing is written when validation fails. A retry
+    /// with the same `request_id` returns what the first attempt created.
+    pub async fn submit(&self, spec: JobSpec, name: String, request_id: String) -> Result<Target> {
+        self.ensure_leader()?;
+        if let Some(id) = self.read(|s| s.job_for_request(&request_id).map(String::from)) {
+            return self.resolve_target(&id);
+        }
+        let id = format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
+        let name = if name.is_empty() {
+            format!("job-{id}")
+        } else {
+            name
+        };
+        self.validate_submit(&spec, &name)?;
+        let applied = self
+            .propose(Command::Submit {
+                id: id.clone(),
+                name,
+                spec: Box::new(spec),
+                at_ms: convert::now_ms(),
+                request_id,
+            })
+            .await?;
+        // A duplicate request id applies as what it first created.
+        let first = applied.jobs.first().cloned().unwrap_or_else(|| id.clone());
+        let group = self.read(|s| {
+            s.jobs
+                .get(&first)
+                .map(|j| j.group.clone())
+                .unwrap_or_default()
+        });
+        self.resolve_target(if group.is_empty() { &first } else { &group })
+    }
+
+    /// Every check a submit makes, writing nothing.
+    fn validate_submit(&self, spec: &JobSpec, name: &str) -> Result<()> {
+        let inner = self.shared.lock();
+        validate::job(spec, name)?;
+        // Stops at the first host holding the image: O(hosts) at worst.
+        let wanted = scheduler::normalize_image(&spec.image);
+        let mut image = ImageSeen::Nowhere;
+        for n in inner.state.nodes.keys() {
+            match inner.telemetry.get(n) {
+                None => image = ImageSeen::Unknown,
+                Some(t) if held(&t.report, &wanted).is_some() => {
+                    image = ImageSeen::Somewhere;
+                    break;
+                }
+                Some(_) => {}
+            }
+        }
+        validate::against_cluster(spec, &inner.state, image)?;
+        Ok(())
+    }
+
+    /// A dry run: the checks of a submit, then where the next scheduling
+    /// pass would place the job (or why it would wait). Writes nothing.
+    pub fn plan_submit(
+        &self,
+        leader: &Leader,
+        spec: &JobSpec,
+        name: &str,
+    ) -> Result<scheduler::Explanation> {
+        let name = if name.is_empty() { "dry-run" } else { name };
+        self.validate_submit(spec, name)?;
+        leader.plan(spec, name)
+    }
+
+    /// Stops a job, or every live task of a group.
+    pub async fn cancel(&self, reference: &str) -> Result<Target> {
+        self.ensure_leader()?;
+        let target = self.resolve_target(reference)?;
+        let tasks = target.tasks();
+        if tasks.iter().all(|j| j.state.is_finished()) {
+            let (name, id, word) = match &target {
+                Target::Job(j) => (j.name.clone(), j.id.clone(), j.state.word()),
+                Target::Group(g, _) => (g.name.clone(), g.id.clone(), "finished"),
+            };
+            return Err(Error::FailedPrecondition(format!(
+                "job {name} ({id}) has already finished ({word})"
+            )));
+        }
+        for job in tasks.iter().filter(|j| j.state.is_live()) {
+            // A preempted job being stopped still needs the user's stop (no requeue).
+            if job.state == berth_proto::v1::JobState::Stopping && !job.requeue {
+                continue;
+            }
+            self.propose(Command::Cancel {
+                job_id: job.id.clone(),
+                at_ms: convert::now_ms(),
+            })
+            .await?;
+        }
+        self.resolve_target(&match &target {
+            Target::Job(j) => j.id.clone(),
+            Target::Group(g, _) => g.id.clone(),
+        })
+    }
+
+    /// `berth update`, first half: the live jobs (one, or a group's live
+    /// tasks) that new limits or a restart policy would change (0 / empty
+    /// leave a value), all checked before anything changes.
+    pub fn update_targets(
+        &self,
+        reference: &str,
+        memory_bytes: u64,
+        nano_cpus: u64,
+        restart: &str,
+    ) -> Result<Vec<JobRecord>> {
+        self.ensure_leader()?;
+        if memory_bytes == 0 && nano_cpus == 0 && restart.is_empty() {
+            return Err(Error::InvalidArgument(
+                "nothing to update: give --memory, --cpus or --restart".into(),
+            ));
+        }
+        validate::limits(memory_bytes, nano_cpus)?;
+        let target = self.resolve_target(reference)?;
+        let tasks = target.tasks();
+        // A gang's tasks carry its spec: a gang task named alone is refused too.
+        let nodes = tasks.iter().map(|j| j.spec.nodes).max().unwrap_or(1);
+        validate::restart(restart, nodes)?;
+        let live: Vec<JobRecord> = tasks
+            .into_iter()
+            .filter(|j| j.state.is_live() && j.state != berth_proto::v1::JobState::Stopping)
+            .collect();
+        if live.is_empty() {
+            let (name, word) = match &target {
+                Target::Job(j) => (j.name.clone(), j.state.word()),
+                Target::Group(g, _) => (g.name.clone(), "finished"),
+            };
+            return Err(Error::FailedPrecondition(format!(
+                "job {name} is {word}: only a queued or running job can be updated \
+                 (run it again with the new values instead)"
+            )));
+        }
+        Ok(live)
+    }
+
+    /// `berth update`, second half: records the change (the agents apply
+    /// limits to containers that start later, or drifted); the jobs after it.
+    pub async fn update(
+        &self,
+        live: &[JobRecord],
+        memory_bytes: u64,
+        nano_cpus: u64,
+        restart: &str,
+    ) -> Result<Vec<JobRecord>> {
+        for job in live {
+            self.propose(Command::Update {
+                job_id: job.id.clone(),
+                memory_bytes,
+                nano_cpus,
+                restart: restart.to_string(),
+            })
+            .await?;
+        }
+        Ok(self.read(|s| {
+            live.iter()
+                .filter_map(|j| s.jobs.get(&j.id).cloned())
+                .collect()
+        }))
+    }
+
+    /// Sets (Some) or removes (None) a user's quota of whole GPUs.
+    pub async fn set_quota(&self, user: String, gpus: Option<u32>) -> Result<()> {
+        self.ensure_leader()?;
+        if user.is_empty() {
+            return Err(Error::InvalidArgument("a user name is required".into()));
+        }
+        self.propose(Command::SetQuota { user, gpus }).await?;
+        Ok(())
+    }
+}

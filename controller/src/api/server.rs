@@ -1,0 +1,103 @@
+//! Wiring: the gRPC services on one listener (public API, agents' control
+//! plane, raft between controllers, membership), and the leader's loops.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use berth_proto::v1::control_plane_server::ControlPlaneServer;
+use berth_proto::v1::controller_service_server::ControllerServiceServer;
+use berth_proto::v1::event_service_server::EventServiceServer;
+use berth_proto::v1::image_service_server::ImageServiceServer;
+use berth_proto::v1::job_service_server::JobServiceServer;
+use berth_proto::v1::node_service_server::NodeServiceServer;
+use berth_proto::v1::raft_service_server::RaftServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use super::{
+    control::Control, events::Events, images::Images, jobs::Jobs, members::Members, nodes::Nodes,
+};
+use crate::core::{Controller, MAX_CHUNK_MESSAGE};
+use crate::leader::{Leader, LeaderConfig};
+use crate::raft::transport::RaftServer;
+
+/// Serves the controller on `listener` until `shutdown` resolves.
+pub async fn run(
+    ctl: Arc<Controller>,
+    cfg: LeaderConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let leader = Leader::new(ctl.clone(), cfg);
+    let loops = leader.spawn();
+    let raft = RaftServiceServer::new(RaftServer {
+        inbox: ctl.raft.inbox.clone(),
+        cut: ctl.cut.clone(),
+    })
+    .max_decoding_message_size(4 << 20);
+    // grpcurl and any gRPC client can discover the API from the server
+    // itself, and load balancers and scripts can ask the standard health
+    // service whether this controller serves (followers do: they redirect).
+    let reflection = reflection_builder().build_v1()?;
+    // v1alpha too: older clients (grpcio-reflection's Python database) ask it.
+    let reflection_alpha = reflection_builder().build_v1alpha()?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for service in PUBLIC {
+        health
+            .set_service_status(service, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+    let result = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        // Image save/load pass 2 MiB chunks through: a 64 KiB HTTP/2
+        // window would stall each on window updates.
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(16 << 20)
+        .add_service(JobServiceServer::new(Jobs(ctl.clone(), leader.clone())))
+        .add_service(NodeServiceServer::new(Nodes(ctl.clone())))
+        .add_service(
+            ImageServiceServer::new(Images(ctl.clone(), leader.clone()))
+                .max_decoding_message_size(MAX_CHUNK_MESSAGE)
+                .max_encoding_message_size(MAX_CHUNK_MESSAGE),
+        )
+        .add_service(EventServiceServer::new(Events(ctl.clone())))
+        .add_service(ControlPlaneServer::new(Control(ctl.clone())))
+        .add_service(ControllerServiceServer::new(Members(ctl.clone())))
+        .add_service(raft)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(health_service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    for l in loops {
+        l.abort();
+    }
+    result?;
+    Ok(())
+}
+
+/// The services a controller serves to clients (agents and peers use the
+/// control plane and raft services, also advertised).
+const PUBLIC: [&str; 5] = [
+    "berth.v1.JobService",
+    "berth.v1.NodeService",
+    "berth.v1.ImageService",
+    "berth.v1.EventService",
+    "berth.v1.ControllerService",
+];
+
+/// Reflection over what this process serves: berth.v1's controller
+/// services and the health service (not the agents' data plane).
+fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
+    let mut b = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(berth_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    for s in PUBLIC.iter().chain(&[
+        "berth.v1.ControlPlane",
+        "berth.v1.RaftService",
+        "grpc.health.v1.Health",
+    ]) {
+        b = b.with_service_name(*s);
+    }
+    b
+}

@@ -1,0 +1,90 @@
+//! The latest report of each node, kept in memory on the leader only.
+//!
+//! Why telemetry is not in the log: it changes on every report of every
+//! node; logging it would grow the log with cluster size × time. Only facts
+//! that change what a job *is* (started, exited, failed) become commands.
+//! A new leader rebuilds it from the next reports (agents report every
+//! 1–2 s).
+
+use std::time::{Duration, Instant};
+
+use berth_proto::v1::NodeReport;
+
+use super::Controller;
+use crate::{Error, Result};
+
+/// A node that has not reported for this long is DOWN: nothing new lands on it.
+pub const NODE_DOWN_AFTER: Duration = Duration::from_secs(15);
+
+/// The latest report of a node.
+#[derive(Debug, Clone)]
+pub struct Telemetry {
+    pub at: Instant,
+    pub report: NodeReport,
+    /// Changes when what the scheduler reads of the report changes (GPU
+    /// memory and foreign processes, images, disk).
+    pub stamp: u64,
+}
+
+impl Telemetry {
+    /// The telemetry a new report makes, after `old` (same stamp when the
+    /// scheduler would see no difference).
+    pub fn next(old: Option<&Telemetry>, report: NodeReport) -> Telemetry {
+        let stamp = match old {
+            Some(old) if same_for_scheduling(&old.report, &report) => old.stamp,
+            Some(old) => old.stamp + 1,
+            None => 0,
+        };
+        Telemetry {
+            at: Instant::now(),
+            report,
+            stamp,
+        }
+    }
+}
+
+impl Controller {
+    pub fn telemetry(&self, node: &str) -> Option<Telemetry> {
+        self.shared.lock().telemetry.get(node).cloned()
+    }
+
+    /// Whether the node has reported recently.
+    pub fn node_ready(&self, node: &str) -> bool {
+        self.telemetry(node)
+            .is_some_and(|t| t.at.elapsed() < NODE_DOWN_AFTER)
+    }
+
+    /// The agent address of `node` if it is ready, else why not.
+    pub fn ready_agent(&self, node: &str) -> Result<String> {
+        let addr = self
+            .read(|s| s.nodes.get(node).map(|n| n.agent_addr.clone()))
+            .ok_or_else(|| {
+                Error::NotFound(format!("no node named {node}; `berth nodes` lists them"))
+            })?;
+        if !self.node_ready(node) {
+            return Err(Error::FailedPrecondition(format!(
+                "node {node} is down (its agent is not reporting)"
+            )));
+        }
+        Ok(addr)
+    }
+
+    /// Names of the nodes reporting now.
+    pub fn ready_nodes(&self) -> Vec<String> {
+        let names: Vec<String> = self.read(|s| s.nodes.keys().cloned().collect());
+        names.into_iter().filter(|n| self.node_ready(n)).collect()
+    }
+}
+
+/// Whether two reports agree on everything the scheduler reads: per GPU its
+/// used memory and foreign processes, the images, the free disk.
+fn same_for_scheduling(a: &NodeReport, b: &NodeReport) -> bool {
+    a.gpus.len() == b.gpus.len()
+        && a.gpus.iter().zip(&b.gpus).all(|(x, y)| {
+            x.uuid == y.uuid
+                && x.memory_used_bytes == y.memory_used_bytes
+                && x.foreign_processes == y.foreign_processes
+        })
+        && a.images == b.images
+        && a.disk.as_ref().map(|d| d.free_bytes) == b.disk.as_ref().map(|d| d.free_bytes)
+}
