@@ -1,25 +1,40 @@
-//! Compiles `berth/v1/*.proto` with protox (pure Rust), so building Berth never
-//! needs a `protoc` binary. The encoded descriptor set is kept for gRPC reflection.
+//! Compiles the `.proto` files with protox (pure Rust), so building Berth never
+//! needs a `protoc` binary. The encoded descriptor sets are kept for gRPC
+//! reflection: the public API's alone, and everything a controller serves.
+
+const PUBLIC: [&str; 6] = [
+    "berth/v1/types.proto",
+    "berth/v1/jobs.proto",
+    "berth/v1/nodes.proto",
+    "berth/v1/images.proto",
+    "berth/v1/events.proto",
+    "berth/v1/controllers.proto",
+];
+const INTERNAL: [&str; 3] = [
+    "berth/internal/v1/control.proto",
+    "berth/internal/v1/agent.proto",
+    "berth/internal/v1/raft.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = [
-        "berth/v1/types.proto",
-        "berth/v1/jobs.proto",
-        "berth/v1/cluster.proto",
-        "berth/v1/agent.proto",
-        "berth/v1/raft.proto",
-    ];
-    for f in &files {
+    for f in PUBLIC.iter().chain(&INTERNAL) {
         println!("cargo:rerun-if-changed={f}");
     }
-    let fds = protox::compile(files, ["."])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    // The public set must stand alone: it may not import the internal files.
+    let public = protox::compile(PUBLIC, ["."])?;
     std::fs::write(
-        out.join("berth_descriptor.bin"),
-        prost::Message::encode_to_vec(&fds),
+        out.join("berth_v1_descriptor.bin"),
+        prost::Message::encode_to_vec(&public),
     )?;
-    // serde on the messages lets the controller keep specs in its log as-is.
+    let all = protox::compile(PUBLIC.iter().chain(&INTERNAL), ["."])?;
+    std::fs::write(
+        out.join("berth_all_descriptor.bin"),
+        prost::Message::encode_to_vec(&all),
+    )?;
     tonic_prost_build::configure()
+        // serde on the public messages: the controller's log of this release
+        // still stores job specs as the API has them.
         .type_attribute(
             ".berth.v1",
             "#[derive(serde::Serialize, serde::Deserialize)]",
@@ -28,6 +43,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .type_attribute(".berth.v1.JobSpec", "#[serde(default)]")
         .type_attribute(".berth.v1.ArrayRange", "#[serde(default)]")
         .type_attribute(".berth.v1.GpuRef", "#[serde(default)]")
-        .compile_fds(fds)?;
+        .compile_fds(all)?;
     Ok(())
 }

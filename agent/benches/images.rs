@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use berth_agent::agent::{Agent, AgentConfig};
 use berth_agent::gpu::{parse_spec, SimGpus};
 use berth_agent::runtime::Docker;
-use berth_proto::v1::agent_service_client::AgentServiceClient;
-use berth_proto::v1::FetchImageRequest;
+use berth_proto::internal::v1::agent_service_client::AgentServiceClient;
+use berth_proto::internal::v1::FetchImageRequest;
 
 /// The bench daemons' storage driver: vfs unless `BENCH_STORAGE_DRIVER`
 /// says otherwise. (overlay2, tried where the kernel mounts overlays, was

@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use berth_proto::v1::control_plane_client::ControlPlaneClient;
-use berth_proto::v1::*;
+use berth_proto::internal::v1::control_plane_client::ControlPlaneClient;
+use berth_proto::internal::v1::*;
+use berth_proto::v1::{DaemonSettings, ImageInfo};
 use tonic::transport::Channel;
 
 use berth_proto::image_ref;
@@ -122,7 +123,7 @@ impl Agent {
             .register(RegisterRequest {
                 node: self.cfg.node.clone(),
                 agent_addr: self.cfg.advertise_addr.clone(),
-                gpu_backend: self.gpus.kind().to_string(),
+                gpu_backend: self.gpus.kind() as i32,
                 gpus: classify(inventory, |_| true),
                 docker_version: info.version,
                 labels: self.cfg.labels.clone(),
@@ -161,7 +162,11 @@ impl Agent {
             let report = self
                 .reconcile(&cluster, desired.as_ref(), &mut failed)
                 .await?;
-            client.report(report).await?;
+            client
+                .report(ReportRequest {
+                    report: Some(report),
+                })
+                .await?;
         }
     }
 
@@ -205,8 +210,12 @@ impl Agent {
     async fn execute(&self, cluster: &str, action: Action, failed: &mut HashMap<String, String>) {
         match action {
             Action::Create(alloc) => {
-                let spec =
-                    container::spec(&alloc, cluster, &self.cfg.node, self.gpus.kind() == "nvml");
+                let spec = container::spec(
+                    &alloc,
+                    cluster,
+                    &self.cfg.node,
+                    self.gpus.kind() == berth_proto::internal::v1::GpuBackend::Nvml,
+                );
                 match self.runtime.create_and_start(&spec).await {
                     Ok(id) => {
                         tracing::info!(job = %alloc.job_id, container = %&id[..12.min(id.len())], gpus = ?spec.device_ids, "started")
@@ -330,7 +339,7 @@ impl Agent {
                 .map(|c| ContainerStatus {
                     job_id: c.job_id.clone(),
                     container_id: c.id.clone(),
-                    state: c.state.clone(),
+                    state: c.state as i32,
                     exit_code: c.exit_code,
                     started_at_ms: c.started_at_ms,
                     finished_at_ms: c.finished_at_ms,

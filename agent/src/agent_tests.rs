@@ -89,7 +89,7 @@ async fn no_desired_state_means_no_action() {
         .push(crate::runtime::ContainerInfo {
             id: "c9".into(),
             job_id: "old".into(),
-            state: "running".into(),
+            state: berth_proto::internal::v1::ContainerState::Running,
             ..Default::default()
         });
     let a = agent(rt.clone());
@@ -114,7 +114,7 @@ async fn limits_follow_the_job_but_not_back_over_a_fresh_update() {
         .push(crate::runtime::ContainerInfo {
             id: "c1".into(),
             job_id: "j1".into(),
-            state: "running".into(),
+            state: berth_proto::internal::v1::ContainerState::Running,
             memory_bytes: 128 << 20,
             ..Default::default()
         });

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use berth_proto::v1::Allocation;
+use berth_proto::internal::v1::Allocation;
 
 use crate::runtime::{
     ContainerSpec, LABEL_ATTEMPT, LABEL_CLUSTER, LABEL_GPUS, LABEL_JOB, LABEL_JOB_NAME, LABEL_NODE,

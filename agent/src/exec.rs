@@ -1,12 +1,13 @@
 //! `docker exec` sessions for the controller (`berth exec`), and attaching
 //! to a job's own process (`berth run -it`): the first message names the
-//! job and what to do; then stdin and terminal resizes flow in while output
-//! flows out; the last message is the exit code.
+//! container and what to do; then stdin and terminal resizes flow in while
+//! output flows out; the last message is the exit code.
 
 use std::future::Future;
 use std::pin::Pin;
 
-use berth_proto::v1::{exec_input, exec_output, ExecInput, ExecOutput};
+use berth_proto::internal::v1::{container_exec_input, ContainerExecInput};
+use berth_proto::v1::{exec_output, ExecOutput};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
@@ -17,21 +18,24 @@ use crate::runtime::ExecSpec;
 
 pub type OutputStream = Pin<Box<dyn Stream<Item = Result<ExecOutput, Status>> + Send>>;
 
-pub async fn run(agent: &Agent, mut inbound: Streaming<ExecInput>) -> Result<OutputStream, Status> {
-    let Some(ExecInput {
-        kind: Some(exec_input::Kind::Start(start)),
+pub async fn run(
+    agent: &Agent,
+    mut inbound: Streaming<ContainerExecInput>,
+) -> Result<OutputStream, Status> {
+    let Some(ContainerExecInput {
+        kind: Some(container_exec_input::Kind::Start(start)),
     }) = inbound.message().await?
     else {
         return Err(Status::invalid_argument("an exec starts with what to run"));
     };
-    let container = container_of(agent, &start.job, true).await?;
+    let container = berth_container(agent, &start.container_id, &start.job_id, true).await?;
     let runtime = agent.runtime.clone();
     if start.attach {
         let session = runtime.attach(&container).await?;
         if start.tty && start.rows > 0 && start.cols > 0 {
             let _ = runtime.resize_tty(&container, start.rows, start.cols).await;
         }
-        tracing::info!(job = %start.job, "attached");
+        tracing::info!(job = %start.job_id, "attached");
         let (rt, id) = (runtime.clone(), container.clone());
         pump_input(inbound, session.input, move |rows, cols| {
             let (rt, id) = (rt.clone(), id.clone());
@@ -69,7 +73,7 @@ pub async fn run(agent: &Agent, mut inbound: Streaming<ExecInput>) -> Result<Out
         cols: start.cols,
     };
     let session = runtime.exec(&container, &spec).await?;
-    tracing::info!(job = %start.job, command = ?spec.command, tty = spec.tty, "exec");
+    tracing::info!(job = %start.job_id, command = ?spec.command, tty = spec.tty, "exec");
     let (rt, id) = (runtime.clone(), session.id.clone());
     pump_input(inbound, session.input, move |rows, cols| {
         let (rt, id) = (rt.clone(), id.clone());
@@ -93,7 +97,7 @@ pub async fn run(agent: &Agent, mut inbound: Streaming<ExecInput>) -> Result<Out
 /// Stdin bytes into the command, resizes to `resize`; ends with the
 /// client's stream, and the command then reads end-of-file.
 fn pump_input<F, R>(
-    mut inbound: Streaming<ExecInput>,
+    mut inbound: Streaming<ContainerExecInput>,
     mut input: Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
     resize: F,
 ) where
@@ -103,14 +107,16 @@ fn pump_input<F, R>(
     tokio::spawn(async move {
         while let Ok(Some(msg)) = inbound.message().await {
             match msg.kind {
-                Some(exec_input::Kind::Stdin(data)) => {
+                Some(container_exec_input::Kind::Stdin(data)) => {
                     if input.write_all(&data).await.is_err() || input.flush().await.is_err() {
                         break;
                     }
                 }
-                Some(exec_input::Kind::Resize(size)) => resize(size.rows, size.cols).await,
-                Some(exec_input::Kind::CloseStdin(_)) => break,
-                Some(exec_input::Kind::Start(_)) | None => {}
+                Some(container_exec_input::Kind::Resize(size)) => {
+                    resize(size.rows, size.cols).await
+                }
+                Some(container_exec_input::Kind::CloseStdin(_)) => break,
+                Some(container_exec_input::Kind::Start(_)) | None => {}
             }
         }
         let _ = input.shutdown().await;
@@ -138,27 +144,45 @@ fn output_then_exit(
     })
 }
 
-/// The container of `job` (a job id) on this node: its running one, or
-/// with `running` false, the newest of any state (cp and commit work on a
-/// finished job's container too, as docker's do).
-pub async fn container_of(agent: &Agent, job: &str, running: bool) -> Result<String, Status> {
+/// `container` (the id the controller names), checked to be a Berth
+/// container of this node and cluster, of `job` when one is named, and
+/// running when asked: the agent acts on no other container, whatever a
+/// caller sends.
+pub async fn berth_container(
+    agent: &Agent,
+    container: &str,
+    job: &str,
+    running: bool,
+) -> Result<String, Status> {
+    if container.is_empty() {
+        return Err(Status::invalid_argument("name the container"));
+    }
     let cluster = agent.cluster_id.lock().unwrap().clone();
-    let mut containers: Vec<_> = agent
+    let found = agent
         .runtime
         .list(&cluster, &agent.cfg.node)
         .await?
         .into_iter()
-        .filter(|c| c.job_id == job)
-        .collect();
-    containers.sort_by_key(|c| (c.is_running(), c.attempt));
-    containers
-        .pop()
-        .filter(|c| c.is_running() || !running)
-        .map(|c| c.id)
-        .ok_or_else(|| {
-            Status::failed_precondition(format!(
-                "job {job} has no {}container on this node",
-                if running { "running " } else { "" }
-            ))
-        })
+        .find(|c| c.id == container);
+    let short = &container[..12.min(container.len())];
+    let Some(c) = found else {
+        return Err(Status::not_found(format!(
+            "container {short} is not a Berth container of node {} (it is gone, or never was)",
+            agent.cfg.node
+        )));
+    };
+    if !job.is_empty() && c.job_id != job {
+        return Err(Status::permission_denied(format!(
+            "container {short} belongs to job {}, not {job}",
+            c.job_id
+        )));
+    }
+    if running && !c.is_running() {
+        return Err(Status::failed_precondition(format!(
+            "the container of job {} is {}, not running",
+            c.job_id,
+            c.state.word()
+        )));
+    }
+    Ok(c.id)
 }

@@ -1,37 +1,45 @@
 //! `berth cp` and `berth commit` on this host, for the controller: a path's
-//! stat, a tar of a path, a tar extracted into a directory, a commit.
+//! stat, a tar of a path, a tar extracted into a directory, a commit — each
+//! in the container the controller names (`exec::berth_container`).
 
 use std::pin::Pin;
 
-use berth_proto::v1::{
-    copy_to_input, CommitRequest, CommitResponse, CopyChunk, CopyFromRequest, CopyToInput,
-    StatPathRequest, StatPathResponse,
+use berth_proto::internal::v1::{
+    container_copy_to_input, ContainerCommitRequest, ContainerCommitResponse,
+    ContainerCopyFromRequest, ContainerCopyToInput, ContainerStatRequest, ContainerStatResponse,
 };
+use berth_proto::v1::CopyChunk;
 use futures::{Stream, StreamExt};
 use tonic::{Status, Streaming};
 
 use crate::agent::Agent;
-use crate::exec::container_of;
+use crate::exec::berth_container;
 
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<CopyChunk, Status>> + Send>>;
 
-pub async fn stat(agent: &Agent, req: StatPathRequest) -> Result<StatPathResponse, Status> {
-    let container = container_of(agent, &req.job, false).await?;
+pub async fn stat(
+    agent: &Agent,
+    req: ContainerStatRequest,
+) -> Result<ContainerStatResponse, Status> {
+    let container = berth_container(agent, &req.container_id, &req.job_id, false).await?;
     Ok(
         match agent.runtime.path_stat(&container, &req.path).await? {
-            Some(s) => StatPathResponse {
+            Some(s) => ContainerStatResponse {
                 exists: true,
                 is_dir: s.is_dir,
                 name: s.name,
                 size: s.size,
             },
-            None => StatPathResponse::default(),
+            None => ContainerStatResponse::default(),
         },
     )
 }
 
-pub async fn copy_from(agent: &Agent, req: CopyFromRequest) -> Result<ChunkStream, Status> {
-    let container = container_of(agent, &req.job, false).await?;
+pub async fn copy_from(
+    agent: &Agent,
+    req: ContainerCopyFromRequest,
+) -> Result<ChunkStream, Status> {
+    let container = berth_container(agent, &req.container_id, &req.job_id, false).await?;
     if agent
         .runtime
         .path_stat(&container, &req.path)
@@ -40,10 +48,10 @@ pub async fn copy_from(agent: &Agent, req: CopyFromRequest) -> Result<ChunkStrea
     {
         return Err(Status::not_found(format!(
             "no such file or directory in job {}: {}",
-            req.job, req.path
+            req.job_id, req.path
         )));
     }
-    tracing::info!(job = %req.job, path = %req.path, "copying out of a container");
+    tracing::info!(job = %req.job_id, path = %req.path, "copying out of a container");
     let out = agent.runtime.copy_from(&container, &req.path).map(|r| {
         r.map(|data| CopyChunk {
             data: data.to_vec(),
@@ -53,23 +61,26 @@ pub async fn copy_from(agent: &Agent, req: CopyFromRequest) -> Result<ChunkStrea
     Ok(Box::pin(out))
 }
 
-pub async fn copy_to(agent: &Agent, mut inbound: Streaming<CopyToInput>) -> Result<(), Status> {
-    let Some(CopyToInput {
-        kind: Some(copy_to_input::Kind::Start(start)),
+pub async fn copy_to(
+    agent: &Agent,
+    mut inbound: Streaming<ContainerCopyToInput>,
+) -> Result<(), Status> {
+    let Some(ContainerCopyToInput {
+        kind: Some(container_copy_to_input::Kind::Start(start)),
     }) = inbound.message().await?
     else {
         return Err(Status::invalid_argument(
-            "a copy starts with the job and directory",
+            "a copy starts with the container and directory",
         ));
     };
-    let container = container_of(agent, &start.job, false).await?;
-    tracing::info!(job = %start.job, dir = %start.dir, "copying into a container");
+    let container = berth_container(agent, &start.container_id, &start.job_id, false).await?;
+    tracing::info!(job = %start.job_id, dir = %start.dir, "copying into a container");
     // A client that goes away mid-stream aborts the upload: docker then
     // extracts nothing more.
     let tar = inbound
         .map(|m| match m {
-            Ok(CopyToInput {
-                kind: Some(copy_to_input::Kind::Data(d)),
+            Ok(ContainerCopyToInput {
+                kind: Some(container_copy_to_input::Kind::Data(d)),
             }) => Ok(bytes::Bytes::from(d)),
             Ok(_) => Ok(bytes::Bytes::new()),
             Err(e) => Err(std::io::Error::other(e.message().to_string())),
@@ -79,18 +90,18 @@ pub async fn copy_to(agent: &Agent, mut inbound: Streaming<CopyToInput>) -> Resu
     Ok(())
 }
 
-pub async fn commit(agent: &Agent, req: CommitRequest) -> Result<CommitResponse, Status> {
-    let container = container_of(agent, &req.job, false).await?;
+pub async fn commit(
+    agent: &Agent,
+    req: ContainerCommitRequest,
+) -> Result<ContainerCommitResponse, Status> {
+    let container = berth_container(agent, &req.container_id, &req.job_id, false).await?;
     let (repo, tag) = split_reference(&req.image);
     let id = agent
         .runtime
         .commit(&container, repo, tag, &req.comment, !req.no_pause)
         .await?;
-    tracing::info!(job = %req.job, image = %req.image, %id, "committed");
-    Ok(CommitResponse {
-        image_id: id,
-        node: agent.cfg.node.clone(),
-    })
+    tracing::info!(job = %req.job_id, image = %req.image, %id, "committed");
+    Ok(ContainerCommitResponse { image_id: id })
 }
 
 /// "repo[:tag]" → (repo, tag), ":latest" by default; a registry port

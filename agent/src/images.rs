@@ -12,8 +12,9 @@
 
 use std::sync::Arc;
 
-use berth_proto::v1::agent_service_client::AgentServiceClient;
-use berth_proto::v1::{ExportImageRequest, ImageChunk, TransferProgress};
+use berth_proto::internal::v1::agent_service_client::AgentServiceClient;
+use berth_proto::internal::v1::ExportImageRequest;
+use berth_proto::v1::{ImageChunk, TransferProgress};
 use bytes::{Bytes, BytesMut};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};

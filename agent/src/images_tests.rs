@@ -136,7 +136,7 @@ async fn fetch_via(addr: &str, sources: Vec<String>, downstream: u32) -> Transfe
         .await
         .unwrap();
     let mut s = c
-        .fetch_image(berth_proto::v1::FetchImageRequest {
+        .fetch_image(berth_proto::internal::v1::FetchImageRequest {
             image: "img:1".into(),
             sources,
             image_size: 0,

@@ -89,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
         stop_grace: Duration::from_secs(10),
         labels: args.labels,
     };
-    tracing::info!(node = %cfg.node, data_plane = %advertise, gpus = gpus.kind(), "agent starting");
+    tracing::info!(node = %cfg.node, data_plane = %advertise, gpus = gpus.kind().word(), "agent starting");
     let agent = Agent::new(cfg, Arc::new(docker), gpus);
     let server = tokio::spawn(berth_agent::server::serve(agent.clone(), listener));
     tokio::select! {
@@ -115,7 +115,9 @@ fn probe(gpus: &dyn GpuBackend) -> anyhow::Result<()> {
         .collect();
     println!(
         "{}",
-        serde_json::to_string_pretty(&serde_json::json!({"backend": gpus.kind(), "gpus": out}))?
+        serde_json::to_string_pretty(
+            &serde_json::json!({"backend": gpus.kind().word(), "gpus": out})
+        )?
     );
     Ok(())
 }

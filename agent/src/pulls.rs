@@ -7,8 +7,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use berth_proto::v1::control_plane_client::ControlPlaneClient;
-use berth_proto::v1::{ImagePull, ImageSourcesRequest, TransferProgress};
+use berth_proto::internal::v1::control_plane_client::ControlPlaneClient;
+use berth_proto::internal::v1::ImageSourcesRequest;
+use berth_proto::v1::{ImagePull, TransferProgress};
 use tokio::sync::{mpsc, Notify};
 use tonic::transport::Channel;
 

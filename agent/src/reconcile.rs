@@ -4,7 +4,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use berth_proto::v1::{Allocation, JobState};
+use berth_proto::internal::v1::{Allocation, ContainerState};
+use berth_proto::v1::JobState;
 
 use crate::runtime::ContainerInfo;
 
@@ -63,7 +64,7 @@ pub fn plan(
                 })
             }
             (JobState::Placed | JobState::Pulling | JobState::Running, Some(c))
-                if c.state == "created" && !failed.contains(&alloc.job_id) =>
+                if c.state == ContainerState::Created && !failed.contains(&alloc.job_id) =>
             {
                 actions.push(Action::Start {
                     job_id: alloc.job_id.clone(),
@@ -129,7 +130,7 @@ mod tests {
         ContainerInfo {
             id: format!("c-{job}"),
             job_id: job.into(),
-            state: state.into(),
+            state: ContainerState::from_docker(state),
             ..Default::default()
         }
     }

@@ -1,17 +1,19 @@
-//! The agent's data plane (`berth.v1.AgentService`), called by controllers.
+//! The agent's data plane (`berth.internal.v1.AgentService`), called by
+//! controllers (and by other agents, for images).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use berth_proto::v1::agent_service_server::{AgentService, AgentServiceServer};
-use berth_proto::v1::{
-    CommitRequest, CommitResponse, ContainerLogsRequest, CopyFromRequest, CopyToInput,
-    CopyToResponse, ExecInput, ExportImageRequest, FetchImageRequest, GcImagesRequest,
-    GcImagesResult, ImageChunk, LoadImageResult, LogChunkFromAgent, RemoveImageRequest,
-    RemoveImageResult, StatPathRequest, StatPathResponse, TransferProgress, UpdateContainerRequest,
-    UpdateContainerResult,
+use berth_proto::internal::v1::agent_service_server::{AgentService, AgentServiceServer};
+use berth_proto::internal::v1::{
+    CollectImagesRequest, CollectImagesResponse, ContainerCommitRequest, ContainerCommitResponse,
+    ContainerCopyFromRequest, ContainerCopyToInput, ContainerCopyToResponse, ContainerExecInput,
+    ContainerLogChunk, ContainerLogsRequest, ContainerStatRequest, ContainerStatResponse,
+    DeleteImageRequest, DeleteImageResponse, ExportImageRequest, FetchImageRequest,
+    ImportImageResponse, UpdateContainerRequest, UpdateContainerResponse,
 };
+use berth_proto::v1::{ImageChunk, ImageGcResult, TransferProgress};
 use futures::{Stream, StreamExt};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -26,7 +28,7 @@ pub struct DataPlane(pub Arc<Agent>);
 /// How long an agent in a fan-out chain waits for its neighbours to connect.
 const RELAY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
-type LogStream = Pin<Box<dyn Stream<Item = Result<LogChunkFromAgent, Status>> + Send>>;
+type LogStream = Pin<Box<dyn Stream<Item = Result<ContainerLogChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl AgentService for DataPlane {
@@ -37,14 +39,10 @@ impl AgentService for DataPlane {
         req: Request<ContainerLogsRequest>,
     ) -> Result<Response<LogStream>, Status> {
         let req = req.into_inner();
-        // The attempt the controller names; older controllers name none.
-        let id = if req.container_id.is_empty() {
-            crate::exec::container_of(&self.0, &req.job_id, false).await?
-        } else {
-            req.container_id
-        };
+        let id =
+            crate::exec::berth_container(&self.0, &req.container_id, &req.job_id, false).await?;
         let out = self.0.runtime.logs(&id, req.follow, req.tail).map(|item| {
-            item.map(|(stream, data)| LogChunkFromAgent { stream, data })
+            item.map(|(stream, data)| ContainerLogChunk { stream, data })
                 .map_err(Status::from)
         });
         Ok(Response::new(Box::pin(out)))
@@ -54,7 +52,7 @@ impl AgentService for DataPlane {
 
     async fn exec(
         &self,
-        req: Request<tonic::Streaming<ExecInput>>,
+        req: Request<tonic::Streaming<ContainerExecInput>>,
     ) -> Result<Response<Self::ExecStream>, Status> {
         Ok(Response::new(
             crate::exec::run(&self.0, req.into_inner()).await?,
@@ -63,8 +61,8 @@ impl AgentService for DataPlane {
 
     async fn stat_path(
         &self,
-        req: Request<StatPathRequest>,
-    ) -> Result<Response<StatPathResponse>, Status> {
+        req: Request<ContainerStatRequest>,
+    ) -> Result<Response<ContainerStatResponse>, Status> {
         Ok(Response::new(
             crate::files::stat(&self.0, req.into_inner()).await?,
         ))
@@ -74,7 +72,7 @@ impl AgentService for DataPlane {
 
     async fn copy_from(
         &self,
-        req: Request<CopyFromRequest>,
+        req: Request<ContainerCopyFromRequest>,
     ) -> Result<Response<Self::CopyFromStream>, Status> {
         Ok(Response::new(
             crate::files::copy_from(&self.0, req.into_inner()).await?,
@@ -83,16 +81,16 @@ impl AgentService for DataPlane {
 
     async fn copy_to(
         &self,
-        req: Request<tonic::Streaming<CopyToInput>>,
-    ) -> Result<Response<CopyToResponse>, Status> {
+        req: Request<tonic::Streaming<ContainerCopyToInput>>,
+    ) -> Result<Response<ContainerCopyToResponse>, Status> {
         crate::files::copy_to(&self.0, req.into_inner()).await?;
-        Ok(Response::new(CopyToResponse {}))
+        Ok(Response::new(ContainerCopyToResponse {}))
     }
 
     async fn commit(
         &self,
-        req: Request<CommitRequest>,
-    ) -> Result<Response<CommitResponse>, Status> {
+        req: Request<ContainerCommitRequest>,
+    ) -> Result<Response<ContainerCommitResponse>, Status> {
         Ok(Response::new(
             crate::files::commit(&self.0, req.into_inner()).await?,
         ))
@@ -101,24 +99,26 @@ impl AgentService for DataPlane {
     async fn update_container(
         &self,
         req: Request<UpdateContainerRequest>,
-    ) -> Result<Response<UpdateContainerResult>, Status> {
+    ) -> Result<Response<UpdateContainerResponse>, Status> {
         let req = req.into_inner();
+        let container =
+            crate::exec::berth_container(&self.0, &req.container_id, &req.job_id, false).await?;
         tracing::info!(job = %req.job_id, memory = req.memory_bytes, nano_cpus = req.nano_cpus, "updating limits");
         // Marked before the daemon is asked, so no reconcile pass in
         // between puts the old limits back.
         let marks = &self.0.updated_at;
         let now = std::time::Instant::now();
-        marks.lock().unwrap().insert(req.container_id.clone(), now);
+        marks.lock().unwrap().insert(container.clone(), now);
         let result = self
             .0
             .runtime
-            .update_limits(&req.container_id, req.memory_bytes, req.nano_cpus)
+            .update_limits(&container, req.memory_bytes, req.nano_cpus)
             .await;
         if result.is_err() {
-            marks.lock().unwrap().remove(&req.container_id);
+            marks.lock().unwrap().remove(&container);
         }
         result?;
-        Ok(Response::new(UpdateContainerResult {}))
+        Ok(Response::new(UpdateContainerResponse {}))
     }
 
     type ExportImageStream = Pin<Box<dyn Stream<Item = Result<ImageChunk, Status>> + Send>>;
@@ -151,28 +151,30 @@ impl AgentService for DataPlane {
         }))))
     }
 
-    async fn load_image(
+    async fn import_image(
         &self,
         req: Request<tonic::Streaming<ImageChunk>>,
-    ) -> Result<Response<LoadImageResult>, Status> {
+    ) -> Result<Response<ImportImageResponse>, Status> {
         Ok(Response::new(self.load(req.into_inner()).await?))
     }
 
-    async fn remove_image(
+    async fn delete_image(
         &self,
-        req: Request<RemoveImageRequest>,
-    ) -> Result<Response<RemoveImageResult>, Status> {
+        req: Request<DeleteImageRequest>,
+    ) -> Result<Response<DeleteImageResponse>, Status> {
         let req = req.into_inner();
         self.0.runtime.remove_image(&req.image, req.force).await?;
         tracing::info!(image = %req.image, force = req.force, "image removed");
-        Ok(Response::new(RemoveImageResult {}))
+        Ok(Response::new(DeleteImageResponse {}))
     }
 
-    async fn gc_images(
+    async fn collect_images(
         &self,
-        req: Request<GcImagesRequest>,
-    ) -> Result<Response<GcImagesResult>, Status> {
-        Ok(Response::new(self.gc(req.into_inner()).await?))
+        req: Request<CollectImagesRequest>,
+    ) -> Result<Response<CollectImagesResponse>, Status> {
+        Ok(Response::new(CollectImagesResponse {
+            result: Some(self.gc(req.into_inner()).await?),
+        }))
     }
 
     type FetchImageStream = Pin<Box<dyn Stream<Item = Result<TransferProgress, Status>> + Send>>;
@@ -236,24 +238,27 @@ impl Drop for Busy {
 
 /// Image loads, removals and GC: `berth image load|rm|gc`, via the controller.
 impl DataPlane {
-    async fn load(&self, chunks: tonic::Streaming<ImageChunk>) -> Result<LoadImageResult, Status> {
+    async fn load(
+        &self,
+        chunks: tonic::Streaming<ImageChunk>,
+    ) -> Result<ImportImageResponse, Status> {
         let chunks = chunks.map(|r| r.map_err(|e| e.message().to_string()));
         let loaded =
             images::load_verified(self.0.runtime.clone(), chunks, "the client", |_, _| {}).await?;
         tracing::info!(images = ?loaded.names, bytes = loaded.archive_bytes, "archive loaded");
-        Ok(LoadImageResult {
+        Ok(ImportImageResponse {
             loaded: loaded.names,
             archive_bytes: loaded.archive_bytes,
         })
     }
 
-    async fn gc(&self, req: GcImagesRequest) -> Result<GcImagesResult, Status> {
+    async fn gc(&self, req: CollectImagesRequest) -> Result<ImageGcResult, Status> {
         let runtime = &self.0.runtime;
         let choice = crate::gc::choose(runtime.image_usage().await?, &req.keep);
-        let mut out = GcImagesResult {
+        let mut out = ImageGcResult {
             kept_in_use: choice.kept_in_use,
             kept_needed: choice.kept_needed,
-            ..GcImagesResult::default()
+            ..ImageGcResult::default()
         };
         let mut free = runtime.disk().await?.free_bytes;
         for u in choice.candidates {

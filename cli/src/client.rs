@@ -6,6 +6,7 @@ use berth_proto::v1::event_service_client::EventServiceClient;
 use berth_proto::v1::image_service_client::ImageServiceClient;
 use berth_proto::v1::job_service_client::JobServiceClient;
 use berth_proto::v1::node_service_client::NodeServiceClient;
+use berth_proto::v1::{Job, ListJobsRequest};
 use tonic::transport::Channel;
 
 #[derive(Clone)]
@@ -39,6 +40,24 @@ impl Client {
     }
     pub fn events(&self) -> EventServiceClient<Channel> {
         EventServiceClient::new(self.channel.clone())
+    }
+
+    /// Every job `req` matches, page after page, newest first.
+    pub async fn all_jobs(&self, mut req: ListJobsRequest) -> Result<Vec<Job>> {
+        let mut jobs = Vec::new();
+        loop {
+            let page = self
+                .jobs()
+                .list_jobs(req.clone())
+                .await
+                .map_err(status_message)?
+                .into_inner();
+            jobs.extend(page.jobs);
+            if page.next_page_token.is_empty() {
+                return Ok(jobs);
+            }
+            req.page_token = page.next_page_token;
+        }
     }
 }
 

@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_proto::v1::control_plane_client::ControlPlaneClient;
+use berth_proto::internal::v1::control_plane_client::ControlPlaneClient;
+use berth_proto::internal::v1::{GpuBackend, NodeReport, RegisterRequest, ReportRequest};
 use berth_proto::v1::controller_service_client::ControllerServiceClient;
 use berth_proto::v1::job_service_client::JobServiceClient;
 use berth_proto::v1::*;
@@ -78,10 +79,11 @@ async fn leader(addrs: &[String]) -> (Channel, u64) {
     loop {
         if let Ok((ch, _)) = berth_proto::connect::leader(addrs, Duration::from_secs(10)).await {
             if let Ok(m) = ControllerServiceClient::new(ch.clone())
-                .members(MembersRequest {})
+                .list_members(ListMembersRequest {})
                 .await
             {
-                return (ch, m.into_inner().self_id);
+                let self_id = m.into_inner().membership.map_or(0, |m| m.self_id);
+                return (ch, self_id);
             }
         }
         assert!(Instant::now() < deadline, "no leader elected");
@@ -96,19 +98,21 @@ async fn register_fake_node(ch: Channel) {
     cp.register(RegisterRequest {
         node: "bench-node".into(),
         agent_addr: "127.0.0.1:9".into(),
-        gpu_backend: "simulated".into(),
+        gpu_backend: GpuBackend::Simulated as i32,
         ..Default::default()
     })
     .await
     .expect("register");
-    cp.report(NodeReport {
-        node: "bench-node".into(),
-        images: vec![ImageInfo {
-            id: "sha256:bench".into(),
-            tags: vec!["bench:latest".into()],
+    cp.report(ReportRequest {
+        report: Some(NodeReport {
+            node: "bench-node".into(),
+            images: vec![ImageInfo {
+                id: "sha256:bench".into(),
+                tags: vec!["bench:latest".into()],
+                ..Default::default()
+            }],
             ..Default::default()
-        }],
-        ..Default::default()
+        }),
     })
     .await
     .expect("report");

@@ -25,7 +25,8 @@ use berth_controller::scheduler::{
 };
 use berth_controller::state::{Command, GpuInventory, NodeRecord};
 use berth_controller::{Controller, ControllerConfig, Leader, LeaderConfig};
-use berth_proto::v1::{DiskState, Gpu, ImageInfo, JobSpec, JobState, NodeReport};
+use berth_proto::internal::v1::NodeReport;
+use berth_proto::v1::{DiskState, Gpu, ImageInfo, JobSpec, JobState};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

@@ -1,4 +1,4 @@
-//! Finding the leader: any controller answers `Members`, naming the leader;
+//! Finding the leader: any controller answers `ListMembers`, naming the leader;
 //! clients then talk to it. Shared by the CLI and the agents, which are both
 //! given the full list of controllers.
 
@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::v1::controller_service_client::ControllerServiceClient;
-use crate::v1::MembersRequest;
+use crate::v1::ListMembersRequest;
 
 fn endpoint(addr: &str) -> Result<Endpoint, String> {
     let uri = if addr.contains("://") {
@@ -43,10 +43,10 @@ pub async fn leader(addrs: &[String], patience: Duration) -> Result<(Channel, St
                 }
             };
             let members = ControllerServiceClient::new(channel.clone())
-                .members(MembersRequest {})
+                .list_members(ListMembersRequest {})
                 .await;
             let m = match members {
-                Ok(m) => m.into_inner(),
+                Ok(m) => m.into_inner().membership.unwrap_or_default(),
                 Err(s) => {
                     errors.push(format!("{addr}: {}", s.message()));
                     continue;

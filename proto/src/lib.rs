@@ -1,8 +1,11 @@
-//! The `berth.v1` gRPC contract, generated from `proto/berth/v1/*.proto`.
+//! Berth's gRPC contracts, generated from `proto/berth/**/*.proto`.
 //!
 //! Layout:
-//! - `v1`: messages, clients and servers (tonic + prost).
-//! - `v1::FILE_DESCRIPTOR_SET`: the encoded descriptors, for reflection.
+//! - `v1`: the public API (`berth.v1`), stable: what the CLI, pipelines and
+//!   dashboards call — jobs, nodes, images, events, controller membership.
+//! - `internal::v1`: Berth's own wiring (`berth.internal.v1`), versioned
+//!   with the release — the agents' control plane, the agent's data plane,
+//!   raft between controllers.
 //! - `connect`: finding the leader among the controllers given.
 //! - `image_ref`: image references as Docker resolves them.
 //! - helpers on generated enums used by every crate.
@@ -14,10 +17,22 @@ pub mod v1 {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("berth.v1");
 
-    /// Encoded `FileDescriptorSet` of the whole berth.v1 package.
+    /// Encoded `FileDescriptorSet` of the public berth.v1 package alone.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
-        include_bytes!(concat!(env!("OUT_DIR"), "/berth_descriptor.bin"));
+        include_bytes!(concat!(env!("OUT_DIR"), "/berth_v1_descriptor.bin"));
 }
+
+pub mod internal {
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs)]
+        tonic::include_proto!("berth.internal.v1");
+    }
+}
+
+/// Encoded `FileDescriptorSet` of everything a controller serves (berth.v1
+/// and berth.internal.v1), for gRPC reflection.
+pub const ALL_FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/berth_all_descriptor.bin"));
 
 use v1::JobState;
 
@@ -58,5 +73,57 @@ impl JobState {
     /// Queued or holding resources: the job's name is taken.
     pub fn is_live(self) -> bool {
         self == JobState::Queued || self.holds_resources()
+    }
+}
+
+use internal::v1::{ContainerState, GpuBackend};
+
+impl ContainerState {
+    /// Docker's state word ("created", "running", ...), parsed once where
+    /// the daemon's answer comes in.
+    pub fn from_docker(word: &str) -> ContainerState {
+        match word {
+            "created" => ContainerState::Created,
+            "running" => ContainerState::Running,
+            "paused" => ContainerState::Paused,
+            "restarting" => ContainerState::Restarting,
+            "removing" => ContainerState::Removing,
+            "exited" => ContainerState::Exited,
+            "dead" => ContainerState::Dead,
+            _ => ContainerState::Unspecified,
+        }
+    }
+
+    /// Docker's word for it.
+    pub fn word(self) -> &'static str {
+        match self {
+            ContainerState::Unspecified => "unknown",
+            ContainerState::Created => "created",
+            ContainerState::Running => "running",
+            ContainerState::Paused => "paused",
+            ContainerState::Restarting => "restarting",
+            ContainerState::Removing => "removing",
+            ContainerState::Exited => "exited",
+            ContainerState::Dead => "dead",
+        }
+    }
+
+    /// A process of the container may be alive (on a GPU, holding ports).
+    pub fn is_running(self) -> bool {
+        matches!(
+            self,
+            ContainerState::Running | ContainerState::Restarting | ContainerState::Paused
+        )
+    }
+}
+
+impl GpuBackend {
+    /// "nvml" or "simulated", as `berth nodes` shows it.
+    pub fn word(self) -> &'static str {
+        match self {
+            GpuBackend::Nvml => "nvml",
+            GpuBackend::Simulated => "simulated",
+            GpuBackend::Unspecified => "unknown",
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! The gRPC API from outside Rust: the Python example in
-//! `deploy/examples/python/` generates its stubs from `proto/` alone, checks
-//! the standard health service, lists the services by server reflection,
-//! submits a job and waits for its exit code.
+//! `deploy/examples/python/` generates its stubs from a copy of
+//! `proto/berth/v1` alone (no internal files), checks the standard health
+//! service, lists the services by server reflection, submits a job and
+//! waits for its exit code.
 
 use std::process::Command;
 
@@ -15,8 +16,18 @@ fn a_python_grpcio_client_works_from_the_proto_files_alone() {
         env!("CARGO_MANIFEST_DIR"),
         "/../deploy/examples/python/berth_client.py"
     );
+    // The public API alone: berth/v1 copied where berth/internal is not.
+    let public = tempfile::tempdir().unwrap();
+    let v1 = public.path().join("berth/v1");
+    std::fs::create_dir_all(&v1).unwrap();
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto/berth/v1");
+    for f in std::fs::read_dir(source).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, v1.join(f.file_name().unwrap())).unwrap();
+    }
     let out = Command::new("python3")
         .arg(script)
+        .env("BERTH_PROTO_DIR", public.path())
         .args(["--addr", &c.addr, "--image", IMAGE, "--"])
         .args(["sh", "-c", "echo hello from python; exit 3"])
         .output()
@@ -40,6 +51,7 @@ fn a_python_grpcio_client_works_from_the_proto_files_alone() {
     for s in [
         "berth.v1.JobService",
         "berth.v1.NodeService",
+        "berth.internal.v1.ControlPlane",
         "grpc.health.v1.Health",
     ] {
         assert!(services.contains(&s), "{s} by reflection: {services:?}");

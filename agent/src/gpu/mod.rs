@@ -25,8 +25,8 @@ pub struct GpuSample {
 }
 
 pub trait GpuBackend: Send + Sync {
-    /// "nvml" or "simulated", shown in `berth nodes`.
-    fn kind(&self) -> &'static str;
+    /// NVML or simulated, shown in `berth nodes`.
+    fn kind(&self) -> berth_proto::internal::v1::GpuBackend;
     fn sample(&self) -> crate::Result<Vec<GpuSample>>;
 }
 

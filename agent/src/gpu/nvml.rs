@@ -33,8 +33,8 @@ impl NvmlGpus {
 }
 
 impl GpuBackend for NvmlGpus {
-    fn kind(&self) -> &'static str {
-        "nvml"
+    fn kind(&self) -> berth_proto::internal::v1::GpuBackend {
+        berth_proto::internal::v1::GpuBackend::Nvml
     }
 
     fn sample(&self) -> Result<Vec<GpuSample>> {

@@ -73,8 +73,8 @@ impl SimGpus {
 }
 
 impl GpuBackend for SimGpus {
-    fn kind(&self) -> &'static str {
-        "simulated"
+    fn kind(&self) -> berth_proto::internal::v1::GpuBackend {
+        berth_proto::internal::v1::GpuBackend::Simulated
     }
 
     fn sample(&self) -> Result<Vec<GpuSample>> {

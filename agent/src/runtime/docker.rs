@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use berth_proto::internal::v1::ContainerState;
 use berth_proto::v1::{DiskState, ImageInfo};
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, PortBinding};
 use bollard::query_parameters::{
@@ -66,7 +67,9 @@ impl Docker {
         Ok(ContainerInfo {
             id: c.id.unwrap_or_default(),
             job_id: labels.get(LABEL_JOB).cloned().unwrap_or_default(),
-            state: state.status.map(|s| s.to_string()).unwrap_or_default(),
+            state: ContainerState::from_docker(
+                &state.status.map(|s| s.to_string()).unwrap_or_default(),
+            ),
             exit_code: state.exit_code.unwrap_or(0) as i32,
             started_at_ms: parse_time(state.started_at.as_deref()),
             finished_at_ms: parse_time(state.finished_at.as_deref()),

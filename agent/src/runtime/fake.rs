@@ -4,6 +4,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use berth_proto::internal::v1::ContainerState;
 use berth_proto::v1::{DiskState, ImageInfo};
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -71,7 +72,7 @@ impl ContainerRuntime for FakeRuntime {
         self.containers.lock().unwrap().push(ContainerInfo {
             id: id.clone(),
             job_id: job,
-            state: "running".into(),
+            state: ContainerState::Running,
             started_at_ms: 1,
             memory_bytes: spec.memory_bytes,
             nano_cpus: spec.nano_cpus,
@@ -89,7 +90,7 @@ impl ContainerRuntime for FakeRuntime {
             .iter_mut()
             .filter(|c| c.id == id)
         {
-            c.state = "running".into();
+            c.state = ContainerState::Running;
         }
         Ok(())
     }
@@ -103,7 +104,7 @@ impl ContainerRuntime for FakeRuntime {
             .iter_mut()
             .filter(|c| c.id == id)
         {
-            c.state = "exited".into();
+            c.state = ContainerState::Exited;
             c.exit_code = 143;
         }
         Ok(())

@@ -10,6 +10,7 @@ pub use docker::Docker;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use berth_proto::internal::v1::ContainerState;
 use berth_proto::v1::{DiskState, ImageInfo};
 use futures::stream::BoxStream;
 
@@ -56,8 +57,8 @@ pub struct ContainerSpec {
 pub struct ContainerInfo {
     pub id: String,
     pub job_id: String,
-    /// Docker's state word: created, running, exited, ...
-    pub state: String,
+    /// Docker's state, parsed from its word where the daemon answered.
+    pub state: ContainerState,
     pub exit_code: i32,
     pub started_at_ms: i64,
     pub finished_at_ms: i64,
@@ -72,7 +73,7 @@ pub struct ContainerInfo {
 
 impl ContainerInfo {
     pub fn is_running(&self) -> bool {
-        matches!(self.state.as_str(), "running" | "restarting" | "paused")
+        self.state.is_running()
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Result};
 use berth_proto::v1::controller_service_client::ControllerServiceClient;
 use berth_proto::v1::{
-    AddMemberRequest, Member, MembersRequest, MembersResponse, RemoveMemberRequest,
+    AddMemberRequest, ListMembersRequest, Member, Membership, RemoveMemberRequest,
 };
 
 use crate::client::status_message;
@@ -62,21 +62,23 @@ async fn leader(addrs: &str) -> Result<ControllerServiceClient<tonic::transport:
     Ok(ControllerServiceClient::new(channel))
 }
 
-async fn members(addr: &str) -> Result<MembersResponse> {
+async fn members(addr: &str) -> Result<Membership> {
     let channel = Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(3))
         .connect()
         .await?;
     Ok(ControllerServiceClient::new(channel)
-        .members(MembersRequest {})
+        .list_members(ListMembersRequest {})
         .await?
-        .into_inner())
+        .into_inner()
+        .membership
+        .unwrap_or_default())
 }
 
 async fn list(addrs: &str, format: Format) -> Result<()> {
     // The membership, from the first controller that answers.
-    let mut view: Option<MembersResponse> = None;
+    let mut view: Option<Membership> = None;
     for addr in addrs.split(',').map(str::trim).filter(|a| !a.is_empty()) {
         if let Ok(m) = members(addr).await {
             view = Some(m);

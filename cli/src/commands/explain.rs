@@ -20,7 +20,9 @@ pub async fn run(client: &Client, args: Args, format: Format) -> Result<()> {
         .explain_job(ExplainJobRequest { job: args.job })
         .await
         .map_err(status_message)?
-        .into_inner();
+        .into_inner()
+        .explanation
+        .unwrap_or_default();
     let job = e.job.clone().unwrap_or_default();
     show(&e, &format!("{} ({})", job.name, job.id), format)
 }

@@ -20,7 +20,9 @@ pub async fn run(client: &Client, args: Args) -> Result<()> {
             .get_job(GetJobRequest { job })
             .await
             .map_err(status_message)?
-            .into_inner();
+            .into_inner()
+            .job
+            .unwrap_or_default();
         out.push(job_json(&j));
     }
     println!("{}", serde_json::to_string_pretty(&out)?);

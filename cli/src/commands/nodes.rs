@@ -24,13 +24,7 @@ pub async fn run(client: &Client, args: Args, format: Format) -> Result<()> {
         .map_err(status_message)?
         .into_inner()
         .nodes;
-    let jobs = client
-        .jobs()
-        .list_jobs(ListJobsRequest { all: false })
-        .await
-        .map_err(status_message)?
-        .into_inner()
-        .jobs;
+    let jobs = client.all_jobs(ListJobsRequest::default()).await?;
     let job_name = |id: &str| {
         jobs.iter()
             .find(|j| j.id == id)

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use berth_proto::v1::{JobState, ListJobsRequest};
 
-use crate::client::{status_message, Client};
+use crate::client::Client;
 use crate::output::{ago, job_json, since, state, table, Format};
 
 #[derive(clap::Args)]
@@ -15,12 +15,11 @@ pub struct Args {
 
 pub async fn run(client: &Client, args: Args, format: Format) -> Result<()> {
     let jobs = client
-        .jobs()
-        .list_jobs(ListJobsRequest { all: args.all })
-        .await
-        .map_err(status_message)?
-        .into_inner()
-        .jobs;
+        .all_jobs(ListJobsRequest {
+            all: args.all,
+            ..Default::default()
+        })
+        .await?;
     if format == Format::Json {
         println!(
             "{}",

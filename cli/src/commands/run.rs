@@ -194,7 +194,7 @@ async fn show_pull(client: &Client, job: &str, view: &mut crate::commands::image
     else {
         return; // a progress line is not worth failing the run for
     };
-    let j = j.into_inner();
+    let j = j.into_inner().job.unwrap_or_default();
     if let Some(p) = j.pull {
         view.show(&berth_proto::v1::PushProgress {
             node: j.node,

@@ -22,7 +22,14 @@ pub async fn run(client: &Client, args: Args, format: Format) -> Result<()> {
             .cancel_job(CancelJobRequest { job: job.clone() })
             .await
         {
-            Ok(r) if format == Format::Json => stopped.push(job_json(&r.into_inner())),
+            Ok(r) if format == Format::Json => {
+                let r = r.into_inner();
+                if r.tasks.is_empty() {
+                    stopped.extend(r.job.as_ref().map(job_json));
+                } else {
+                    stopped.extend(r.tasks.iter().map(job_json));
+                }
+            }
             Ok(_) => println!("{job}"),
             Err(e) => {
                 eprintln!("berth: {job}: {}", e.message());

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use berth_proto::v1::controller_service_server::ControllerService;
 use berth_proto::v1::{
-    AddMemberRequest, Member, MembersRequest, MembersResponse, RemoveMemberRequest,
+    AddMemberRequest, AddMemberResponse, ListMembersRequest, ListMembersResponse, Member,
+    Membership, RemoveMemberRequest, RemoveMemberResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -15,7 +16,7 @@ use crate::core::Controller;
 pub struct Members(pub Arc<Controller>);
 
 impl Members {
-    fn view(&self) -> MembersResponse {
+    fn view(&self) -> Option<Membership> {
         let raft = &self.0.raft;
         let status = raft.status();
         let peers = raft.peers();
@@ -47,28 +48,30 @@ impl Members {
                 }
             })
             .collect();
-        MembersResponse {
+        Some(Membership {
             self_id: raft.id,
             leader_id: status.leader,
             leader_addr: peers.get(&status.leader).cloned().unwrap_or_default(),
             members,
-        }
+        })
     }
 }
 
 #[tonic::async_trait]
 impl ControllerService for Members {
-    async fn members(
+    async fn list_members(
         &self,
-        _: Request<MembersRequest>,
-    ) -> Result<Response<MembersResponse>, Status> {
-        Ok(Response::new(self.view()))
+        _: Request<ListMembersRequest>,
+    ) -> Result<Response<ListMembersResponse>, Status> {
+        Ok(Response::new(ListMembersResponse {
+            membership: self.view(),
+        }))
     }
 
     async fn add_member(
         &self,
         req: Request<AddMemberRequest>,
-    ) -> Result<Response<MembersResponse>, Status> {
+    ) -> Result<Response<AddMemberResponse>, Status> {
         let r = req.into_inner();
         if r.addr.is_empty() {
             return Err(Status::invalid_argument(
@@ -77,16 +80,20 @@ impl ControllerService for Members {
         }
         tracing::info!(id = r.id, addr = %r.addr, "adding controller");
         self.0.add_member(r.id, r.addr).await?;
-        Ok(Response::new(self.view()))
+        Ok(Response::new(AddMemberResponse {
+            membership: self.view(),
+        }))
     }
 
     async fn remove_member(
         &self,
         req: Request<RemoveMemberRequest>,
-    ) -> Result<Response<MembersResponse>, Status> {
+    ) -> Result<Response<RemoveMemberResponse>, Status> {
         let id = req.into_inner().id;
         tracing::info!(id, "removing controller");
         self.0.remove_member(id).await?;
-        Ok(Response::new(self.view()))
+        Ok(Response::new(RemoveMemberResponse {
+            membership: self.view(),
+        }))
     }
 }

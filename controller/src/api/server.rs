@@ -4,13 +4,13 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use berth_proto::v1::control_plane_server::ControlPlaneServer;
+use berth_proto::internal::v1::control_plane_server::ControlPlaneServer;
+use berth_proto::internal::v1::raft_service_server::RaftServiceServer;
 use berth_proto::v1::controller_service_server::ControllerServiceServer;
 use berth_proto::v1::event_service_server::EventServiceServer;
 use berth_proto::v1::image_service_server::ImageServiceServer;
 use berth_proto::v1::job_service_server::JobServiceServer;
 use berth_proto::v1::node_service_server::NodeServiceServer;
-use berth_proto::v1::raft_service_server::RaftServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -76,8 +76,7 @@ pub async fn run(
     Ok(())
 }
 
-/// The services a controller serves to clients (agents and peers use the
-/// control plane and raft services, also advertised).
+/// The services a controller serves to clients: berth.v1, the stable API.
 const PUBLIC: [&str; 5] = [
     "berth.v1.JobService",
     "berth.v1.NodeService",
@@ -86,17 +85,24 @@ const PUBLIC: [&str; 5] = [
     "berth.v1.ControllerService",
 ];
 
-/// Reflection over what this process serves: berth.v1's controller
-/// services and the health service (not the agents' data plane).
+/// Berth's own wiring, served on the same port (agents and peers call it).
+const INTERNAL: [&str; 2] = [
+    "berth.internal.v1.ControlPlane",
+    "berth.internal.v1.RaftService",
+];
+
+/// Reflection over what this process serves: the public API, the internal
+/// services (listed apart by their package) and the health service — not
+/// the agents' data plane, which agents serve.
 fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
     let mut b = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(berth_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(berth_proto::ALL_FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-    for s in PUBLIC.iter().chain(&[
-        "berth.v1.ControlPlane",
-        "berth.v1.RaftService",
-        "grpc.health.v1.Health",
-    ]) {
+    for s in PUBLIC
+        .iter()
+        .chain(&INTERNAL)
+        .chain(&["grpc.health.v1.Health"])
+    {
         b = b.with_service_name(*s);
     }
     b

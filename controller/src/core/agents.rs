@@ -2,7 +2,7 @@
 //! users' logs, exec, cp, commit and image operations to the agent of the
 //! host concerned, and asks agents to move and collect images.
 
-use berth_proto::v1::agent_service_client::AgentServiceClient;
+use berth_proto::internal::v1::agent_service_client::AgentServiceClient;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::{Error, Result};

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use berth_proto::v1::NodeReport;
+use berth_proto::internal::v1::NodeReport;
 
 use super::Controller;
 use crate::{Error, Result};

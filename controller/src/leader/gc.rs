@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use berth_proto::image_ref;
-use berth_proto::v1::{GcImagesRequest, GcImagesResult, NodeGc};
+use berth_proto::internal::v1::CollectImagesRequest;
+use berth_proto::v1::{ImageGcResult, NodeGc};
 
 use super::Leader;
 use crate::core::{agent_client, Controller};
@@ -105,18 +106,18 @@ impl Leader {
         keep: &[String],
         free_target_bytes: u64,
         dry_run: bool,
-    ) -> Result<GcImagesResult> {
+    ) -> Result<ImageGcResult> {
         let addr = self.ctl.ready_agent(node)?;
         let r = agent_client(node, &addr)
             .await?
-            .gc_images(GcImagesRequest {
+            .collect_images(CollectImagesRequest {
                 keep: keep.to_vec(),
                 free_target_bytes,
                 dry_run,
             })
             .await
             .map_err(|e| Error::FailedPrecondition(e.message().to_string()))?;
-        Ok(r.into_inner())
+        Ok(r.into_inner().result.unwrap_or_default())
     }
 
     /// On the leader: GC every ready node whose Docker disk is past the

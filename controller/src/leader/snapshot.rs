@@ -6,7 +6,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use berth_proto::v1::{JobState, NodeReport};
+use berth_proto::internal::v1::NodeReport;
+use berth_proto::v1::JobState;
 
 use super::{lock, Leader};
 use crate::core::machine::Inner;

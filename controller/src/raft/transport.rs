@@ -14,9 +14,9 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_proto::v1::raft_service_client::RaftServiceClient;
-use berth_proto::v1::raft_service_server::RaftService;
-use berth_proto::v1::{RaftAck, RaftChunk};
+use berth_proto::internal::v1::raft_service_client::RaftServiceClient;
+use berth_proto::internal::v1::raft_service_server::RaftService;
+use berth_proto::internal::v1::{RaftChunk, SendResponse};
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use raft::SnapshotStatus;
@@ -187,7 +187,10 @@ pub struct RaftServer {
 
 #[tonic::async_trait]
 impl RaftService for RaftServer {
-    async fn send(&self, req: Request<Streaming<RaftChunk>>) -> Result<Response<RaftAck>, Status> {
+    async fn send(
+        &self,
+        req: Request<Streaming<RaftChunk>>,
+    ) -> Result<Response<SendResponse>, Status> {
         let mut stream = req.into_inner();
         let mut buf = Vec::new();
         while let Some(chunk) = stream.message().await? {
@@ -205,6 +208,6 @@ impl RaftService for RaftServer {
                 return Err(Status::unavailable("raft stopped"));
             }
         }
-        Ok(Response::new(RaftAck {}))
+        Ok(Response::new(SendResponse {}))
     }
 }

@@ -31,7 +31,11 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 from grpc_tools import protoc
 
-PROTO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "proto")
+# Only berth/v1 is read: the public API stands alone (berth/internal is
+# Berth's own wiring). BERTH_PROTO_DIR points at another copy of it.
+PROTO_DIR = os.environ.get("BERTH_PROTO_DIR") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "proto"
+)
 
 
 def stubs():
@@ -71,14 +75,14 @@ def main():
     a = p.parse_args()
 
     stubs()
-    from berth.v1 import cluster_pb2, cluster_pb2_grpc, jobs_pb2, jobs_pb2_grpc, types_pb2
+    from berth.v1 import jobs_pb2, jobs_pb2_grpc, nodes_pb2, nodes_pb2_grpc, types_pb2
 
     channel, addr = leader_channel(a.addr)
     health = health_pb2_grpc.HealthStub(channel).Check(
         health_pb2.HealthCheckRequest(service="berth.v1.JobService"), timeout=5
     )
     services = sorted(ProtoReflectionDescriptorDatabase(channel).get_services())
-    nodes = cluster_pb2_grpc.NodeServiceStub(channel).ListNodes(cluster_pb2.ListNodesRequest(), timeout=10)
+    nodes = nodes_pb2_grpc.NodeServiceStub(channel).ListNodes(nodes_pb2.ListNodesRequest(), timeout=10)
 
     jobs = jobs_pb2_grpc.JobServiceStub(channel)
     spec = types_pb2.JobSpec(image=a.image, command=a.command, gpus=a.gpus)

@@ -1,7 +1,7 @@
 //! `berth image rm` and `berth image gc`.
 
 use anyhow::{bail, Result};
-use berth_proto::v1::{GcRequest, RemoveImagesRequest};
+use berth_proto::v1::{GcImagesRequest, RemoveImageRequest};
 use comfy_table::Table;
 use serde_json::json;
 
@@ -17,7 +17,7 @@ pub async fn rm(
 ) -> Result<()> {
     let nodes = client
         .images()
-        .remove_image(RemoveImagesRequest {
+        .remove_image(RemoveImageRequest {
             image: image.to_string(),
             nodes: on,
             force,
@@ -57,7 +57,7 @@ pub async fn gc(
 ) -> Result<()> {
     let nodes = client
         .images()
-        .gc_images(GcRequest {
+        .gc_images(GcImagesRequest {
             nodes: on,
             target_free_percent,
             dry_run,

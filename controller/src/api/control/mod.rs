@@ -1,11 +1,11 @@
-//! `berth.v1.ControlPlane`: what agents call.
+//! `berth.internal.v1.ControlPlane`: what agents call.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_proto::v1::control_plane_server::ControlPlane;
-use berth_proto::v1::*;
+use berth_proto::internal::v1::control_plane_server::ControlPlane;
+use berth_proto::internal::v1::*;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
@@ -45,11 +45,12 @@ impl ControlPlane for Control {
                 }
             }
         }
+        let gpu_backend = r.gpu_backend().word().to_string();
         let node = NodeRecord {
             labels,
             name: r.node,
             agent_addr: r.agent_addr,
-            gpu_backend: r.gpu_backend,
+            gpu_backend,
             gpus: r
                 .gpus
                 .into_iter()
@@ -83,8 +84,15 @@ impl ControlPlane for Control {
         Ok(Response::new(Box::pin(allocations(self.0.clone(), node))))
     }
 
-    async fn report(&self, req: Request<NodeReport>) -> Result<Response<ReportResponse>, Status> {
-        self.0.report(req.into_inner()).await?;
+    async fn report(
+        &self,
+        req: Request<ReportRequest>,
+    ) -> Result<Response<ReportResponse>, Status> {
+        let report = req
+            .into_inner()
+            .report
+            .ok_or_else(|| Status::invalid_argument("a report is required"))?;
+        self.0.report(report).await?;
         Ok(Response::new(ReportResponse {}))
     }
 

@@ -8,7 +8,8 @@
 
 use std::collections::HashMap;
 
-use berth_proto::v1::{ContainerStatus, ImagePull, JobState, NodeReport};
+use berth_proto::internal::v1::{ContainerState, ContainerStatus, NodeReport};
+use berth_proto::v1::{ImagePull, JobState};
 
 use crate::core::{convert, Controller, Telemetry};
 use crate::state::{Command, NodeRecord, State};
@@ -44,14 +45,11 @@ pub fn transitions(state: &State, report: &NodeReport, now_ms: i64) -> Vec<Comma
         let failure = failures.get(job.id.as_str());
         match containers
             .get(&(job.id.as_str(), job.attempt()))
-            .filter(|c| failure.is_none() || c.state != "created")
+            .filter(|c| failure.is_none() || c.state() != ContainerState::Created)
         {
             Some(c) => {
-                let ran = c.state != "created";
-                let done = !matches!(
-                    c.state.as_str(),
-                    "created" | "running" | "restarting" | "paused"
-                );
+                let ran = c.state() != ContainerState::Created;
+                let done = !(c.state() == ContainerState::Created || c.state().is_running());
                 if ran && job.container_id.is_empty() {
                     out.push(Command::Started {
                         job_id: id.clone(),

@@ -1,6 +1,7 @@
 use super::*;
 use crate::state::{GpuInventory, NodeRecord, Placement};
-use berth_proto::v1::{AllocationFailure, GpuRef, JobSpec};
+use berth_proto::internal::v1::AllocationFailure;
+use berth_proto::v1::{GpuRef, JobSpec};
 
 /// A state with job "a" placed on node "n" at index 4.
 fn placed() -> State {
@@ -69,7 +70,7 @@ fn container(state: &str, code: i32) -> ContainerStatus {
     ContainerStatus {
         job_id: "a".into(),
         container_id: "c1".into(),
-        state: state.into(),
+        state: ContainerState::from_docker(state) as i32,
         exit_code: code,
         started_at_ms: 10,
         finished_at_ms: 20,

@@ -1,7 +1,8 @@
 //! `berth image save|load|rm`, proxied to the agents.
 
 use berth_proto::image_ref;
-use berth_proto::v1::{ImageChunk, LoadImageResult, NodeOutcome, RemoveImageRequest};
+use berth_proto::internal::v1::{DeleteImageRequest, ExportImageRequest, ImportImageResponse};
+use berth_proto::v1::{ImageChunk, NodeOutcome};
 use futures::Stream;
 
 use super::plan::{held, sources};
@@ -36,7 +37,7 @@ impl Controller {
         tracing::info!(%image, %node, "saving image for a client");
         let stream = agent_client(&node, &addr)
             .await?
-            .export_image(berth_proto::v1::ExportImageRequest {
+            .export_image(ExportImageRequest {
                 image: image.to_string(),
                 compress: true,
                 // A file for anywhere: every layer.
@@ -54,7 +55,7 @@ impl Controller {
         node: &str,
         size: u64,
         chunks: impl Stream<Item = ImageChunk> + Send + 'static,
-    ) -> Result<LoadImageResult> {
+    ) -> Result<ImportImageResponse> {
         let addr = self.ready_agent(node)?;
         let free = self
             .telemetry(node)
@@ -71,7 +72,7 @@ impl Controller {
         tracing::info!(%node, bytes = size, "loading an archive from a client");
         let r = agent_client(node, &addr)
             .await?
-            .load_image(chunks)
+            .import_image(chunks)
             .await
             .map_err(|e| Error::FailedPrecondition(format!("{node}: {}", e.message())))?;
         Ok(r.into_inner())
@@ -141,7 +142,7 @@ impl Controller {
                 let addr = self.ready_agent(&node)?;
                 agent_client(&node, &addr)
                     .await?
-                    .remove_image(RemoveImageRequest {
+                    .delete_image(DeleteImageRequest {
                         image: image.to_string(),
                         force,
                     })

@@ -106,24 +106,27 @@ impl ImageService for Images {
 
     async fn remove_image(
         &self,
-        req: Request<RemoveImagesRequest>,
-    ) -> Result<Response<RemoveImagesResponse>, Status> {
+        req: Request<RemoveImageRequest>,
+    ) -> Result<Response<RemoveImageResponse>, Status> {
         self.0.ensure_leader()?;
         let req = req.into_inner();
         let nodes = self
             .0
             .remove_image(&req.image, &req.nodes, req.force)
             .await?;
-        Ok(Response::new(RemoveImagesResponse { nodes }))
+        Ok(Response::new(RemoveImageResponse { nodes }))
     }
 
-    async fn gc_images(&self, req: Request<GcRequest>) -> Result<Response<GcResponse>, Status> {
+    async fn gc_images(
+        &self,
+        req: Request<GcImagesRequest>,
+    ) -> Result<Response<GcImagesResponse>, Status> {
         self.0.ensure_leader()?;
         let req = req.into_inner();
         let nodes = self
             .1
             .gc_images(&req.nodes, req.target_free_percent, req.dry_run)
             .await?;
-        Ok(Response::new(GcResponse { nodes }))
+        Ok(Response::new(GcImagesResponse { nodes }))
     }
 }

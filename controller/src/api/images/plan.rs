@@ -1,7 +1,7 @@
 //! Images across hosts: which hosts hold an image, which may receive it,
 //! and the best source for a pull (pure, from the nodes' reports).
 
-use berth_proto::v1::NodeReport;
+use berth_proto::internal::v1::NodeReport;
 
 use crate::core::Controller;
 use crate::scheduler::{id_matches, normalize_image};

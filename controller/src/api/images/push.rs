@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use berth_proto::v1::{FetchImageRequest, PushProgress};
+use berth_proto::internal::v1::FetchImageRequest;
+use berth_proto::v1::PushProgress;
 use tokio::sync::mpsc;
 
 use super::plan::PushPlan;

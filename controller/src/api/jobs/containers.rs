@@ -1,20 +1,25 @@
 //! JobService's container verbs — exec, cp (stat, from, to), commit, update —
 //! proxied to the agent of the host the job runs (or ran) on. The
-//! controller resolves the job and checks its state; the agent does the
-//! docker part.
+//! controller resolves the job and checks its state, then names the exact
+//! container to the agent (`berth.internal.v1`); the agent does the docker
+//! part, in that container only.
 
 use std::pin::Pin;
 
-use berth_proto::v1::agent_service_client::AgentServiceClient;
+use berth_proto::internal::v1::agent_service_client::AgentServiceClient;
+use berth_proto::internal::v1::{
+    container_copy_to_input, container_exec_input, ContainerCommitRequest,
+    ContainerCopyFromRequest, ContainerCopyToInput, ContainerCopyToStart, ContainerExecInput,
+    ContainerExecStart, ContainerStatRequest, UpdateContainerRequest,
+};
 use berth_proto::v1::*;
 use futures::{Stream, StreamExt};
 use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
 use crate::api::rest;
-use crate::core::Controller;
+use crate::core::{agent_client, Controller};
 use crate::state::JobRecord;
-use crate::Error;
 
 /// The job `reference` names, and a client for its host's agent. With
 /// `running`, the job must be running (exec); otherwise it must have had a
@@ -58,9 +63,7 @@ pub async fn client_for(
     let addr = ctl
         .read(|s| s.nodes.get(&node).map(|n| n.agent_addr.clone()))
         .ok_or_else(|| Status::unavailable(format!("node {node} is unknown")))?;
-    Ok(AgentServiceClient::connect(format!("http://{addr}"))
-        .await
-        .map_err(|e| Error::Agent(format!("node {node} at {addr}: {e}")))?)
+    Ok(agent_client(&node, &addr).await?)
 }
 
 pub type ExecStream = Pin<Box<dyn Stream<Item = Result<ExecOutput, Status>> + Send>>;
@@ -70,7 +73,7 @@ pub async fn exec(
     mut inbound: Streaming<ExecInput>,
 ) -> Result<ExecStream, Status> {
     let Some(ExecInput {
-        kind: Some(exec_input::Kind::Start(mut start)),
+        kind: Some(exec_input::Kind::Start(start)),
     }) = inbound.message().await?
     else {
         return Err(Status::invalid_argument("an exec starts with what to run"));
@@ -81,29 +84,73 @@ pub async fn exec(
         ));
     }
     let (job, mut client) = agent_of(ctl, &start.job, true).await?;
-    start.job = job.id;
-    let first = ExecInput {
-        kind: Some(exec_input::Kind::Start(start)),
+    let first = ContainerExecInput {
+        kind: Some(container_exec_input::Kind::Start(ContainerExecStart {
+            container_id: job.container_id,
+            job_id: job.id,
+            command: start.command,
+            tty: start.tty,
+            stdin: start.stdin,
+            env: start.env,
+            workdir: start.workdir,
+            user: start.user,
+            rows: start.rows,
+            cols: start.cols,
+            attach: start.attach,
+        })),
     };
+    // The rest of the session: stdin, resizes, end of input. A second
+    // start means nothing and is dropped.
+    let then = rest(inbound).filter_map(|m| {
+        std::future::ready(
+            match m.kind {
+                Some(exec_input::Kind::Stdin(d)) => Some(container_exec_input::Kind::Stdin(d)),
+                Some(exec_input::Kind::Resize(r)) => Some(container_exec_input::Kind::Resize(r)),
+                Some(exec_input::Kind::CloseStdin(c)) => {
+                    Some(container_exec_input::Kind::CloseStdin(c))
+                }
+                Some(exec_input::Kind::Start(_)) | None => None,
+            }
+            .map(|kind| ContainerExecInput { kind: Some(kind) }),
+        )
+    });
     let upstream = client
-        .exec(futures::stream::iter([first]).chain(rest(inbound)))
+        .exec(futures::stream::iter([first]).chain(then))
         .await?
         .into_inner();
     Ok(Box::pin(upstream))
 }
 
-pub async fn stat(ctl: &Controller, mut req: StatPathRequest) -> Result<StatPathResponse, Status> {
+pub async fn stat(ctl: &Controller, req: StatPathRequest) -> Result<StatPathResponse, Status> {
     let (job, mut client) = agent_of(ctl, &req.job, false).await?;
-    req.job = job.id;
-    Ok(client.stat_path(req).await?.into_inner())
+    let r = client
+        .stat_path(ContainerStatRequest {
+            container_id: job.container_id,
+            job_id: job.id,
+            path: req.path,
+        })
+        .await?
+        .into_inner();
+    Ok(StatPathResponse {
+        exists: r.exists,
+        is_dir: r.is_dir,
+        name: r.name,
+        size: r.size,
+    })
 }
 
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<CopyChunk, Status>> + Send>>;
 
-pub async fn copy_from(ctl: &Controller, mut req: CopyFromRequest) -> Result<ChunkStream, Status> {
+pub async fn copy_from(ctl: &Controller, req: CopyFromRequest) -> Result<ChunkStream, Status> {
     let (job, mut client) = agent_of(ctl, &req.job, false).await?;
-    req.job = job.id;
-    Ok(Box::pin(client.copy_from(req).await?.into_inner()))
+    let r = client
+        .copy_from(ContainerCopyFromRequest {
+            container_id: job.container_id,
+            job_id: job.id,
+            path: req.path,
+        })
+        .await?;
+    Ok(Box::pin(r.into_inner()))
 }
 
 pub async fn copy_to(
@@ -111,7 +158,7 @@ pub async fn copy_to(
     mut inbound: Streaming<CopyToInput>,
 ) -> Result<CopyToResponse, Status> {
     let Some(CopyToInput {
-        kind: Some(copy_to_input::Kind::Start(mut start)),
+        kind: Some(copy_to_input::Kind::Start(start)),
     }) = inbound.message().await?
     else {
         return Err(Status::invalid_argument(
@@ -119,27 +166,49 @@ pub async fn copy_to(
         ));
     };
     let (job, mut client) = agent_of(ctl, &start.job, false).await?;
-    start.job = job.id;
-    let first = CopyToInput {
-        kind: Some(copy_to_input::Kind::Start(start)),
+    let first = ContainerCopyToInput {
+        kind: Some(container_copy_to_input::Kind::Start(ContainerCopyToStart {
+            container_id: job.container_id,
+            job_id: job.id,
+            dir: start.dir,
+        })),
     };
-    let r = client
-        .copy_to(futures::stream::iter([first]).chain(rest(inbound)))
+    let data = rest(inbound).filter_map(|m| {
+        std::future::ready(match m.kind {
+            Some(copy_to_input::Kind::Data(d)) => Some(ContainerCopyToInput {
+                kind: Some(container_copy_to_input::Kind::Data(d)),
+            }),
+            _ => None,
+        })
+    });
+    client
+        .copy_to(futures::stream::iter([first]).chain(data))
         .await?;
-    Ok(r.into_inner())
+    Ok(CopyToResponse {})
 }
 
-pub async fn commit(ctl: &Controller, mut req: CommitRequest) -> Result<CommitResponse, Status> {
+pub async fn commit(ctl: &Controller, req: CommitRequest) -> Result<CommitResponse, Status> {
     if req.image.trim().is_empty() {
         return Err(Status::invalid_argument(
             "say what to call the image: berth commit JOB REPOSITORY[:TAG]",
         ));
     }
     let (job, mut client) = agent_of(ctl, &req.job, false).await?;
-    req.job = job.id;
-    Ok(client.commit(req).await?.into_inner())
+    let r = client
+        .commit(ContainerCommitRequest {
+            container_id: job.container_id,
+            job_id: job.id,
+            image: req.image,
+            comment: req.comment,
+            no_pause: req.no_pause,
+        })
+        .await?
+        .into_inner();
+    Ok(CommitResponse {
+        image_id: r.image_id,
+        node: job.node.unwrap_or_default(),
+    })
 }
-
 /// `docker update` of the running containers among `jobs`, on their hosts.
 pub async fn update_limits(
     ctl: &Controller,

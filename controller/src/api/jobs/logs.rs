@@ -7,6 +7,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use berth_proto::internal::v1::ContainerLogsRequest;
 use berth_proto::v1::*;
 use futures::{Stream, StreamExt};
 use tonic::Status;

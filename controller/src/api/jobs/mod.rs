@@ -13,6 +13,7 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 mod containers;
+mod list;
 mod logs;
 mod ops;
 
@@ -62,12 +63,15 @@ impl JobService for Jobs {
         })))
     }
 
-    async fn get_job(&self, req: Request<GetJobRequest>) -> Result<Response<Job>, Status> {
+    async fn get_job(
+        &self,
+        req: Request<GetJobRequest>,
+    ) -> Result<Response<GetJobResponse>, Status> {
         self.0.read_barrier().await?;
         let job = self.0.resolve(&req.into_inner().job)?;
         let mut job = self.0.read(|s| convert::job(&job, s));
         job.pull = self.0.pull_of(&job);
-        Ok(Response::new(job))
+        Ok(Response::new(GetJobResponse { job: Some(job) }))
     }
 
     async fn list_jobs(
@@ -75,23 +79,21 @@ impl JobService for Jobs {
         req: Request<ListJobsRequest>,
     ) -> Result<Response<ListJobsResponse>, Status> {
         self.0.read_barrier().await?;
-        let all = req.into_inner().all;
-        let jobs = self.0.read(|s| {
+        let req = req.into_inner();
+        let (jobs, next_page_token) = self.0.read(|s| -> crate::Result<_> {
+            let (page, next) = list::page(s, &req)?;
             let positions: std::collections::HashMap<&str, u32> = s
                 .queue
                 .iter()
                 .enumerate()
                 .map(|(i, id)| (id.as_str(), i as u32 + 1))
                 .collect();
-            let mut jobs: Vec<Job> = s
-                .jobs
-                .values()
-                .filter(|j| all || !j.state.is_finished())
+            let jobs: Vec<Job> = page
+                .into_iter()
                 .map(|j| convert::job_at(j, positions.get(j.id.as_str()).copied().unwrap_or(0)))
                 .collect();
-            jobs.sort_by_key(|j| std::cmp::Reverse(j.submitted_at_ms));
-            jobs
-        });
+            Ok((jobs, next))
+        })?;
         let jobs = jobs
             .into_iter()
             .map(|mut j| {
@@ -99,14 +101,27 @@ impl JobService for Jobs {
                 j
             })
             .collect();
-        Ok(Response::new(ListJobsResponse { jobs }))
+        Ok(Response::new(ListJobsResponse {
+            jobs,
+            next_page_token,
+        }))
     }
 
-    async fn cancel_job(&self, req: Request<CancelJobRequest>) -> Result<Response<Job>, Status> {
+    async fn cancel_job(
+        &self,
+        req: Request<CancelJobRequest>,
+    ) -> Result<Response<CancelJobResponse>, Status> {
         let target = self.0.cancel(&req.into_inner().job).await?;
-        let first = target.tasks().into_iter().next();
-        let job = first.ok_or_else(|| Status::not_found("the group has no tasks"))?;
-        Ok(Response::new(self.0.read(|s| convert::job(&job, s))))
+        Ok(Response::new(self.0.read(|s| {
+            let tasks: Vec<Job> = target.tasks().iter().map(|t| convert::job(t, s)).collect();
+            CancelJobResponse {
+                job: tasks.first().cloned(),
+                tasks: match target {
+                    Target::Group(..) => tasks,
+                    Target::Job(_) => Vec::new(),
+                },
+            }
+        })))
     }
 
     async fn update_job(
@@ -155,11 +170,13 @@ impl JobService for Jobs {
     async fn explain_job(
         &self,
         req: Request<ExplainJobRequest>,
-    ) -> Result<Response<Explanation>, Status> {
+    ) -> Result<Response<ExplainJobResponse>, Status> {
         self.0.ensure_leader()?;
         let (job, e) = self.1.explain(&req.into_inner().job)?;
         let job = self.0.read(|s| convert::job(&job, s));
-        Ok(Response::new(explanation(Some(job), e)))
+        Ok(Response::new(ExplainJobResponse {
+            explanation: Some(explanation(Some(job), e)),
+        }))
     }
 
     async fn set_quota(
