@@ -28,4 +28,4 @@ pub mod state;
 pub use crate::api::server::run;
 pub use crate::core::{Controller, ControllerConfig};
 pub use crate::leader::{Leader, LeaderConfig};
-pub use error::{Error, Result, LEADER_HEADER};
+pub use error::{Error, Reason, Result, ERROR_DOMAIN, LEADER_HEADER};

@@ -89,3 +89,84 @@ fn nodes_verbose_shows_each_daemons_settings_and_what_looks_wrong() {
         "{text}"
     );
 }
+
+/// Every refusal carries a `google.rpc.ErrorInfo` whose reason a program can
+/// match without parsing the message: a follower names the leader, a job no
+/// host fits, one over its user's quota, an unknown job.
+#[test]
+fn errors_carry_a_reason_programs_can_match() {
+    use berth_proto::v1::job_service_client::JobServiceClient;
+    use berth_proto::v1::{GetJobRequest, JobSpec, SetQuotaRequest, SubmitJobRequest};
+    use tonic_types::StatusExt;
+
+    let mut c = Cluster::start_replicated(3);
+    c.add_agent(2);
+    let leader = c.leader();
+    let follower = (leader + 1) % 3;
+    let (leader_addr, follower_addr) = (
+        c.controllers[leader].addr.clone(),
+        c.controllers[follower].addr.clone(),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = |addr: String| async move {
+            JobServiceClient::connect(format!("http://{addr}"))
+                .await
+                .unwrap()
+        };
+        let submit = |gpus: u32, user: &str| SubmitJobRequest {
+            spec: Some(JobSpec {
+                image: IMAGE.into(),
+                gpus,
+                user: user.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let reason = |s: &tonic::Status| {
+            let info = s
+                .get_details_error_info()
+                .expect("ErrorInfo in the details");
+            assert_eq!(info.domain, "berth.v1");
+            (info.reason, info.metadata)
+        };
+
+        let e = client(follower_addr)
+            .await
+            .submit_job(submit(1, "alice"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unavailable);
+        let (r, meta) = reason(&e);
+        assert_eq!(r, "NOT_LEADER");
+        assert_eq!(meta["leader"], leader_addr);
+
+        let mut jobs = client(leader_addr).await;
+        let e = jobs.submit_job(submit(9, "alice")).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(reason(&e).0, "NO_HOST_FITS", "{}", e.message());
+
+        jobs.set_quota(SetQuotaRequest {
+            user: "alice".into(),
+            gpus: Some(1),
+        })
+        .await
+        .unwrap();
+        let e = jobs.submit_job(submit(2, "alice")).await.unwrap_err();
+        assert_eq!(reason(&e).0, "QUOTA_EXCEEDED", "{}", e.message());
+        assert!(
+            e.message().contains("alice's quota is 1"),
+            "{}",
+            e.message()
+        );
+
+        let e = jobs
+            .get_job(GetJobRequest {
+                job: "no-such-job".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        assert_eq!(reason(&e).0, "JOB_NOT_FOUND");
+    });
+}

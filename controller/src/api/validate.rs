@@ -7,7 +7,7 @@ use berth_proto::v1::JobSpec;
 
 use crate::scheduler::{explain::bytes, Constraint};
 use crate::state::{GpuInventory, NodeRecord, State};
-use crate::{Error, Result};
+use crate::{Error, Reason, Result};
 
 /// A restart policy, for a job of `nodes` tasks (a gang when above 1).
 pub fn restart(policy: &str, nodes: u32) -> Result<()> {
@@ -171,17 +171,38 @@ fn groups(spec: &JobSpec) -> Result<()> {
 /// host holds, a name no live job uses.
 pub fn against_cluster(spec: &JobSpec, state: &State, image: ImageSeen) -> Result<()> {
     if state.nodes.is_empty() {
-        return Err(Error::FailedPrecondition(
-            "the cluster has no nodes yet: start `berth-agent` on a GPU host (or use `berth dev`)"
-                .into(),
+        return Err(Error::refused(
+            Reason::NoNodes,
+            "the cluster has no nodes yet: start `berth-agent` on a GPU host (or use `berth dev`)",
         ));
     }
     hosts_for(spec, state)?;
+    quota(spec, state)?;
     if image == ImageSeen::Nowhere {
-        return Err(Error::FailedPrecondition(format!(
+        return Err(Error::refused(Reason::ImageNotFound, format!(
             "image {:?} exists on no host (Berth pulls from no registry): build or `docker load` it on a host first; `berth images` lists what each host has",
             spec.image
         )));
+    }
+    Ok(())
+}
+
+/// A job that needs more whole GPUs at once than its user's quota would
+/// wait forever: refused, as a Kubernetes ResourceQuota refuses a pod.
+fn quota(spec: &JobSpec, state: &State) -> Result<()> {
+    let Some(&quota) = state.quotas.get(&spec.user) else {
+        return Ok(());
+    };
+    // A gang holds all its tasks' GPUs at once; an array's tasks run apart.
+    let needed = spec.gpus * spec.nodes.max(1);
+    if needed > quota {
+        return Err(Error::refused(
+            Reason::QuotaExceeded,
+            format!(
+                "the job needs {needed} GPUs at once but {}'s quota is {quota}: ask for fewer, or ask an admin to raise it (berth quota set {} {needed})",
+                spec.user, spec.user
+            ),
+        ));
     }
     Ok(())
 }
@@ -248,7 +269,7 @@ fn refusal(
     model: &str,
     qualifying: usize,
 ) -> Result<()> {
-    let nope = |m: String| Err(Error::FailedPrecondition(m));
+    let nope = |m: String| Err(Error::refused(Reason::NoHostFits, m));
     let labelled: Vec<&NodeRecord> = state
         .nodes
         .values()
@@ -408,5 +429,64 @@ mod tests {
         assert!(err.contains("exists on no host"), "{err}");
         // A node that has not reported yet might hold it: do not refuse.
         assert!(against_cluster(&s, &state, ImageSeen::Unknown).is_ok());
+        // Each refusal names its reason for programs.
+        s.gpus = 5;
+        let e = against_cluster(&s, &state, ImageSeen::Somewhere).unwrap_err();
+        assert_eq!(e.reason(), "NO_HOST_FITS");
+        s.gpus = 1;
+        let e = against_cluster(&s, &state, ImageSeen::Nowhere).unwrap_err();
+        assert_eq!(e.reason(), "IMAGE_NOT_FOUND");
+        let e = against_cluster(&s, &State::default(), ImageSeen::Somewhere).unwrap_err();
+        assert_eq!(e.reason(), "NO_NODES");
+    }
+
+    #[test]
+    fn a_job_over_its_users_quota_is_refused_not_left_waiting() {
+        let mut state = State::default();
+        for name in ["a", "b", "c"] {
+            state.nodes.insert(
+                name.into(),
+                crate::state::NodeRecord {
+                    name: name.into(),
+                    gpus: (0..8)
+                        .map(|i| crate::state::GpuInventory {
+                            index: i,
+                            uuid: format!("{name}{i}"),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                },
+            );
+        }
+        state.quotas.insert("alice".into(), 2);
+        let mut s = spec();
+        s.user = "alice".into();
+        s.gpus = 2;
+        assert!(against_cluster(&s, &state, ImageSeen::Somewhere).is_ok());
+        s.gpus = 3;
+        let e = against_cluster(&s, &state, ImageSeen::Somewhere).unwrap_err();
+        assert_eq!(e.reason(), "QUOTA_EXCEEDED");
+        assert!(e.to_string().contains("alice's quota is 2"), "{e}");
+        // An array's tasks run apart: each within the quota is fine; a gang
+        // holds all its tasks' GPUs at once.
+        s.gpus = 1;
+        s.array = Some(berth_proto::v1::ArrayRange {
+            start: 0,
+            end: 9,
+            max_running: 0,
+        });
+        assert!(against_cluster(&s, &state, ImageSeen::Somewhere).is_ok());
+        s.array = None;
+        s.nodes = 3;
+        assert_eq!(
+            against_cluster(&s, &state, ImageSeen::Somewhere)
+                .unwrap_err()
+                .reason(),
+            "QUOTA_EXCEEDED"
+        );
+        // Someone else's jobs are not counted against her.
+        s.user = "bob".into();
+        assert!(against_cluster(&s, &state, ImageSeen::Somewhere).is_ok());
     }
 }

@@ -3,7 +3,7 @@
 
 use super::Controller;
 use crate::state::{GroupRecord, JobRecord, State};
-use crate::{Error, Result};
+use crate::{Error, Reason, Result};
 
 /// What a reference names: one job, or a gang/array.
 #[derive(Debug, Clone)]
@@ -101,8 +101,9 @@ pub fn resolve_in<'a>(state: &'a State, reference: &str) -> Result<&'a JobRecord
         (Some(_), Some(_)) => Err(Error::InvalidArgument(format!(
             "{reference:?} matches several job ids; give more characters"
         ))),
-        _ => Err(Error::NotFound(format!(
-            "no job with id or name {reference:?}"
-        ))),
+        _ => Err(Error::refused(
+            Reason::JobNotFound,
+            format!("no job with id or name {reference:?}"),
+        )),
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use berth_proto::internal::v1::NodeReport;
 
 use super::Controller;
-use crate::{Error, Result};
+use crate::{Error, Reason, Result};
 
 /// A node that has not reported for this long is DOWN: nothing new lands on it.
 pub const NODE_DOWN_AFTER: Duration = Duration::from_secs(15);
@@ -59,7 +59,10 @@ impl Controller {
         let addr = self
             .read(|s| s.nodes.get(node).map(|n| n.agent_addr.clone()))
             .ok_or_else(|| {
-                Error::NotFound(format!("no node named {node}; `berth nodes` lists them"))
+                Error::refused(
+                    Reason::NodeNotFound,
+                    format!("no node named {node}; `berth nodes` lists them"),
+                )
             })?;
         if !self.node_ready(node) {
             return Err(Error::FailedPrecondition(format!(

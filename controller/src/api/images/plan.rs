@@ -5,7 +5,7 @@ use berth_proto::internal::v1::NodeReport;
 
 use crate::core::Controller;
 use crate::scheduler::{id_matches, normalize_image};
-use crate::{Error, Result};
+use crate::{Error, Reason, Result};
 
 /// A push, checked: nothing starts unless every target can take the image.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,9 +50,10 @@ pub fn plan(nodes: &[NodeFacts], image: &str, to: &[String], all: bool) -> Resul
         }
     }
     if sources.is_empty() {
-        return Err(Error::FailedPrecondition(format!(
-            "no ready host has {image}: `berth images` lists what each host holds"
-        )));
+        return Err(Error::refused(
+            Reason::ImageNotFound,
+            format!("no ready host has {image}: `berth images` lists what each host holds"),
+        ));
     }
     if to.is_empty() && !all {
         return Err(Error::InvalidArgument(
@@ -66,7 +67,10 @@ pub fn plan(nodes: &[NodeFacts], image: &str, to: &[String], all: bool) -> Resul
         to.iter()
             .map(|name| {
                 let n = nodes.iter().find(|n| n.name == name).ok_or_else(|| {
-                    Error::NotFound(format!("no node named {name}; `berth nodes` lists them"))
+                    Error::refused(
+                        Reason::NodeNotFound,
+                        format!("no node named {name}; `berth nodes` lists them"),
+                    )
                 })?;
                 if !n.ready {
                     return Err(Error::FailedPrecondition(format!(

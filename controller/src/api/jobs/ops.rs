@@ -10,7 +10,7 @@ use crate::core::{convert, Controller, Target};
 use crate::leader::Leader;
 use crate::scheduler;
 use crate::state::{Command, JobRecord};
-use crate::{Error, Result};
+use crate::{Error, Reason, Result};
 
 impl Controller {
     /// Validates, then queues a job (or every task of a gang or an array,
@@ -92,9 +92,10 @@ impl Controller {
                 Target::Job(j) => (j.name.clone(), j.id.clone(), j.state.word()),
                 Target::Group(g, _) => (g.name.clone(), g.id.clone(), "finished"),
             };
-            return Err(Error::FailedPrecondition(format!(
-                "job {name} ({id}) has already finished ({word})"
-            )));
+            return Err(Error::refused(
+                Reason::JobFinished,
+                format!("job {name} ({id}) has already finished ({word})"),
+            ));
         }
         for job in tasks.iter().filter(|j| j.state.is_live()) {
             // A preempted job being stopped still needs the user's stop (no requeue).
