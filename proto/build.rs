@@ -32,17 +32,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("berth_all_descriptor.bin"),
         prost::Message::encode_to_vec(&all),
     )?;
-    tonic_prost_build::configure()
-        // serde on the public messages: the controller's log of this release
-        // still stores job specs as the API has them.
-        .type_attribute(
-            ".berth.v1",
-            "#[derive(serde::Serialize, serde::Deserialize)]",
-        )
-        // Logs written before a field existed still decode: missing = default.
-        .type_attribute(".berth.v1.JobSpec", "#[serde(default)]")
-        .type_attribute(".berth.v1.ArrayRange", "#[serde(default)]")
-        .type_attribute(".berth.v1.GpuRef", "#[serde(default)]")
-        .compile_fds(all)?;
+    tonic_prost_build::configure().compile_fds(all)?;
     Ok(())
 }

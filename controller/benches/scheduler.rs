@@ -23,10 +23,10 @@ use std::time::{Duration, Instant};
 use berth_controller::scheduler::{
     self, GpuUse, GpuView, NodeView, QueueKeys, QueuedJob, Snapshot,
 };
-use berth_controller::state::{Command, GpuInventory, NodeRecord};
+use berth_controller::state::{Command, GpuBackend, GpuInventory, JobState, NodeRecord};
 use berth_controller::{Controller, ControllerConfig, Leader, LeaderConfig};
 use berth_proto::internal::v1::NodeReport;
-use berth_proto::v1::{DiskState, Gpu, ImageInfo, JobSpec, JobState};
+use berth_proto::v1::{DiskState, Gpu, ImageInfo, JobSpec};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -50,7 +50,7 @@ fn host(i: usize) -> NodeRecord {
     NodeRecord {
         name: format!("host{i:04}"),
         agent_addr: format!("10.0.{}.{}:7451", i / 250, i % 250 + 1),
-        gpu_backend: "simulated".into(),
+        gpu_backend: GpuBackend::Simulated,
         gpus: (0..8)
             .map(|g| GpuInventory {
                 index: g,

@@ -134,3 +134,99 @@ fn other_members_or_another_id_are_refused_and_nothing_is_touched() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("belongs to controller 1"));
     assert!(snapshot(dir.path()) == before);
 }
+
+/// A log entry written in a newer log format than this controller reads
+/// (a newer controller led for a while) stops it at start-up with what to
+/// do, instead of being misread or skipped.
+#[test]
+fn a_log_entry_of_a_newer_format_stops_the_controller_with_what_to_do() {
+    use berth_controller::raft::SledRaftStorage;
+    use berth_controller::state::{format, Command};
+    use berth_proto::v1::controller_service_client::ControllerServiceClient;
+    use berth_proto::v1::ListMembersRequest;
+    use raft::eraftpb::Entry;
+    use raft::Storage as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = start_and_wait(dir.path(), &["--listen", "127.0.0.1:0"]);
+    // Up, leading, and past its first entries (a new cluster's id).
+    let addr = std::fs::read_to_string(dir.path().join("controller.addr")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let applied = rt.block_on(async {
+            let mut c = ControllerServiceClient::connect(format!("http://{addr}"))
+                .await
+                .ok()?;
+            let m = c.list_members(ListMembersRequest {}).await.ok()?;
+            let m = m.into_inner().membership?;
+            let me = m.members.iter().find(|x| x.id == m.self_id)?;
+            (m.leader_id == m.self_id).then_some(me.applied)
+        });
+        if applied.is_some_and(|a| a >= 2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the controller never applied its first entries"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = first.kill();
+    let _ = first.wait();
+
+    // What a newer controller would have committed next.
+    let index = {
+        let db = sled::open(dir.path().join("state.sled")).unwrap();
+        let mut storage = SledRaftStorage::open(&db, dir.path()).unwrap();
+        let mut hs = storage.hard_state().clone();
+        let index = storage.last_index().unwrap() + 1;
+        let mut data = format::encode_command(&Command::Init {
+            cluster_id: "from-the-future".into(),
+        });
+        data[1] = format::VERSION + 1;
+        let entry = Entry {
+            index,
+            term: hs.term,
+            data: data.into(),
+            ..Default::default()
+        };
+        let mut batch = sled::Batch::default();
+        storage.append(&mut batch, &[entry]).unwrap();
+        hs.commit = index;
+        storage.set_hard_state(&mut batch, hs).unwrap();
+        storage.persist(batch, true).unwrap();
+        db.flush().unwrap();
+        index
+    };
+    std::fs::remove_file(dir.path().join("controller.addr")).unwrap();
+
+    let mut again = controller()
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = again.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = again.kill();
+            panic!("the controller kept running on a log it cannot read");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut again.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(70), "{err}");
+    let want = format!(
+        "log entry {index} is in log format version {}, but this berth-controller",
+        format::VERSION + 1
+    );
+    assert!(err.contains(&want), "{err}");
+    assert!(
+        err.contains("upgrade it to the release the other controllers run"),
+        "{err}"
+    );
+}

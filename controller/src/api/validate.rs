@@ -400,7 +400,7 @@ mod tests {
                 crate::state::NodeRecord {
                     name: name.into(),
                     agent_addr: String::new(),
-                    gpu_backend: "simulated".into(),
+                    gpu_backend: crate::state::GpuBackend::Simulated,
                     gpus: (0..n)
                         .map(|i| crate::state::GpuInventory {
                             index: i,

@@ -2,8 +2,9 @@
 
 use berth_proto::v1 as pb;
 
+use super::wire::{gpus_to_wire, spec_to_wire, state_to_wire};
 use super::Telemetry;
-use crate::state::{JobRecord, NodeRecord, State};
+use crate::state::{JobRecord, JobState, NodeRecord, State};
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -16,7 +17,7 @@ pub fn now_ms() -> i64 {
 /// lookups. Listings and events pass positions they already know to `job_at`.
 pub fn job(j: &JobRecord, state: &State) -> pb::Job {
     // From the back: the jobs asked about most are the newest.
-    let queue_position = if j.state == pb::JobState::Queued {
+    let queue_position = if j.state == JobState::Queued {
         state
             .queue
             .iter()
@@ -33,10 +34,10 @@ pub fn job_at(j: &JobRecord, queue_position: u32) -> pb::Job {
     pb::Job {
         id: j.id.clone(),
         name: j.name.clone(),
-        spec: Some(j.spec.clone()),
-        state: j.state as i32,
+        spec: Some(spec_to_wire(&j.spec)),
+        state: state_to_wire(j.state) as i32,
         node: j.node.clone().unwrap_or_default(),
-        gpus: j.gpus.clone(),
+        gpus: gpus_to_wire(&j.gpus),
         container_id: j.container_id.clone(),
         exit_code: j.exit_code,
         message: j.message.clone(),
@@ -97,7 +98,7 @@ pub fn node(n: &NodeRecord, t: Option<&Telemetry>, state: &State, ready: bool) -
         } else {
             pb::NodeStatus::Down
         } as i32,
-        gpu_backend: n.gpu_backend.clone(),
+        gpu_backend: n.gpu_backend.word().to_string(),
         gpus,
         disk: t.and_then(|t| t.report.disk.clone()),
         last_seen_ms_ago: t.map_or(-1, |t| t.at.elapsed().as_millis() as i64),

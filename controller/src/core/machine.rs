@@ -11,8 +11,9 @@ use tokio::sync::{broadcast, watch, Notify};
 
 use super::convert;
 use super::telemetry::Telemetry;
-use crate::raft::handle::{ApplyOutput, StateMachine};
-use crate::state::{Command, Rejection, State};
+use crate::raft::handle::{ApplyOutput, Fatal, StateMachine};
+use crate::state::format::{self, Decode};
+use crate::state::{Command, JobState, Rejection, State};
 
 /// Something kept in step with the state as commands apply: told under the
 /// state lock, so what it derives is never behind the state it is read
@@ -93,13 +94,15 @@ impl Default for Shared {
 }
 
 impl StateMachine for Shared {
-    fn apply(&self, index: u64, data: &[u8]) -> ApplyOutput {
-        let cmd: Command = match serde_json::from_slice(data) {
+    fn apply(&self, index: u64, data: &[u8]) -> Result<ApplyOutput, Fatal> {
+        let cmd: Command = match format::decode_command(index, data) {
             Ok(c) => c,
-            Err(e) => {
-                // Unknown to this version: skip deterministically on every replica.
+            Err(e @ Decode::TooNew { .. }) => return Err(Fatal(e.to_string())),
+            Err(Decode::Malformed(e)) => {
+                // Unreadable in a version this controller knows: skipped
+                // alike on every replica (as version 1 did).
                 tracing::error!(index, error = %e, "undecodable command in the log");
-                return Err(Rejection::Malformed(e.to_string()));
+                return Ok(Err(Rejection::Malformed(e)));
             }
         };
         let mut inner = self.lock();
@@ -114,7 +117,7 @@ impl StateMachine for Shared {
                 if let Some(job) = inner.state.jobs.get(id) {
                     // A job that is queued right after a command was just
                     // submitted, so it is last: no need to scan the queue.
-                    let position = if job.state == berth_proto::v1::JobState::Queued {
+                    let position = if job.state == JobState::Queued {
                         inner.state.queue.len() as u32
                     } else {
                         0
@@ -137,27 +140,27 @@ impl StateMachine for Shared {
         drop(inner);
         self.applied.send_replace(index);
         self.schedule_needed.notify_one();
-        result
+        Ok(result)
     }
 
     fn snapshot(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.lock().state).expect("state serialises")
+        format::encode_state(&self.lock().state)
     }
 
-    fn restore(&self, index: u64, data: &[u8]) {
-        let mut state: State = match serde_json::from_slice(data) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(index, error = %e, "undecodable snapshot; refusing to run on a wrong state");
-                std::process::exit(70);
-            }
-        };
-        state.reindex();
+    fn restore(&self, index: u64, data: &[u8]) -> Result<(), Fatal> {
+        // Never run on a state that may be wrong: any failure stops.
+        let state = format::decode_state(index, data).map_err(|e| match e {
+            Decode::TooNew { .. } => Fatal(e.to_string()),
+            Decode::Malformed(why) => Fatal(format!(
+                "the snapshot at index {index} does not decode: {why}"
+            )),
+        })?;
         let mut inner = self.lock();
         inner.state = state;
         self.each_observer(|o| o.restored());
         drop(inner);
         self.applied.send_replace(index);
         self.schedule_needed.notify_one();
+        Ok(())
     }
 }

@@ -7,7 +7,8 @@
 //! - `telemetry`: the latest report of each node (leader memory only).
 //! - `membership`: what a data dir remembers of its cluster (`cluster.json`).
 //! - `lookup`: a job or group by id, name or prefix.
-//! - `convert`: state records to `berth.v1` messages.
+//! - `convert`: state records to `berth.v1` messages; `wire`: the API's
+//!   job spec and states to the state's own, and back.
 //! - `agents`: dialing an agent's data plane.
 
 mod agents;
@@ -16,6 +17,7 @@ mod lookup;
 pub mod machine;
 mod membership;
 mod telemetry;
+pub mod wire;
 
 pub use agents::{agent_client, MAX_CHUNK_MESSAGE};
 pub use lookup::Target;
@@ -33,7 +35,7 @@ use tokio::sync::{broadcast, watch};
 use crate::raft::node::{self, RaftConfig};
 use crate::raft::transport::{Cut, Transport};
 use crate::raft::RaftHandle;
-use crate::raft::{ProposeError, SledRaftStorage};
+use crate::raft::{ProposeError, SledRaftStorage, StateMachine};
 use crate::state::{Applied, Command, State};
 use crate::{Error, Result};
 use machine::Shared;
@@ -93,6 +95,17 @@ impl Controller {
             .unwrap_or_else(|| cfg.peers.clone());
         write_membership(&cfg, &current)?;
         let shared = Arc::new(Shared::new());
+        // The state as of the last snapshot; raft re-delivers the committed
+        // entries after it. A snapshot this controller cannot read (a newer
+        // log format) stops it here, before it serves anything.
+        if let Some(snap) = storage
+            .latest_snapshot()
+            .map_err(|e| Error::Storage(e.to_string()))?
+        {
+            shared
+                .restore(snap.get_metadata().index, &snap.data)
+                .map_err(|f| Error::FailedPrecondition(f.0))?;
+        }
         let (inbox, rx) = std::sync::mpsc::channel();
         let cut = Cut::from_env();
         let transport = Transport::start(cfg.id, &current, inbox.clone(), cut.clone());
@@ -134,7 +147,7 @@ impl Controller {
 
     /// Proposes `cmd` and waits until it is applied here.
     pub async fn propose(&self, cmd: Command) -> Result<Applied> {
-        let data = serde_json::to_vec(&cmd).map_err(|e| Error::Storage(e.to_string()))?;
+        let data = crate::state::format::encode_command(&cmd);
         match self.raft.propose(data, PROPOSE_TIMEOUT).await {
             Ok(Ok(applied)) => Ok(applied),
             Ok(Err(rejection)) => Err(Error::Rejected(rejection)),

@@ -3,12 +3,10 @@
 
 use std::collections::HashSet;
 
-use berth_proto::v1::JobSpec;
-
 use super::Leader;
 use crate::core::Target;
 use crate::scheduler::{self, Explanation};
-use crate::state::JobRecord;
+use crate::state::{JobRecord, JobSpec, JobState};
 use crate::{Error, Result};
 
 impl Leader {
@@ -45,12 +43,12 @@ impl Leader {
             Target::Job(j) => *j,
             Target::Group(_, tasks) => tasks
                 .iter()
-                .find(|t| t.state == berth_proto::v1::JobState::Queued)
+                .find(|t| t.state == JobState::Queued)
                 .or(tasks.first())
                 .cloned()
                 .ok_or_else(|| Error::NotFound(format!("group {reference} has no tasks")))?,
         };
-        if job.state != berth_proto::v1::JobState::Queued {
+        if job.state != JobState::Queued {
             let where_ = job.node.clone().unwrap_or_default();
             let summary = match job.state {
                 s if s.is_finished() => format!("not queued: it is {}", s.word()),

@@ -9,11 +9,9 @@ use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use berth_proto::v1::{JobSpec, JobState};
-
 use crate::scheduler::{normalize_image, QueueKeys, QueuedJob};
 use crate::state::Constraint;
-use crate::state::{GroupKind, JobRecord, State};
+use crate::state::{GroupKind, JobRecord, JobSpec, JobState, State};
 
 #[derive(Default)]
 pub struct IncrementalQueue {
@@ -192,7 +190,6 @@ pub fn from_spec(spec: &JobSpec, seq: u64) -> QueuedJob {
 mod tests {
     use super::*;
     use crate::state::{Command, Placement};
-    use berth_proto::v1::JobSpec;
 
     fn submit(s: &mut State, q: &mut IncrementalQueue, index: u64, id: &str) {
         let applied = s

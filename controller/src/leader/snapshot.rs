@@ -7,13 +7,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use berth_proto::internal::v1::NodeReport;
-use berth_proto::v1::JobState;
 
 use super::{lock, Leader};
 use crate::core::machine::Inner;
 use crate::core::{Telemetry, NODE_DOWN_AFTER};
 use crate::scheduler::{normalize_image, GpuUse, GpuView, NodeView, Snapshot, Victim};
-use crate::state::{is_slice, NodeRecord, State};
+use crate::state::{is_slice, JobState, NodeRecord, State};
 
 /// A node's scheduling view and its users' GPU-equivalents, with the stamps
 /// it was built at.

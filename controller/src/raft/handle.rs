@@ -20,12 +20,20 @@ pub type ApplyOutput = Result<Applied, Rejection>;
 
 /// The replicated state machine, driven by the raft thread only.
 pub trait StateMachine: Send + Sync + 'static {
-    fn apply(&self, index: u64, data: &[u8]) -> ApplyOutput;
+    /// Applies the entry at `index`. `Err` means the entry cannot be
+    /// applied at all (say, a newer log format): the controller must stop
+    /// rather than go on with a state the others do not have.
+    fn apply(&self, index: u64, data: &[u8]) -> Result<ApplyOutput, Fatal>;
     /// The encoded state as of the last applied entry.
     fn snapshot(&self) -> Vec<u8>;
-    /// Replaces the state with a snapshot's.
-    fn restore(&self, index: u64, data: &[u8]);
+    /// Replaces the state with a snapshot's; `Err` as for `apply`.
+    fn restore(&self, index: u64, data: &[u8]) -> Result<(), Fatal>;
 }
+
+/// Why the state machine cannot go on: the controller stops with this.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Fatal(pub String);
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum ProposeError {

@@ -10,6 +10,6 @@ pub mod node;
 pub mod storage;
 pub mod transport;
 
-pub use handle::{ProposeError, RaftHandle, RaftStatus, StateMachine};
+pub use handle::{Fatal, ProposeError, RaftHandle, RaftStatus, StateMachine};
 pub use node::RaftConfig;
 pub use storage::SledRaftStorage;

@@ -19,7 +19,7 @@ use raft::{RawNode, StateRole};
 use tokio::sync::watch;
 
 use super::handle::{
-    ApplyOutput, Input, OnMembers, Peers, ProposeError, RaftStatus, Reply, StateMachine,
+    ApplyOutput, Fatal, Input, OnMembers, Peers, ProposeError, RaftStatus, Reply, StateMachine,
 };
 use super::storage::SledRaftStorage;
 use super::transport::Transport;
@@ -86,11 +86,8 @@ pub fn spawn<SM: StateMachine>(
         ..Default::default()
     };
     config.validate()?;
-    // Restore the state machine from the last snapshot; raft then re-delivers
-    // the committed entries after it.
-    if let Some(snap) = storage.latest_snapshot()? {
-        sm.restore(snap.get_metadata().index, &snap.data);
-    }
+    // The caller restored the state machine from the last snapshot; raft
+    // re-delivers the committed entries after it.
     let logger = slog::Logger::root(slog::Discard, slog::o!());
     let raw = RawNode::new(&config, storage, &logger)?;
     let (status_tx, status_rx) = watch::channel(RaftStatus::default());
@@ -133,8 +130,7 @@ impl<SM: StateMachine> Loop<SM> {
             }
             if let Err(e) = self.on_ready() {
                 // Storage failure: continuing could acknowledge what is not durable.
-                tracing::error!(error = %e, "raft storage failed; stopping this controller");
-                std::process::exit(70);
+                stop(&format!("raft storage failed: {e}"));
             }
             self.publish_status();
         }
@@ -212,7 +208,9 @@ impl<SM: StateMachine> Loop<SM> {
             let snap = ready.snapshot().clone();
             let index = snap.get_metadata().index;
             self.raw.mut_store().apply_snapshot(snap.clone())?;
-            self.sm.restore(index, &snap.data);
+            if let Err(Fatal(why)) = self.sm.restore(index, &snap.data) {
+                stop(&why);
+            }
         }
         let mut batch = sled::Batch::default();
         let store = self.raw.mut_store();
@@ -253,7 +251,10 @@ impl<SM: StateMachine> Loop<SM> {
                     if entry.data.is_empty() {
                         continue; // a new leader's empty entry
                     }
-                    let out = self.sm.apply(entry.index, &entry.data);
+                    let out = match self.sm.apply(entry.index, &entry.data) {
+                        Ok(out) => out,
+                        Err(Fatal(why)) => stop(&why),
+                    };
                     if let Some(reply) = parse_context(&entry.context, self.cfg.id)
                         .and_then(|s| self.pending.remove(&s))
                     {
@@ -444,4 +445,13 @@ fn parse_context(ctx: &[u8], id: u64) -> Option<u64> {
         return None;
     }
     Some(u64::from_be_bytes(ctx[8..16].try_into().ok()?))
+}
+
+/// Stops this controller: going on could acknowledge what is not durable,
+/// or apply the log differently from the other controllers. Said on
+/// stderr as well as in the log, for whoever starts it by hand.
+fn stop(why: &str) -> ! {
+    tracing::error!("{why}; stopping this controller");
+    eprintln!("berth-controller: {why}; stopping");
+    std::process::exit(70);
 }

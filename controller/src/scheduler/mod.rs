@@ -42,10 +42,8 @@ mod reserve;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use berth_proto::v1::GpuRef;
-
 pub use crate::state::Constraint;
-use crate::state::Placement;
+use crate::state::{GpuRef, Placement};
 pub use explain::{explain, Explanation};
 pub use image::{has_image, id_matches, normalize_image};
 

@@ -60,7 +60,7 @@ pub fn view(s: &State) -> Value {
 
 fn node(n: &NodeRecord) -> Value {
     json!({
-        "name": n.name, "agent_addr": n.agent_addr, "gpu_backend": n.gpu_backend,
+        "name": n.name, "agent_addr": n.agent_addr, "gpu_backend": n.gpu_backend.word(),
         "docker_version": n.docker_version, "labels": n.labels,
         "gpus": n.gpus.iter().map(|g| json!({
             "index": g.index, "uuid": g.uuid, "model": g.model,
@@ -100,7 +100,8 @@ fn spec(j: &JobRecord) -> Value {
         "exclusive": s.exclusive, "priority": s.priority, "preemptible": s.preemptible,
         "user": s.user, "nodes": s.nodes, "master_port": s.master_port,
         "array": s.array.as_ref().map(|a| json!([a.start, a.end, a.max_running])),
-        "restart": s.restart, "memory_bytes": s.memory_bytes, "nano_cpus": s.nano_cpus,
+        // Empty for no policy, as version 1 wrote it.
+        "restart": s.restart.as_spec(), "memory_bytes": s.memory_bytes, "nano_cpus": s.nano_cpus,
     });
     for (k, x) in more.as_object().expect("an object") {
         v[k] = x.clone();

@@ -1,7 +1,7 @@
 //! Submitting jobs, and the tasks of gangs and arrays: one `Submit` creates
 //! every task, so a group is never half-submitted.
 
-use berth_proto::v1::{JobSpec, JobState};
+use super::{JobSpec, JobState};
 use serde::{Deserialize, Serialize};
 
 use super::{Applied, JobRecord, Rejection, State};

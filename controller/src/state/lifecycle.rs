@@ -3,7 +3,7 @@
 //! requeued after a preemption), stopped by its user, and in the end
 //! forgotten once the cluster's retention has passed.
 
-use berth_proto::v1::JobState;
+use super::JobState;
 
 use std::collections::BTreeSet;
 
@@ -12,18 +12,6 @@ use super::{Applied, JobRecord, Rejection, State};
 /// Backoff before restart `n` (1-based): 1 s, doubling, at most 60 s.
 pub fn restart_backoff_ms(n: u32) -> i64 {
     (1000i64 << n.saturating_sub(1).min(6)).min(60_000)
-}
-
-/// Whether a job that ended (`code`: its exit code; `None`: its container
-/// failed or vanished after running) is started again under `policy`.
-pub fn restarts_again(policy: &str, code: Option<i32>, restarts: u32) -> bool {
-    match policy.split_once(':').unwrap_or((policy, "")) {
-        ("always" | "unless-stopped", _) => true,
-        ("on-failure", max) => {
-            code != Some(0) && max.parse::<u32>().map_or(true, |m| m == 0 || restarts < m)
-        }
-        _ => false,
-    }
 }
 
 pub(super) enum Finish {
@@ -81,8 +69,7 @@ impl State {
         }
         let restart = !job.requeue
             && state != JobState::Stopping
-            && restarts_again(
-                &job.spec.restart,
+            && job.spec.restart.restarts_again(
                 match &how {
                     Finish::Exited(code) => Some(*code),
                     Finish::Failed(_) if job.started_at_ms > 0 => None,
@@ -111,7 +98,7 @@ impl State {
             job.message = format!(
                 "{why}; restart {} ({}), after {} ms",
                 job.restarts,
-                job.spec.restart,
+                job.spec.restart.as_spec(),
                 restart_backoff_ms(job.restarts)
             );
             self.live_names.insert(job.name.clone(), id.to_string());

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use berth_proto::v1::JobState;
+use super::JobState;
 
 use super::{is_slice, Applied, Constraint, GroupKind, Placement, Rejection, State};
 

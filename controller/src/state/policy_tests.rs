@@ -2,7 +2,7 @@
 //! slices fit their GPU, gangs go whole onto distinct hosts, quotas and
 //! array caps hold, exclusive hosts stay exclusive, preempted jobs requeue.
 
-use berth_proto::v1::{ArrayRange, GpuRef, JobSpec, JobState};
+use super::{ArrayRange, GpuRef, JobSpec, JobState, RestartPolicy};
 
 use super::*;
 
@@ -382,7 +382,13 @@ fn quotas_array_caps_and_exclusive_hosts_are_rechecked() {
 
 #[test]
 fn restart_policies_start_a_job_again_as_a_new_attempt_after_a_backoff() {
-    use super::{restart_backoff_ms, restarts_again};
+    use super::restart_backoff_ms;
+    // The policy as the CLI spells it, parsed as the API's edge does.
+    let restarts_again = |policy: &str, code, restarts| {
+        RestartPolicy::parse(policy)
+            .unwrap()
+            .restarts_again(code, restarts)
+    };
     assert!(restarts_again("always", Some(0), 99));
     assert!(restarts_again("unless-stopped", Some(0), 0));
     assert!(restarts_again("on-failure", Some(1), 50));
@@ -405,7 +411,7 @@ fn an_on_failure_job_runs_again_until_its_limit_then_finishes() {
     let mut s = cluster();
     let spec = JobSpec {
         gpus: 1,
-        restart: "on-failure:1".into(),
+        restart: RestartPolicy::parse("on-failure:1").unwrap(),
         ..JobSpec::default()
     };
     submit(&mut s, 10, "r", spec);
@@ -423,7 +429,7 @@ fn an_on_failure_job_runs_again_until_its_limit_then_finishes() {
     // A user's stop is never followed by a restart, whatever the policy.
     let always = JobSpec {
         gpus: 1,
-        restart: "always".into(),
+        restart: RestartPolicy::Always,
         ..JobSpec::default()
     };
     submit(&mut s, 20, "w", always);

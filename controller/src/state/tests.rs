@@ -14,7 +14,7 @@ fn state_with_node(gpus: u32) -> State {
         &Command::RegisterNode(NodeRecord {
             name: "n".into(),
             agent_addr: "a".into(),
-            gpu_backend: "simulated".into(),
+            gpu_backend: crate::state::GpuBackend::Simulated,
             gpus: (0..gpus)
                 .map(|i| GpuInventory {
                     index: i,
@@ -267,7 +267,7 @@ fn host_ports_are_indexed_per_node_while_held() {
     let mut s = state_with_node(2);
     let spec = JobSpec {
         image: "i".into(),
-        ports: vec![berth_proto::v1::PortMapping {
+        ports: vec![PortMapping {
             host_port: 8080,
             container_port: 80,
             ..Default::default()
@@ -345,18 +345,23 @@ fn gpu_jobs_on_lists_gpu_holders_once_and_live_jobs_counts_all() {
 fn update_changes_live_jobs_only_and_zero_leaves_a_value() {
     let mut s = state_with_node(1);
     submit(&mut s, 3, "a", 1).unwrap();
+    // As the API's edge parses it: empty leaves the policy.
     let update = |memory_bytes, nano_cpus, restart: &str| Command::Update {
         job_id: "a".into(),
         memory_bytes,
         nano_cpus,
-        restart: restart.into(),
+        restart: (!restart.is_empty()).then(|| RestartPolicy::parse(restart).unwrap()),
     };
     s.apply(4, &update(1 << 30, 2_000_000_000, "always"))
         .unwrap();
     s.apply(5, &update(0, 0, "")).unwrap();
     let spec = &s.jobs["a"].spec;
     assert_eq!(
-        (spec.memory_bytes, spec.nano_cpus, spec.restart.as_str()),
+        (
+            spec.memory_bytes,
+            spec.nano_cpus,
+            spec.restart.as_spec().as_str()
+        ),
         (1 << 30, 2_000_000_000, "always")
     );
     s.apply(

@@ -3,18 +3,18 @@
 //! and the restart policy (Berth's own). Nothing else: GPUs, mounts, ports
 //! and the image are fixed once a container exists.
 
-use berth_proto::v1::JobState;
+use super::JobState;
 
-use super::{Applied, Rejection, State};
+use super::{Applied, Rejection, RestartPolicy, State};
 
 impl State {
-    /// Zero and empty leave a value as it is.
+    /// Zero and `None` leave a value as it is.
     pub(super) fn update(
         &mut self,
         id: &str,
         memory_bytes: u64,
         nano_cpus: u64,
-        restart: &str,
+        restart: Option<RestartPolicy>,
     ) -> Result<Applied, Rejection> {
         let job = self.job_mut(id)?;
         // A gang's tasks carry its spec, `nodes` included.
@@ -29,7 +29,7 @@ impl State {
                 ))
             }
         }
-        if gang && !matches!(restart, "" | "no") {
+        if gang && !matches!(restart, None | Some(RestartPolicy::No)) {
             return Err(Rejection::BadUpdate {
                 job: id.into(),
                 why: "a gang task cannot have a restart policy: the gang is torn down as a whole"
@@ -42,8 +42,8 @@ impl State {
         if nano_cpus > 0 {
             job.spec.nano_cpus = nano_cpus;
         }
-        if !restart.is_empty() {
-            job.spec.restart = restart.to_string();
+        if let Some(policy) = restart {
+            job.spec.restart = policy;
         }
         let node = job.node.clone();
         if let Some(node) = node {

@@ -11,8 +11,8 @@ use tonic::{Request, Response, Status};
 
 mod report;
 
-use crate::core::Controller;
-use crate::state::{GpuInventory, NodeRecord, State};
+use crate::core::{wire, Controller};
+use crate::state::{self, GpuInventory, NodeRecord, State};
 
 /// Desired state is re-sent at least this often, even unchanged, so an agent
 /// that missed nothing still re-reconciles (level-triggered).
@@ -45,7 +45,15 @@ impl ControlPlane for Control {
                 }
             }
         }
-        let gpu_backend = r.gpu_backend().word().to_string();
+        let gpu_backend = match r.gpu_backend() {
+            GpuBackend::Nvml => state::GpuBackend::Nvml,
+            GpuBackend::Simulated => state::GpuBackend::Simulated,
+            GpuBackend::Unspecified => {
+                return Err(Status::invalid_argument(
+                    "gpu_backend is required (nvml or simulated)",
+                ))
+            }
+        };
         let node = NodeRecord {
             labels,
             name: r.node,
@@ -158,9 +166,9 @@ pub fn desired(state: &State, node: &str) -> Vec<Allocation> {
         .map(|j| Allocation {
             job_id: j.id.clone(),
             job_name: j.name.clone(),
-            spec: Some(j.spec.clone()),
-            gpus: j.gpus.clone(),
-            state: j.state as i32,
+            spec: Some(wire::spec_to_wire(&j.spec)),
+            gpus: wire::gpus_to_wire(&j.gpus),
+            state: wire::state_to_wire(j.state) as i32,
             extra_env: extra_env(j),
             attempt: j.attempt(),
         })

@@ -9,10 +9,10 @@
 use std::collections::HashMap;
 
 use berth_proto::internal::v1::{ContainerState, ContainerStatus, NodeReport};
-use berth_proto::v1::{ImagePull, JobState};
+use berth_proto::v1::ImagePull;
 
 use crate::core::{convert, Controller, Telemetry};
-use crate::state::{Command, NodeRecord, State};
+use crate::state::{Command, JobState, NodeRecord, State};
 use crate::{Error, Result};
 
 pub fn transitions(state: &State, report: &NodeReport, now_ms: i64) -> Vec<Command> {
@@ -137,7 +137,7 @@ impl Controller {
         self.ensure_cluster_id().await?;
         let unchanged = self.read(|s| s.nodes.get(&node.name) == Some(&node));
         if !unchanged {
-            tracing::info!(node = %node.name, gpus = node.gpus.len(), backend = %node.gpu_backend, "node registered");
+            tracing::info!(node = %node.name, gpus = node.gpus.len(), backend = node.gpu_backend.word(), "node registered");
             self.propose(Command::RegisterNode(node)).await?;
         }
         Ok(self.cluster_id())

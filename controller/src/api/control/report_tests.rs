@@ -1,7 +1,6 @@
 use super::*;
-use crate::state::{GpuInventory, NodeRecord, Placement};
+use crate::state::{GpuInventory, GpuRef, JobSpec, NodeRecord, Placement};
 use berth_proto::internal::v1::AllocationFailure;
-use berth_proto::v1::{GpuRef, JobSpec};
 
 /// A state with job "a" placed on node "n" at index 4.
 fn placed() -> State {
@@ -11,7 +10,7 @@ fn placed() -> State {
         &Command::RegisterNode(NodeRecord {
             name: "n".into(),
             agent_addr: "x".into(),
-            gpu_backend: "simulated".into(),
+            gpu_backend: crate::state::GpuBackend::Simulated,
             gpus: vec![GpuInventory {
                 index: 0,
                 uuid: "g0".into(),

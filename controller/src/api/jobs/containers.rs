@@ -19,7 +19,7 @@ use tonic::{Status, Streaming};
 
 use crate::api::rest;
 use crate::core::{agent_client, Controller};
-use crate::state::JobRecord;
+use crate::state::{JobRecord, JobState};
 
 /// The job `reference` names, and a client for its host's agent. With
 /// `running`, the job must be running (exec); otherwise it must have had a

@@ -10,8 +10,9 @@
 use std::cmp::Reverse;
 use std::collections::HashSet;
 
-use berth_proto::v1::{JobState, ListJobsRequest};
+use berth_proto::v1::{JobState as WireState, ListJobsRequest};
 
+use crate::core::wire::state_from_wire;
 use crate::state::{JobRecord, State};
 use crate::{Error, Result};
 
@@ -27,9 +28,9 @@ pub fn page<'a>(state: &'a State, req: &ListJobsRequest) -> Result<(Vec<&'a JobR
     };
     let mut states = HashSet::new();
     for s in &req.states {
-        let state = JobState::try_from(*s)
+        let state = WireState::try_from(*s)
             .ok()
-            .filter(|s| *s != JobState::Unspecified)
+            .and_then(state_from_wire)
             .ok_or_else(|| {
                 Error::InvalidArgument(format!("state {s} is not a job state this server knows"))
             })?;
@@ -97,14 +98,14 @@ mod tests {
             let job = JobRecord {
                 id: id.clone(),
                 name: format!("{}-{i}", if i % 2 == 0 { "even" } else { "odd" }),
-                spec: berth_proto::v1::JobSpec {
+                spec: crate::state::JobSpec {
                     user: if i % 3 == 0 { "alice" } else { "bob" }.into(),
                     ..Default::default()
                 },
                 state: if i % 4 == 0 {
-                    JobState::Exited
+                    crate::state::JobState::Exited
                 } else {
-                    JobState::Queued
+                    crate::state::JobState::Queued
                 },
                 node: (i % 5 == 0).then(|| "n1".to_string()),
                 gpus: Vec::new(),
@@ -188,7 +189,7 @@ mod tests {
         let exited = page(
             &s,
             &ListJobsRequest {
-                states: vec![JobState::Exited as i32],
+                states: vec![WireState::Exited as i32],
                 node: "n1".into(),
                 ..Default::default()
             },
@@ -198,7 +199,7 @@ mod tests {
         assert!(!exited.is_empty());
         assert!(exited
             .iter()
-            .all(|j| j.state == JobState::Exited && j.node.as_deref() == Some("n1")));
+            .all(|j| j.state == crate::state::JobState::Exited && j.node.as_deref() == Some("n1")));
     }
 
     #[test]

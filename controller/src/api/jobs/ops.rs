@@ -6,10 +6,10 @@ use berth_proto::v1::JobSpec;
 
 use crate::api::images::held;
 use crate::api::validate::{self, ImageSeen};
-use crate::core::{convert, Controller, Target};
+use crate::core::{convert, wire, Controller, Target};
 use crate::leader::Leader;
 use crate::scheduler;
-use crate::state::{Command, JobRecord};
+use crate::state::{Command, JobRecord, JobState};
 use crate::{Error, Reason, Result};
 
 impl Controller {
@@ -28,6 +28,7 @@ impl Controller {
             name
         };
         self.validate_submit(&spec, &name)?;
+        let spec = wire::spec_from_wire(spec)?;
         let applied = self
             .propose(Command::Submit {
                 id: id.clone(),
@@ -79,7 +80,7 @@ impl Controller {
     ) -> Result<scheduler::Explanation> {
         let name = if name.is_empty() { "dry-run" } else { name };
         self.validate_submit(spec, name)?;
-        leader.plan(spec, name)
+        leader.plan(&wire::spec_from_wire(spec.clone())?, name)
     }
 
     /// Stops a job, or every live task of a group.
@@ -99,7 +100,7 @@ impl Controller {
         }
         for job in tasks.iter().filter(|j| j.state.is_live()) {
             // A preempted job being stopped still needs the user's stop (no requeue).
-            if job.state == berth_proto::v1::JobState::Stopping && !job.requeue {
+            if job.state == JobState::Stopping && !job.requeue {
                 continue;
             }
             self.propose(Command::Cancel {
@@ -138,7 +139,7 @@ impl Controller {
         validate::restart(restart, nodes)?;
         let live: Vec<JobRecord> = tasks
             .into_iter()
-            .filter(|j| j.state.is_live() && j.state != berth_proto::v1::JobState::Stopping)
+            .filter(|j| j.state.is_live() && j.state != JobState::Stopping)
             .collect();
         if live.is_empty() {
             let (name, word) = match &target {
@@ -162,12 +163,17 @@ impl Controller {
         nano_cpus: u64,
         restart: &str,
     ) -> Result<Vec<JobRecord>> {
+        // Empty leaves the policy; "no" sets none.
+        let restart = match restart {
+            "" => None,
+            s => Some(wire::restart_from_wire(s)?),
+        };
         for job in live {
             self.propose(Command::Update {
                 job_id: job.id.clone(),
                 memory_bytes,
                 nano_cpus,
-                restart: restart.to_string(),
+                restart,
             })
             .await?;
         }

@@ -1,0 +1,273 @@
+//! The API's types and the state's, converted at the API's edge: what a
+//! client sends becomes what the log records, and back. Field by field, so
+//! a field added to one side and not the other fails to compile here.
+
+use berth_proto::v1 as pb;
+
+use crate::state::{self, RestartPolicy};
+use crate::{Error, Result};
+
+/// A submitted spec as the log records it. The restart policy is parsed
+/// here, once.
+pub fn spec_from_wire(s: pb::JobSpec) -> Result<state::JobSpec> {
+    let pb::JobSpec {
+        image,
+        command,
+        entrypoint,
+        env,
+        mounts,
+        ports,
+        shm_size_bytes,
+        gpus,
+        workdir,
+        tty,
+        stdin,
+        gpu_model,
+        gpu_memory_bytes,
+        constraints,
+        exclusive,
+        priority,
+        preemptible,
+        user,
+        nodes,
+        master_port,
+        array,
+        restart,
+        memory_bytes,
+        nano_cpus,
+    } = s;
+    Ok(state::JobSpec {
+        restart: restart_from_wire(&restart)?,
+        image,
+        command,
+        entrypoint,
+        env,
+        mounts: mounts
+            .into_iter()
+            .map(|m| state::Mount {
+                source: m.source,
+                target: m.target,
+                read_only: m.read_only,
+            })
+            .collect(),
+        ports: ports
+            .into_iter()
+            .map(|p| state::PortMapping {
+                host_ip: p.host_ip,
+                host_port: p.host_port,
+                container_port: p.container_port,
+                protocol: p.protocol,
+            })
+            .collect(),
+        shm_size_bytes,
+        gpus,
+        workdir,
+        tty,
+        stdin,
+        gpu_model,
+        gpu_memory_bytes,
+        constraints,
+        exclusive,
+        priority,
+        preemptible,
+        user,
+        nodes,
+        master_port,
+        array: array.map(|a| state::ArrayRange {
+            start: a.start,
+            end: a.end,
+            max_running: a.max_running,
+        }),
+        memory_bytes,
+        nano_cpus,
+    })
+}
+
+/// A recorded spec as the API shows it.
+pub fn spec_to_wire(s: &state::JobSpec) -> pb::JobSpec {
+    let state::JobSpec {
+        image,
+        command,
+        entrypoint,
+        env,
+        mounts,
+        ports,
+        shm_size_bytes,
+        gpus,
+        workdir,
+        tty,
+        stdin,
+        gpu_model,
+        gpu_memory_bytes,
+        constraints,
+        exclusive,
+        priority,
+        preemptible,
+        user,
+        nodes,
+        master_port,
+        array,
+        restart,
+        memory_bytes,
+        nano_cpus,
+    } = s;
+    pb::JobSpec {
+        image: image.clone(),
+        command: command.clone(),
+        entrypoint: entrypoint.clone(),
+        env: env.clone(),
+        mounts: mounts
+            .iter()
+            .map(|m| pb::Mount {
+                source: m.source.clone(),
+                target: m.target.clone(),
+                read_only: m.read_only,
+            })
+            .collect(),
+        ports: ports
+            .iter()
+            .map(|p| pb::PortMapping {
+                host_ip: p.host_ip.clone(),
+                host_port: p.host_port,
+                container_port: p.container_port,
+                protocol: p.protocol.clone(),
+            })
+            .collect(),
+        shm_size_bytes: *shm_size_bytes,
+        gpus: *gpus,
+        workdir: workdir.clone(),
+        tty: *tty,
+        stdin: *stdin,
+        gpu_model: gpu_model.clone(),
+        gpu_memory_bytes: *gpu_memory_bytes,
+        constraints: constraints.clone(),
+        exclusive: *exclusive,
+        priority: *priority,
+        preemptible: *preemptible,
+        user: user.clone(),
+        nodes: *nodes,
+        master_port: *master_port,
+        array: array.map(|a| pb::ArrayRange {
+            start: a.start,
+            end: a.end,
+            max_running: a.max_running,
+        }),
+        restart: restart.as_spec(),
+        memory_bytes: *memory_bytes,
+        nano_cpus: *nano_cpus,
+    }
+}
+
+/// Docker's `--restart` words; empty is no policy.
+pub fn restart_from_wire(s: &str) -> Result<RestartPolicy> {
+    RestartPolicy::parse(s).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "--restart {s:?}: use no, on-failure[:N], always or unless-stopped"
+        ))
+    })
+}
+
+pub fn state_to_wire(s: state::JobState) -> pb::JobState {
+    match s {
+        state::JobState::Queued => pb::JobState::Queued,
+        state::JobState::Placed => pb::JobState::Placed,
+        state::JobState::Pulling => pb::JobState::Pulling,
+        state::JobState::Running => pb::JobState::Running,
+        state::JobState::Stopping => pb::JobState::Stopping,
+        state::JobState::Exited => pb::JobState::Exited,
+        state::JobState::Failed => pb::JobState::Failed,
+        state::JobState::Cancelled => pb::JobState::Cancelled,
+    }
+}
+
+/// `None` for UNSPECIFIED, which no job is ever in.
+pub fn state_from_wire(s: pb::JobState) -> Option<state::JobState> {
+    Some(match s {
+        pb::JobState::Unspecified => return None,
+        pb::JobState::Queued => state::JobState::Queued,
+        pb::JobState::Placed => state::JobState::Placed,
+        pb::JobState::Pulling => state::JobState::Pulling,
+        pb::JobState::Running => state::JobState::Running,
+        pb::JobState::Stopping => state::JobState::Stopping,
+        pb::JobState::Exited => state::JobState::Exited,
+        pb::JobState::Failed => state::JobState::Failed,
+        pb::JobState::Cancelled => state::JobState::Cancelled,
+    })
+}
+
+pub fn gpus_to_wire(gpus: &[state::GpuRef]) -> Vec<pb::GpuRef> {
+    gpus.iter()
+        .map(|g| pb::GpuRef {
+            index: g.index,
+            uuid: g.uuid.clone(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spec_goes_to_the_log_and_back_unchanged() {
+        let wire = pb::JobSpec {
+            image: "lab/train:v3".into(),
+            command: vec!["python".into(), "train.py".into()],
+            entrypoint: vec!["/bin/sh".into()],
+            env: vec!["A=1".into()],
+            mounts: vec![pb::Mount {
+                source: "/data".into(),
+                target: "/d".into(),
+                read_only: true,
+            }],
+            ports: vec![pb::PortMapping {
+                host_ip: "127.0.0.1".into(),
+                host_port: 8080,
+                container_port: 80,
+                protocol: "udp".into(),
+            }],
+            shm_size_bytes: 1 << 30,
+            gpus: 2,
+            workdir: "/w".into(),
+            tty: true,
+            stdin: true,
+            gpu_model: "A100".into(),
+            gpu_memory_bytes: 40 << 30,
+            constraints: vec!["zone=a".into()],
+            exclusive: true,
+            priority: -3,
+            preemptible: true,
+            user: "alice".into(),
+            nodes: 2,
+            master_port: 29501,
+            array: Some(pb::ArrayRange {
+                start: 1,
+                end: 9,
+                max_running: 2,
+            }),
+            restart: "on-failure:3".into(),
+            memory_bytes: 6 << 20,
+            nano_cpus: 1_500_000_000,
+        };
+        let recorded = spec_from_wire(wire.clone()).unwrap();
+        assert_eq!(recorded.restart, RestartPolicy::OnFailure { max: Some(3) });
+        assert_eq!(spec_to_wire(&recorded), wire);
+        assert!(spec_from_wire(pb::JobSpec {
+            restart: "sometimes".into(),
+            ..Default::default()
+        })
+        .is_err());
+        for s in [
+            state::JobState::Queued,
+            state::JobState::Placed,
+            state::JobState::Pulling,
+            state::JobState::Running,
+            state::JobState::Stopping,
+            state::JobState::Exited,
+            state::JobState::Failed,
+            state::JobState::Cancelled,
+        ] {
+            assert_eq!(state_from_wire(state_to_wire(s)), Some(s));
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The commands of the replicated log, what applying one changed, and why
+//! applying one may be refused.
+
+use serde::{Deserialize, Serialize};
+
+use super::records::{NodeRecord, Placement};
+use super::spec::{JobSpec, RestartPolicy};
+
+/// Everything that changes the state goes through the log as one of these.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// First command of a new cluster's log.
+    Init {
+        cluster_id: String,
+    },
+    RegisterNode(NodeRecord),
+    Submit {
+        id: String,
+        name: String,
+        // Boxed: a spec is far bigger than every other command.
+        spec: Box<JobSpec>,
+        at_ms: i64,
+        /// Client-chosen idempotency key; empty for none.
+        #[serde(default)]
+        request_id: String,
+    },
+    Place {
+        placements: Vec<Placement>,
+        /// Jobs to stop and requeue to make room (applied first).
+        #[serde(default)]
+        preemptions: Vec<String>,
+    },
+    /// Sets (Some) or removes (None) a user's whole-GPU quota.
+    SetQuota {
+        user: String,
+        gpus: Option<u32>,
+    },
+    /// The job's node lacks its image and is receiving it (PLACED → PULLING).
+    Pulling {
+        job_id: String,
+    },
+    Started {
+        job_id: String,
+        container_id: String,
+        at_ms: i64,
+    },
+    Exited {
+        job_id: String,
+        exit_code: i32,
+        at_ms: i64,
+    },
+    Failed {
+        job_id: String,
+        message: String,
+        at_ms: i64,
+    },
+    Cancel {
+        job_id: String,
+        at_ms: i64,
+    },
+    /// Drops jobs that finished before `before_ms` (a group only once all
+    /// its tasks did), with their request ids: the leader's retention, so
+    /// the state, snapshots and `ps -a` do not grow forever.
+    Forget {
+        before_ms: i64,
+    },
+    /// `berth update`: new limits or restart policy (0 / `None`: unchanged).
+    Update {
+        job_id: String,
+        memory_bytes: u64,
+        nano_cpus: u64,
+        #[serde(with = "super::spec::update_policy")]
+        restart: Option<RestartPolicy>,
+    },
+}
+
+/// Why `apply` refused a command. Refusals are deterministic too, so every
+/// replica refuses the same commands.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("no such job {0}")]
+    NoSuchJob(String),
+    #[error("no such node {0}")]
+    NoSuchNode(String),
+    #[error("job id {0} already exists")]
+    DuplicateId(String),
+    #[error("the name {0:?} is already used by live job {1}; stop it or choose another --name")]
+    NameInUse(String, String),
+    #[error("job {0} is {1} and cannot {2}")]
+    BadTransition(String, &'static str, &'static str),
+    #[error("placement of {job} refused: {why}")]
+    BadPlacement { job: String, why: String },
+    #[error("job {job} cannot be updated: {why}")]
+    BadUpdate { job: String, why: String },
+    #[error("undecodable command: {0}")]
+    Malformed(String),
+}
+
+/// What applying one command changed: the jobs whose state moved, for events,
+/// waiters and the scheduler.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Applied {
+    pub jobs: Vec<String>,
+    pub node: Option<String>,
+    /// Placements refused by the re-check (the rest of a plan still applies).
+    pub rejected: Vec<Rejection>,
+}

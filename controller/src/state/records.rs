@@ -1,0 +1,90 @@
+//! The records the replicated state keeps: nodes as registered, jobs, and
+//! placements. Like everything in the log, their serde form is frozen
+//! (see `format`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::spec::{GpuBackend, GpuRef, JobSpec, JobState};
+
+/// A node as registered: inventory only. Telemetry is not replicated.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub name: String,
+    pub agent_addr: String,
+    pub gpu_backend: GpuBackend,
+    pub gpus: Vec<GpuInventory>,
+    pub docker_version: String,
+    /// Placement labels (agent `--label key=value`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GpuInventory {
+    pub index: u32,
+    pub uuid: String,
+    pub model: String,
+    pub memory_total_bytes: u64,
+    /// Topology group: GPUs sharing one are close (NVLink / PCIe switch).
+    #[serde(default)]
+    pub group: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: String,
+    pub name: String,
+    pub spec: JobSpec,
+    pub state: JobState,
+    pub node: Option<String>,
+    pub gpus: Vec<GpuRef>,
+    pub container_id: String,
+    pub exit_code: Option<i32>,
+    pub message: String,
+    pub submitted_at_ms: i64,
+    pub started_at_ms: i64,
+    pub finished_at_ms: i64,
+    /// Log index of the placement: an agent report that has reconciled at
+    /// least this revision and shows no container means the container is gone.
+    pub placed_index: u64,
+    /// Log index of the stop request, same use for STOPPING jobs.
+    pub stop_index: u64,
+    /// Log index of the submit: the job's age in the queue (kept on requeue).
+    #[serde(default)]
+    pub seq: u64,
+    /// Gang or array this job is a task of; empty for a single job.
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub task_index: u32,
+    /// Environment the controller adds (array index; gang rendezvous).
+    #[serde(default)]
+    pub task_env: Vec<String>,
+    /// Stopping because it was preempted: requeue instead of finishing.
+    #[serde(default)]
+    pub requeue: bool,
+    #[serde(default)]
+    pub preemptions: u32,
+    /// Times the restart policy started it again.
+    #[serde(default)]
+    pub restarts: u32,
+    /// A restarted job waits out its backoff: not placed before this.
+    #[serde(default)]
+    pub not_before_ms: i64,
+}
+
+impl JobRecord {
+    /// Which container is this job's: one per preemption and restart.
+    pub fn attempt(&self) -> u32 {
+        self.preemptions + self.restarts
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Placement {
+    pub job_id: String,
+    pub node: String,
+    pub gpus: Vec<GpuRef>,
+}

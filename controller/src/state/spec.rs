@@ -1,0 +1,275 @@
+//! What a job is, as the replicated log records it: the state's own types,
+//! not the public API's. The API's `berth.v1.JobSpec` may rename a field or
+//! grow one freely; these change only with a new log format version
+//! (`format`), because every controller replays them from old logs.
+//!
+//! Their serde form is the log's: field and variant names are frozen. It
+//! matches what format version 1 wrote with the API's types.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A job's request: the cluster-wide equivalent of a `docker run` line.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct JobSpec {
+    pub image: String,
+    pub command: Vec<String>,
+    pub entrypoint: Vec<String>,
+    pub env: Vec<String>,
+    pub mounts: Vec<Mount>,
+    pub ports: Vec<PortMapping>,
+    pub shm_size_bytes: u64,
+    /// Whole GPUs, all on one host.
+    pub gpus: u32,
+    pub workdir: String,
+    pub tty: bool,
+    pub stdin: bool,
+    pub gpu_model: String,
+    /// With gpus > 0: the least free memory per GPU; with gpus = 0: a
+    /// shared slice of one GPU.
+    pub gpu_memory_bytes: u64,
+    /// "key=value" or "key!=value" node label constraints.
+    pub constraints: Vec<String>,
+    pub exclusive: bool,
+    pub priority: i32,
+    pub preemptible: bool,
+    /// Who the job is charged to (fair share, quotas).
+    pub user: String,
+    /// Gang size; 0 or 1 for a single job.
+    pub nodes: u32,
+    pub master_port: u32,
+    pub array: Option<ArrayRange>,
+    pub restart: RestartPolicy,
+    pub memory_bytes: u64,
+    pub nano_cpus: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Mount {
+    pub source: String,
+    pub target: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PortMapping {
+    pub host_ip: String,
+    pub host_port: u32,
+    pub container_port: u32,
+    /// "tcp" (also when empty) or "udp".
+    pub protocol: String,
+}
+
+/// Indexes start..=end, at most `max_running` holding resources (0: no cap).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ArrayRange {
+    pub start: u32,
+    pub end: u32,
+    pub max_running: u32,
+}
+
+/// A GPU held by a job.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GpuRef {
+    pub index: u32,
+    pub uuid: String,
+}
+
+/// Where a job is in its life. The state machine owns the transitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum JobState {
+    /// Waiting for resources: nothing is held.
+    Queued,
+    /// Resources reserved on a node; its agent creates the container.
+    Placed,
+    /// Resources reserved on a node that is receiving the job's image.
+    Pulling,
+    Running,
+    /// A stop was asked; resources stay held until the container is gone.
+    Stopping,
+    Exited,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    /// Lower-case word for tables, logs and messages.
+    pub fn word(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Placed => "placed",
+            JobState::Pulling => "pulling",
+            JobState::Running => "running",
+            JobState::Stopping => "stopping",
+            JobState::Exited => "exited",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// A finished job holds nothing and never changes again.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobState::Exited | JobState::Failed | JobState::Cancelled
+        )
+    }
+
+    /// Placed, pulling, running or stopping: it holds GPUs and host ports.
+    pub fn holds_resources(self) -> bool {
+        matches!(
+            self,
+            JobState::Placed | JobState::Pulling | JobState::Running | JobState::Stopping
+        )
+    }
+
+    /// Queued or holding resources: the job's name is taken.
+    pub fn is_live(self) -> bool {
+        self == JobState::Queued || self.holds_resources()
+    }
+}
+
+/// Docker's `--restart`, parsed once at the API's edge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RestartPolicy {
+    #[default]
+    No,
+    /// Again after a non-zero exit (or a failure after it ran), at most
+    /// `max` times (`None` or 0: no limit).
+    OnFailure {
+        max: Option<u32>,
+    },
+    Always,
+    UnlessStopped,
+}
+
+impl RestartPolicy {
+    /// Docker's spelling: "no" (or empty), "on-failure[:N]", "always",
+    /// "unless-stopped".
+    pub fn parse(s: &str) -> Option<RestartPolicy> {
+        Some(match s.split_once(':').unwrap_or((s, "")) {
+            ("" | "no", "") => RestartPolicy::No,
+            ("always", "") => RestartPolicy::Always,
+            ("unless-stopped", "") => RestartPolicy::UnlessStopped,
+            ("on-failure", "") => RestartPolicy::OnFailure { max: None },
+            ("on-failure", n) => RestartPolicy::OnFailure {
+                max: Some(n.parse().ok()?),
+            },
+            _ => return None,
+        })
+    }
+
+    /// As a job spec spells it: empty for no policy, docker's words else.
+    pub fn as_spec(self) -> String {
+        match self {
+            RestartPolicy::No => String::new(),
+            RestartPolicy::OnFailure { max: None } => "on-failure".into(),
+            RestartPolicy::OnFailure { max: Some(n) } => format!("on-failure:{n}"),
+            RestartPolicy::Always => "always".into(),
+            RestartPolicy::UnlessStopped => "unless-stopped".into(),
+        }
+    }
+
+    /// Whether a job that ended (`code`: its exit code; `None`: its
+    /// container failed or vanished after running) is started again, after
+    /// `restarts` restarts so far.
+    pub fn restarts_again(self, code: Option<i32>, restarts: u32) -> bool {
+        match self {
+            RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+            RestartPolicy::OnFailure { max } => {
+                code != Some(0) && max.is_none_or(|m| m == 0 || restarts < m)
+            }
+            RestartPolicy::No => false,
+        }
+    }
+}
+
+impl Serialize for RestartPolicy {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.as_spec())
+    }
+}
+
+impl<'de> Deserialize<'de> for RestartPolicy {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        RestartPolicy::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown restart policy {s:?}")))
+    }
+}
+
+/// `Command::Update`'s policy: empty leaves the job's as it is; "no" sets
+/// no policy.
+pub mod update_policy {
+    use super::RestartPolicy;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(p: &Option<RestartPolicy>, s: S) -> Result<S::Ok, S::Error> {
+        match p {
+            None => s.serialize_str(""),
+            Some(RestartPolicy::No) => s.serialize_str("no"),
+            Some(p) => s.serialize_str(&p.as_spec()),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RestartPolicy>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() {
+            return Ok(None);
+        }
+        RestartPolicy::parse(&s)
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown restart policy {s:?}")))
+    }
+}
+
+/// Where a node's GPU inventory comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GpuBackend {
+    /// Real GPUs through the NVIDIA driver.
+    Nvml,
+    /// GPUs from the agent's configuration (no driver).
+    #[default]
+    Simulated,
+}
+
+impl GpuBackend {
+    pub fn word(self) -> &'static str {
+        match self {
+            GpuBackend::Nvml => "nvml",
+            GpuBackend::Simulated => "simulated",
+        }
+    }
+}
+
+/// A shared-GPU job: no whole GPUs, a memory slice of one.
+pub fn is_slice(spec: &JobSpec) -> bool {
+    spec.gpus == 0 && spec.gpu_memory_bytes > 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_policies_parse_and_print_as_docker_spells_them() {
+        for s in ["on-failure", "on-failure:3", "always", "unless-stopped", ""] {
+            assert_eq!(RestartPolicy::parse(s).unwrap().as_spec(), s);
+        }
+        assert_eq!(RestartPolicy::parse("no"), Some(RestartPolicy::No));
+        for bad in ["sometimes", "on-failure:x", "always:2", "no:1"] {
+            assert_eq!(RestartPolicy::parse(bad), None, "{bad}");
+        }
+        let p = RestartPolicy::OnFailure { max: Some(2) };
+        assert!(p.restarts_again(Some(1), 1) && !p.restarts_again(Some(1), 2));
+        assert!(!p.restarts_again(Some(0), 0));
+        assert!(RestartPolicy::OnFailure { max: Some(0) }.restarts_again(None, 99));
+        assert!(RestartPolicy::Always.restarts_again(Some(0), 99));
+        assert!(!RestartPolicy::No.restarts_again(Some(1), 0));
+    }
+}
