@@ -57,10 +57,16 @@ pub async fn leader(addrs: &[String], patience: Duration) -> Result<(Channel, St
                 return Ok((channel, addr.to_string()));
             }
             if !m.leader_addr.is_empty() {
-                if let Ok(c) = endpoint(&m.leader_addr)?.connect().await {
-                    return Ok((c, m.leader_addr));
+                // Followers name the leader they last heard from, which
+                // during an election may have stepped down: use it only if
+                // it says it leads.
+                match confirmed(&m.leader_addr).await? {
+                    Some(c) => return Ok((c, m.leader_addr)),
+                    None => errors.push(format!(
+                        "{} was named leader but does not lead (an election?)",
+                        m.leader_addr
+                    )),
                 }
-                errors.push(format!("leader {} is unreachable", m.leader_addr));
             } else {
                 errors.push(format!("{addr}: no leader elected yet"));
             }
@@ -70,4 +76,18 @@ pub async fn leader(addrs: &[String], patience: Duration) -> Result<(Channel, St
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A channel to `addr` if it answers and says it leads.
+async fn confirmed(addr: &str) -> Result<Option<Channel>, String> {
+    let Ok(channel) = endpoint(addr)?.connect().await else {
+        return Ok(None);
+    };
+    let leads = ControllerServiceClient::new(channel.clone())
+        .list_members(ListMembersRequest {})
+        .await
+        .ok()
+        .and_then(|m| m.into_inner().membership)
+        .is_some_and(|m| m.leader_id != 0 && m.leader_id == m.self_id);
+    Ok(leads.then_some(channel))
 }
