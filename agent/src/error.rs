@@ -30,3 +30,12 @@ impl From<tonic::transport::Error> for Error {
         Error::Controller(e.to_string())
     }
 }
+
+impl From<berth_proto::Error> for Error {
+    fn from(e: berth_proto::Error) -> Self {
+        match e {
+            berth_proto::Error::Size(m) => Error::Config(m),
+            berth_proto::Error::Archive(m) => Error::Transfer(m),
+        }
+    }
+}

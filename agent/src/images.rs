@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 
+use berth_proto::archive::{decode, encode, CHUNK, MAX_MESSAGE, WINDOW};
 use berth_proto::internal::v1::agent_service_client::AgentServiceClient;
 use berth_proto::internal::v1::ExportImageRequest;
 use berth_proto::v1::{ImageChunk, TransferProgress};
@@ -25,13 +26,6 @@ use crate::relay::Relay;
 use crate::runtime::ContainerRuntime;
 use crate::{Error, Result};
 
-/// Chunk size on the wire (before compression): big enough to amortise
-/// per-message costs, small enough to keep memory flat.
-pub const CHUNK: usize = 2 << 20;
-/// HTTP/2 flow-control window for image streams: a few chunks in flight.
-pub const WINDOW: u32 = 4 * CHUNK as u32;
-/// zstd level: fast enough to keep up with a disk and a 10 GbE link.
-const ZSTD_LEVEL: i32 = -1;
 /// A free-space margin on the target beyond the image's own size: `docker
 /// load` unpacks layers while it reads.
 pub const DISK_FACTOR: u64 = 2;
@@ -124,40 +118,6 @@ fn export_pace() -> Option<f64> {
         .filter(|b| *b > 0.0)
 }
 
-/// One chunk, compressed when that saves at least 5% (already compressed
-/// layers are sent as they are).
-pub fn encode(raw: Bytes, compress: bool) -> Result<ImageChunk> {
-    // A 64 KiB sample first: incompressible layers (weights, already
-    // compressed data) cost no more than a glance.
-    let sample = &raw[..raw.len().min(64 << 10)];
-    let worth = compress
-        && zstd::bulk::compress(sample, ZSTD_LEVEL).is_ok_and(|z| z.len() < sample.len() / 10 * 9);
-    if worth {
-        let z = zstd::bulk::compress(&raw, ZSTD_LEVEL)
-            .map_err(|e| Error::Docker(format!("zstd: {e}")))?;
-        if z.len() < raw.len() / 20 * 19 {
-            return Ok(ImageChunk {
-                data: z,
-                compressed: true,
-                ..ImageChunk::default()
-            });
-        }
-    }
-    Ok(ImageChunk {
-        data: raw.to_vec(),
-        ..ImageChunk::default()
-    })
-}
-
-pub fn decode(chunk: ImageChunk) -> Result<Bytes> {
-    if !chunk.compressed {
-        return Ok(Bytes::from(chunk.data));
-    }
-    zstd::bulk::decompress(&chunk.data, CHUNK)
-        .map(Bytes::from)
-        .map_err(|e| Error::Transfer(format!("a chunk does not decompress: {e}")))
-}
-
 /// The target side: loads `reference` from the first of `sources` that
 /// delivers it whole, reporting progress on `progress`. Returns the id of
 /// the image as loaded.
@@ -222,8 +182,7 @@ async fn fetch_from(
         .connect()
         .await
         .map_err(|e| Error::Transfer(format!("cannot reach {source}: {e}")))?;
-    let mut client =
-        AgentServiceClient::new(channel).max_decoding_message_size(2 * CHUNK + (1 << 20));
+    let mut client = AgentServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
     // A relayed stream serves other targets too: it carries every layer.
     let have_layers = if relay.is_none() && skip_layers() {
         local_chains(runtime.as_ref()).await

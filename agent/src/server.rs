@@ -318,11 +318,11 @@ pub async fn serve(agent: Arc<Agent>, listener: TcpListener) -> anyhow::Result<(
     tonic::transport::Server::builder()
         // Image streams send 2 MiB messages: HTTP/2's default 64 KiB window
         // would stall every chunk on window updates.
-        .initial_stream_window_size(images::WINDOW)
-        .initial_connection_window_size(2 * images::WINDOW)
+        .initial_stream_window_size(berth_proto::archive::WINDOW)
+        .initial_connection_window_size(2 * berth_proto::archive::WINDOW)
         .add_service(
             AgentServiceServer::new(DataPlane(agent))
-                .max_encoding_message_size(2 * images::CHUNK + (1 << 20)),
+                .max_encoding_message_size(berth_proto::archive::MAX_MESSAGE),
         )
         .serve_with_incoming(TcpListenerStream::new(listener))
         .await?;

@@ -33,10 +33,9 @@ impl Client {
         NodeServiceClient::new(self.channel.clone())
     }
     pub fn images(&self) -> ImageServiceClient<Channel> {
-        // Image chunks are 2 MiB before framing.
         ImageServiceClient::new(self.channel.clone())
-            .max_decoding_message_size(5 << 20)
-            .max_encoding_message_size(5 << 20)
+            .max_decoding_message_size(berth_proto::archive::MAX_MESSAGE)
+            .max_encoding_message_size(berth_proto::archive::MAX_MESSAGE)
     }
     pub fn events(&self) -> EventServiceClient<Channel> {
         EventServiceClient::new(self.channel.clone())

@@ -104,25 +104,11 @@ pub fn size(s: &str) -> Result<u64> {
 
 /// A size flag (`flag` names it in errors), as `--shm-size`, up to `max`.
 pub fn size_of(flag: &str, s: &str, max: u64) -> Result<u64> {
-    let t = s.trim().to_ascii_lowercase();
-    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(digits);
-    let n: u64 = num
-        .parse()
-        .with_context(|| format!("{flag} {s:?}: expected a size like 64m, 8g or 1073741824"))?;
-    let mult: u64 = match unit {
-        "" | "b" => 1,
-        "k" | "kb" => 1 << 10,
-        "m" | "mb" => 1 << 20,
-        "g" | "gb" => 1 << 30,
-        "t" | "tb" => 1 << 40,
-        _ => bail!("{flag} {s:?}: unknown unit {unit:?}; use b, k, m, g or t"),
-    };
-    let bytes = n.checked_mul(mult).filter(|b| *b <= max);
-    match bytes {
-        Some(b) if b > 0 => Ok(b),
-        _ => bail!("{flag} {s:?}: must be between 1 byte and {}g", max >> 30),
+    let bytes = berth_proto::size::parse(s).map_err(|e| anyhow::anyhow!("{flag} {e}"))?;
+    if bytes == 0 || bytes > max {
+        bail!("{flag} {s:?}: must be between 1 byte and {}g", max >> 30);
     }
+    Ok(bytes)
 }
 
 /// `--memory` (`-m`), as docker reads it: a size, up to 1 PiB.

@@ -8,10 +8,17 @@
 //!   raft between controllers.
 //! - `connect`: finding the leader among the controllers given.
 //! - `image_ref`: image references as Docker resolves them.
+//! - `archive`: image archives as chunks on the wire (the codec every side
+//!   uses); `size`: sizes as docker writes them.
 //! - helpers on generated enums used by every crate.
 
+pub mod archive;
 pub mod connect;
+mod error;
 pub mod image_ref;
+pub mod size;
+
+pub use error::{Error, Result};
 
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]

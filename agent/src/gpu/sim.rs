@@ -58,7 +58,10 @@ impl SimGpus {
                 let index = f.next()?.parse().ok()?;
                 let pid = f.next()?.parse().ok()?;
                 let name = f.next().unwrap_or("unknown").to_string();
-                let used_memory_bytes = f.next().and_then(|m| parse_size(m).ok()).unwrap_or(0);
+                let used_memory_bytes = f
+                    .next()
+                    .and_then(|m| berth_proto::size::parse(m).ok())
+                    .unwrap_or(0);
                 Some((
                     index,
                     GpuProcess {
@@ -127,7 +130,7 @@ pub fn parse_spec(spec: &str) -> Result<Vec<(String, u64)>> {
             .map_err(|_| bad("count is not a number"))?;
         let model = parts.next().unwrap_or("Simulated GPU").to_string();
         let mem = match parts.next() {
-            Some(m) => parse_size(m).map_err(|_| bad("bad memory size"))?,
+            Some(m) => berth_proto::size::parse(m).map_err(|_| bad("bad memory size"))?,
             None => 24 << 30,
         };
         if parts.next().is_some() {
@@ -139,24 +142,6 @@ pub fn parse_spec(spec: &str) -> Result<Vec<(String, u64)>> {
         return Err(bad("more than 64 GPUs on one host"));
     }
     Ok(out)
-}
-
-/// Sizes as docker writes them: 512m, 24G, 80gb (binary multiples).
-pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
-    let s = s.trim().to_ascii_lowercase();
-    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(digits);
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size"))?;
-    let mult: u64 = match unit {
-        "" | "b" => 1,
-        "k" | "kb" => 1 << 10,
-        "m" | "mb" => 1 << 20,
-        "g" | "gb" => 1 << 30,
-        "t" | "tb" => 1 << 40,
-        _ => return Err(format!("unknown unit {unit:?} in {s:?}")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// A stable, uuid-shaped id: FNV-1a of (seed, index), printed like NVML's.

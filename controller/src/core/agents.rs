@@ -8,9 +8,9 @@ use tonic::transport::{Channel, Endpoint};
 use crate::{Error, Result};
 
 /// Image chunks are up to 2 MiB (compressed or not) plus framing.
-pub const MAX_CHUNK_MESSAGE: usize = 5 << 20;
+pub const MAX_CHUNK_MESSAGE: usize = berth_proto::archive::MAX_MESSAGE;
 /// HTTP/2 window for image streams: a few chunks in flight, not one.
-const WINDOW: u32 = 8 << 20;
+const WINDOW: u32 = berth_proto::archive::WINDOW;
 
 /// A data-plane client for an agent, sized for image streams.
 pub async fn agent_client(node: &str, addr: &str) -> Result<AgentServiceClient<Channel>> {

@@ -9,7 +9,7 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use berth_agent::images::{decode, encode, CHUNK};
+use berth_proto::archive::{decode, encode, CHUNK};
 use berth_proto::v1::{ImageChunk, ImageUpload, SaveImageRequest};
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
