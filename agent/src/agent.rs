@@ -18,7 +18,7 @@ use berth_proto::image_ref;
 use crate::gpu::{classify, pid_in_containers, GpuBackend};
 use crate::pulls::{PullContext, Pulls};
 use crate::reconcile::{plan, Action};
-use crate::runtime::{ContainerInfo, ContainerRuntime};
+use crate::runtime::{ContainerInfo, Runtime};
 use crate::{container, Error, Result};
 
 /// How long a container `berth update` changed is left to its new limits
@@ -42,7 +42,7 @@ pub struct AgentConfig {
 
 pub struct Agent {
     pub cfg: AgentConfig,
-    pub runtime: Arc<dyn ContainerRuntime>,
+    pub runtime: Arc<dyn Runtime>,
     pub gpus: Arc<dyn GpuBackend>,
     /// Learned at registration; containers are labelled with it.
     pub cluster_id: Arc<Mutex<String>>,
@@ -70,7 +70,7 @@ pub struct Agent {
 impl Agent {
     pub fn new(
         cfg: AgentConfig,
-        runtime: Arc<dyn ContainerRuntime>,
+        runtime: Arc<dyn Runtime>,
         gpus: Arc<dyn GpuBackend>,
     ) -> Arc<Agent> {
         Arc::new(Agent {

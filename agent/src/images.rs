@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::layers::{self, TarFilter};
 use crate::relay::Relay;
-use crate::runtime::ContainerRuntime;
+use crate::runtime::Images;
 use crate::{Error, Result};
 
 /// A free-space margin on the target beyond the image's own size: `docker
@@ -33,7 +33,7 @@ pub const DISK_FACTOR: u64 = 2;
 /// The source side: the daemon's archive of `reference` as chunks, without
 /// the files of layers whose chain id is in `have` (the receiver's).
 pub fn export(
-    runtime: Arc<dyn ContainerRuntime>,
+    runtime: Arc<dyn Images>,
     reference: String,
     compress: bool,
     have: Vec<String>,
@@ -122,7 +122,7 @@ fn export_pace() -> Option<f64> {
 /// delivers it whole, reporting progress on `progress`. Returns the id of
 /// the image as loaded.
 pub async fn fetch(
-    runtime: Arc<dyn ContainerRuntime>,
+    runtime: Arc<dyn Images>,
     reference: &str,
     sources: &[String],
     progress: &mpsc::Sender<TransferProgress>,
@@ -169,7 +169,7 @@ pub async fn fetch(
 }
 
 async fn fetch_from(
-    runtime: Arc<dyn ContainerRuntime>,
+    runtime: Arc<dyn Images>,
     reference: &str,
     source: &str,
     progress: &mpsc::Sender<TransferProgress>,
@@ -263,7 +263,7 @@ fn skip_layers() -> bool {
 
 /// Chain ids of every layer of every image here: what a sender may leave
 /// out. Empty when the daemon cannot say (the sender then sends it all).
-pub async fn local_chains(runtime: &dyn ContainerRuntime) -> Vec<String> {
+pub async fn local_chains(runtime: &dyn Images) -> Vec<String> {
     let images = match runtime.images().await {
         Ok(i) => i,
         Err(e) => {
@@ -296,7 +296,7 @@ pub struct Loaded {
 /// or does not match aborts the upload, and the daemon loads nothing.
 /// `from` names the sender in errors; `progress` gets (raw, wire) bytes.
 pub async fn load_verified(
-    runtime: Arc<dyn ContainerRuntime>,
+    runtime: Arc<dyn Images>,
     chunks: impl Stream<Item = std::result::Result<ImageChunk, String>>,
     from: &str,
     progress: impl Fn(u64, u64),

@@ -4,7 +4,8 @@
 //!
 //! Layout:
 //! - `gpu`: `GpuBackend` trait; `NvmlGpus`, `SimGpus` (with the foreign-process hook).
-//! - `runtime`: `ContainerRuntime` trait; `Docker` (bollard) and a recording fake.
+//! - `runtime`: the runtime's traits by concern (`Containers`, `ContainerIo`,
+//!   `Images`); `Docker` (bollard) and a recording fake.
 //! - `container`: pure allocation → container spec (env, labels, binds, ports, GPUs).
 //! - `images`: image transfers agent to agent (export stream, verified load);
 //!   `relay`: forwarding an image to the next agent while receiving it;

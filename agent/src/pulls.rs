@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, Notify};
 use tonic::transport::Channel;
 
 use crate::images;
-use crate::runtime::ContainerRuntime;
+use crate::runtime::Images;
 
 /// Rounds over the holders before the jobs fail: a holder that restarts
 /// (or a transfer cut short) gets another chance after a backoff (1, 2, 4,
@@ -140,7 +140,7 @@ impl Pulls {
 #[derive(Clone)]
 pub struct PullContext {
     pub node: String,
-    pub runtime: Arc<dyn ContainerRuntime>,
+    pub runtime: Arc<dyn Images>,
     pub pulls: Arc<Pulls>,
     pub control: ControlPlaneClient<Channel>,
 }

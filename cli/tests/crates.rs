@@ -18,7 +18,11 @@ fn only_berth_dev_uses_the_controller_and_agent_crates() {
                 continue;
             }
             files += 1;
-            let rel = path.strip_prefix(&src).unwrap().to_string_lossy().to_string();
+            let rel = path
+                .strip_prefix(&src)
+                .unwrap()
+                .to_string_lossy()
+                .to_string();
             let text = std::fs::read_to_string(&path).unwrap();
             for krate in ["berth_agent", "berth_controller"] {
                 if text.contains(krate) && rel != "commands/dev.rs" {

@@ -1,22 +1,22 @@
-//! `ContainerRuntime` on the Docker Engine API through bollard.
+//! The runtime on the Docker Engine API through bollard: the connection,
+//! and `Containers` (lifecycle, limits, logs). `docker_images` holds
+//! `Images`, `docker_io` `ContainerIo`.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use berth_proto::internal::v1::ContainerState;
-use berth_proto::v1::{DiskState, ImageInfo};
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, PortBinding};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
-    ListImagesOptionsBuilder, LogsOptionsBuilder, RenameContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    LogsOptionsBuilder, RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
 use super::{
-    ContainerInfo, ContainerRuntime, ContainerSpec, DaemonInfo, ExecSession, ExecSpec, ImageUsage,
-    LogItem, PathStat, LABEL_ATTEMPT, LABEL_CLUSTER, LABEL_JOB, LABEL_NODE,
+    ContainerInfo, ContainerSpec, Containers, DaemonInfo, LogItem, LABEL_ATTEMPT, LABEL_CLUSTER,
+    LABEL_JOB, LABEL_NODE,
 };
 use crate::{Error, Result};
 
@@ -27,7 +27,7 @@ pub struct Docker {
     pub(super) streams: bollard::Docker,
     /// The daemon's data root, asked once: `docker info` is one of the
     /// slowest calls of the Engine API, and the disk is read on every report.
-    root_dir: tokio::sync::OnceCell<String>,
+    pub(super) root_dir: tokio::sync::OnceCell<String>,
 }
 
 impl Docker {
@@ -126,7 +126,7 @@ impl Docker {
 }
 
 #[async_trait::async_trait]
-impl ContainerRuntime for Docker {
+impl Containers for Docker {
     async fn info(&self) -> Result<DaemonInfo> {
         let info = self.client.info().await.map_err(docker_err)?;
         let mut runtimes: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
@@ -220,8 +220,20 @@ impl ContainerRuntime for Docker {
         }
     }
 
-    async fn update_limits(&self, id: &str, memory_bytes: u64, nano_cpus: u64) -> Result<()> {
-        self.update_now(id, memory_bytes, nano_cpus).await
+    async fn update_limits(&self, id: &str, memory: u64, nano_cpus: u64) -> Result<()> {
+        let set = |v: u64| (v > 0).then_some(v as i64);
+        let body = bollard::models::ContainerUpdateBody {
+            memory: set(memory),
+            // Swap as much again, as docker run gives by default; raising
+            // the memory alone past the old swap limit is refused.
+            memory_swap: set(memory).map(|m| 2 * m),
+            nano_cpus: set(nano_cpus),
+            ..Default::default()
+        };
+        self.client
+            .update_container(id, body)
+            .await
+            .map_err(docker_err)
     }
 
     fn logs(&self, id: &str, follow: bool, tail: u32) -> BoxStream<'static, LogItem> {
@@ -247,210 +259,6 @@ impl ContainerRuntime for Docker {
                 .map_err(docker_err)
             })
             .boxed()
-    }
-
-    async fn images(&self) -> Result<Vec<ImageInfo>> {
-        let opts = ListImagesOptionsBuilder::default().all(false).build();
-        let images = self
-            .client
-            .list_images(Some(opts))
-            .await
-            .map_err(docker_err)?;
-        Ok(images
-            .into_iter()
-            .map(|i| ImageInfo {
-                id: i.id,
-                tags: i
-                    .repo_tags
-                    .into_iter()
-                    .filter(|t| t != "<none>:<none>")
-                    .collect(),
-                size_bytes: i.size.max(0) as u64,
-                created_at: i.created,
-            })
-            .collect())
-    }
-
-    async fn image(&self, reference: &str) -> Result<Option<(String, u64)>> {
-        match self.client.inspect_image(reference).await {
-            Ok(i) => Ok(Some((
-                i.id.unwrap_or_default(),
-                i.size.unwrap_or(0).max(0) as u64,
-            ))),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(None),
-            Err(e) => Err(docker_err(e)),
-        }
-    }
-
-    fn export_image(&self, reference: &str) -> BoxStream<'static, Result<bytes::Bytes>> {
-        self.streams
-            .export_image(reference)
-            .map(|r| r.map_err(docker_err))
-            .boxed()
-    }
-
-    async fn import_image(
-        &self,
-        archive: BoxStream<'static, std::result::Result<bytes::Bytes, std::io::Error>>,
-    ) -> Result<Vec<String>> {
-        let opts = bollard::query_parameters::ImportImageOptionsBuilder::default()
-            .quiet(true)
-            .build();
-        let mut out = self.streams.import_image_stream(opts, archive, None);
-        let mut loaded = Vec::new();
-        // The daemon answers 200 and reports a failed load inside the body:
-        // an errorDetail line, or an "Error ..." message.
-        while let Some(item) = out.next().await {
-            let info = item.map_err(|e| Error::Docker(format!("docker load: {e}")))?;
-            if let Some(detail) = info.error_detail.and_then(|d| d.message) {
-                return Err(Error::Docker(format!("docker load: {detail}")));
-            }
-            let msg = info.stream.unwrap_or_default();
-            if msg.contains("Error") {
-                return Err(Error::Docker(format!("docker load: {}", msg.trim())));
-            }
-            for line in msg.lines() {
-                if let Some(name) = line
-                    .strip_prefix("Loaded image ID: ")
-                    .or_else(|| line.strip_prefix("Loaded image: "))
-                {
-                    loaded.push(name.trim().to_string());
-                }
-            }
-        }
-        Ok(loaded)
-    }
-
-    async fn attach(&self, container: &str) -> Result<ExecSession> {
-        self.attach_now(container).await
-    }
-
-    async fn resize_tty(&self, container: &str, rows: u32, cols: u32) -> Result<()> {
-        self.resize_tty_now(container, rows, cols).await
-    }
-
-    async fn exec(&self, container: &str, spec: &ExecSpec) -> Result<ExecSession> {
-        self.exec_now(container, spec).await
-    }
-
-    async fn exec_resize(&self, id: &str, rows: u32, cols: u32) -> Result<()> {
-        self.exec_resize_now(id, rows, cols).await
-    }
-
-    async fn exec_exit_code(&self, id: &str) -> Result<Option<i64>> {
-        self.exec_exit_code_now(id).await
-    }
-
-    async fn path_stat(&self, container: &str, path: &str) -> Result<Option<PathStat>> {
-        self.path_stat_now(container, path).await
-    }
-
-    fn copy_from(&self, container: &str, path: &str) -> BoxStream<'static, Result<bytes::Bytes>> {
-        self.copy_from_now(container, path)
-    }
-
-    async fn copy_to(
-        &self,
-        container: &str,
-        dir: &str,
-        tar: BoxStream<'static, std::result::Result<bytes::Bytes, std::io::Error>>,
-    ) -> Result<()> {
-        self.copy_to_now(container, dir, tar).await
-    }
-
-    async fn commit(
-        &self,
-        container: &str,
-        repo: &str,
-        tag: &str,
-        comment: &str,
-        pause: bool,
-    ) -> Result<String> {
-        self.commit_now(container, repo, tag, comment, pause).await
-    }
-
-    async fn image_layers(&self, reference: &str) -> Result<Vec<String>> {
-        let i = self
-            .client
-            .inspect_image(reference)
-            .await
-            .map_err(docker_err)?;
-        Ok(i.root_fs.and_then(|r| r.layers).unwrap_or_default())
-    }
-
-    async fn remove_image(&self, reference: &str, force: bool) -> Result<()> {
-        let opts = bollard::query_parameters::RemoveImageOptionsBuilder::default()
-            .force(force)
-            .build();
-        match self.client.remove_image(reference, Some(opts), None).await {
-            Ok(_) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Err(Error::NotFound(format!(
-                "no image {reference} on this host"
-            ))),
-            Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
-                Err(Error::Docker(message))
-            }
-            Err(e) => Err(docker_err(e)),
-        }
-    }
-
-    async fn image_usage(&self) -> Result<Vec<ImageUsage>> {
-        let opts = ListContainersOptionsBuilder::default().all(true).build();
-        let containers = self
-            .client
-            .list_containers(Some(opts))
-            .await
-            .map_err(docker_err)?;
-        let mut used: HashMap<String, (u32, i64)> = HashMap::new();
-        for c in containers {
-            let e = used.entry(c.image_id.unwrap_or_default()).or_default();
-            e.0 += 1;
-            e.1 = e.1.max(c.created.unwrap_or(0) * 1000);
-        }
-        let mut out = Vec::new();
-        for image in self.images().await? {
-            // When it arrived here: docker load and docker tag set it.
-            let tagged = match self.client.inspect_image(&image.id).await {
-                Ok(i) => i
-                    .metadata
-                    .and_then(|m| m.last_tag_time)
-                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
-                    .map_or(0, |t| t.timestamp_millis()),
-                Err(_) => 0,
-            };
-            let (containers, last_container) = used.get(&image.id).copied().unwrap_or_default();
-            out.push(ImageUsage {
-                last_used_ms: tagged.max(last_container).max(image.created_at * 1000),
-                containers,
-                image,
-            });
-        }
-        Ok(out)
-    }
-
-    async fn disk(&self) -> Result<DiskState> {
-        let root = self
-            .root_dir
-            .get_or_try_init(|| async { self.info().await.map(|i| i.root_dir) })
-            .await?
-            .clone();
-        let st = nix::sys::statvfs::statvfs(root.as_str())
-            .map_err(|e| Error::Docker(format!("statvfs {root}: {e}")))?;
-        let frag = st.fragment_size() as u64;
-        // Fault injection for tests: a host whose disk is (nearly) full.
-        let free = std::env::var("BERTH_FAULT_DISK_FREE")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(st.blocks_available() as u64 * frag);
-        Ok(DiskState {
-            docker_root_dir: root,
-            total_bytes: st.blocks() as u64 * frag,
-            free_bytes: free,
-        })
     }
 }
 

@@ -1,4 +1,4 @@
-//! An in-memory `ContainerRuntime` that records every call, for unit tests of
+//! An in-memory runtime (all three traits) that records every call, for unit tests of
 //! the reconciler and agent loop. Never used by end-to-end tests.
 
 use std::sync::Mutex;
@@ -9,7 +9,9 @@ use berth_proto::v1::{DiskState, ImageInfo};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
-use super::{ContainerInfo, ContainerRuntime, ContainerSpec, DaemonInfo, LogItem, LABEL_JOB};
+use super::{
+    ContainerInfo, ContainerIo, ContainerSpec, Containers, DaemonInfo, Images, LogItem, LABEL_JOB,
+};
 use crate::{Error, Result};
 
 #[derive(Default)]
@@ -41,7 +43,7 @@ impl FakeRuntime {
 }
 
 #[async_trait::async_trait]
-impl ContainerRuntime for FakeRuntime {
+impl Containers for FakeRuntime {
     async fn info(&self) -> Result<DaemonInfo> {
         Ok(DaemonInfo {
             version: "fake".into(),
@@ -132,64 +134,10 @@ impl ContainerRuntime for FakeRuntime {
         self.record(format!("logs {id}"));
         futures::stream::iter(vec![Ok((1, b"hello\n".to_vec()))]).boxed()
     }
+}
 
-    async fn images(&self) -> Result<Vec<ImageInfo>> {
-        Ok(vec![ImageInfo {
-            id: "sha256:00".into(),
-            tags: vec!["busybox:latest".into()],
-            size_bytes: 1,
-            created_at: 0,
-        }])
-    }
-
-    async fn image(&self, reference: &str) -> Result<Option<(String, u64)>> {
-        Ok(self
-            .images
-            .lock()
-            .unwrap()
-            .get(reference)
-            .map(|(id, bytes)| (id.clone(), bytes.len() as u64)))
-    }
-
-    fn export_image(&self, reference: &str) -> BoxStream<'static, Result<bytes::Bytes>> {
-        self.record(format!("export {reference}"));
-        match self.images.lock().unwrap().get(reference) {
-            // In odd-sized pieces, as a daemon's HTTP body arrives.
-            Some((_, archive)) => futures::stream::iter(
-                archive
-                    .chunks(7777)
-                    .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
-                    .collect::<Vec<_>>(),
-            )
-            .boxed(),
-            None => futures::stream::once(async move {
-                Err(Error::NotFound(format!("no such image {}", "in the fake")))
-            })
-            .boxed(),
-        }
-    }
-
-    async fn import_image(
-        &self,
-        mut archive: BoxStream<'static, std::result::Result<bytes::Bytes, std::io::Error>>,
-    ) -> Result<Vec<String>> {
-        let mut all = Vec::new();
-        while let Some(piece) = archive.next().await {
-            let piece = piece.map_err(|e| Error::Docker(format!("docker load: {e}")))?;
-            all.extend_from_slice(&piece);
-        }
-        let mut loaded = Vec::new();
-        if let Some((reference, id)) = self.load_as.lock().unwrap().clone() {
-            self.images
-                .lock()
-                .unwrap()
-                .insert(reference.clone(), (id, all.clone()));
-            loaded.push(reference);
-        }
-        self.loaded.lock().unwrap().push(all);
-        Ok(loaded)
-    }
-
+#[async_trait::async_trait]
+impl ContainerIo for FakeRuntime {
     async fn exec(&self, container: &str, spec: &super::ExecSpec) -> Result<super::ExecSession> {
         self.record(format!("exec {container} {}", spec.command.join(" ")));
         let said = bytes::Bytes::from(format!("ran {}\n", spec.command.join(" ")));
@@ -255,6 +203,66 @@ impl ContainerRuntime for FakeRuntime {
     ) -> Result<String> {
         self.record(format!("commit {container} {repo}:{tag} pause={pause}"));
         Ok("sha256:c0".into())
+    }
+}
+
+#[async_trait::async_trait]
+impl Images for FakeRuntime {
+    async fn images(&self) -> Result<Vec<ImageInfo>> {
+        Ok(vec![ImageInfo {
+            id: "sha256:00".into(),
+            tags: vec!["busybox:latest".into()],
+            size_bytes: 1,
+            created_at: 0,
+        }])
+    }
+
+    async fn image(&self, reference: &str) -> Result<Option<(String, u64)>> {
+        Ok(self
+            .images
+            .lock()
+            .unwrap()
+            .get(reference)
+            .map(|(id, bytes)| (id.clone(), bytes.len() as u64)))
+    }
+
+    fn export_image(&self, reference: &str) -> BoxStream<'static, Result<bytes::Bytes>> {
+        self.record(format!("export {reference}"));
+        match self.images.lock().unwrap().get(reference) {
+            // In odd-sized pieces, as a daemon's HTTP body arrives.
+            Some((_, archive)) => futures::stream::iter(
+                archive
+                    .chunks(7777)
+                    .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+                    .collect::<Vec<_>>(),
+            )
+            .boxed(),
+            None => futures::stream::once(async move {
+                Err(Error::NotFound(format!("no such image {}", "in the fake")))
+            })
+            .boxed(),
+        }
+    }
+
+    async fn import_image(
+        &self,
+        mut archive: BoxStream<'static, std::result::Result<bytes::Bytes, std::io::Error>>,
+    ) -> Result<Vec<String>> {
+        let mut all = Vec::new();
+        while let Some(piece) = archive.next().await {
+            let piece = piece.map_err(|e| Error::Docker(format!("docker load: {e}")))?;
+            all.extend_from_slice(&piece);
+        }
+        let mut loaded = Vec::new();
+        if let Some((reference, id)) = self.load_as.lock().unwrap().clone() {
+            self.images
+                .lock()
+                .unwrap()
+                .insert(reference.clone(), (id, all.clone()));
+            loaded.push(reference);
+        }
+        self.loaded.lock().unwrap().push(all);
+        Ok(loaded)
     }
 
     async fn image_layers(&self, reference: &str) -> Result<Vec<String>> {

@@ -1,8 +1,13 @@
-//! The container runtime behind a small trait: Docker (bollard) in production,
-//! a call-recording fake for unit tests of the agent's logic.
+//! The container runtime behind small traits, one per concern, so code and
+//! fakes take only what they use: `Containers` (lifecycle, limits, logs:
+//! what the reconciler drives), `ContainerIo` (exec, attach, cp, commit:
+//! what users reach in a container), `Images` (the image store and its
+//! disk: transfers and GC). `Runtime` is all three, what the agent holds.
+//! Docker (bollard) in production; a call-recording fake for unit tests.
 
 mod docker;
-mod docker_ops;
+mod docker_images;
+mod docker_io;
 pub mod fake;
 
 pub use docker::Docker;
@@ -128,8 +133,9 @@ pub struct DaemonInfo {
 /// 1 = stdout, 2 = stderr (as berth.v1 LogChunk.Stream).
 pub type LogItem = Result<(i32, Vec<u8>)>;
 
+/// A container's life: what the reconciler drives.
 #[async_trait::async_trait]
-pub trait ContainerRuntime: Send + Sync + 'static {
+pub trait Containers: Send + Sync + 'static {
     async fn info(&self) -> Result<DaemonInfo>;
     /// All containers (any state) labelled with this cluster and node.
     async fn list(&self, cluster: &str, node: &str) -> Result<Vec<ContainerInfo>>;
@@ -142,21 +148,11 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// (0 leaves one as it is).
     async fn update_limits(&self, id: &str, memory_bytes: u64, nano_cpus: u64) -> Result<()>;
     fn logs(&self, id: &str, follow: bool, tail: u32) -> BoxStream<'static, LogItem>;
-    async fn images(&self) -> Result<Vec<ImageInfo>>;
-    async fn disk(&self) -> Result<DiskState>;
-    /// The image's id and size, or `None` if the daemon does not have it.
-    async fn image(&self, reference: &str) -> Result<Option<(String, u64)>>;
-    /// The image's layer diff ids, bottom up (`RootFS.Layers`).
-    async fn image_layers(&self, reference: &str) -> Result<Vec<String>>;
-    /// `docker save` of one image, as the daemon streams it.
-    fn export_image(&self, reference: &str) -> BoxStream<'static, Result<bytes::Bytes>>;
-    /// `docker load` from a stream. An `Err` item aborts the upload, so the
-    /// daemon sees a broken archive and loads nothing. Returns what it
-    /// loaded ("name:tag", or the id of an untagged image).
-    async fn import_image(
-        &self,
-        archive: BoxStream<'static, std::result::Result<bytes::Bytes, std::io::Error>>,
-    ) -> Result<Vec<String>>;
+}
+
+/// What users reach inside a container: exec, attach, cp, commit.
+#[async_trait::async_trait]
+pub trait ContainerIo: Send + Sync + 'static {
     /// `docker attach` to the container's own process (with its logs so far,
     /// so a prompt printed before the attach is seen).
     async fn attach(&self, container: &str) -> Result<ExecSession>;
@@ -188,9 +184,34 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         comment: &str,
         pause: bool,
     ) -> Result<String>;
+}
+
+/// The daemon's image store and the disk under it.
+#[async_trait::async_trait]
+pub trait Images: Send + Sync + 'static {
+    async fn images(&self) -> Result<Vec<ImageInfo>>;
+    async fn disk(&self) -> Result<DiskState>;
+    /// The image's id and size, or `None` if the daemon does not have it.
+    async fn image(&self, reference: &str) -> Result<Option<(String, u64)>>;
+    /// The image's layer diff ids, bottom up (`RootFS.Layers`).
+    async fn image_layers(&self, reference: &str) -> Result<Vec<String>>;
+    /// `docker save` of one image, as the daemon streams it.
+    fn export_image(&self, reference: &str) -> BoxStream<'static, Result<bytes::Bytes>>;
+    /// `docker load` from a stream. An `Err` item aborts the upload, so the
+    /// daemon sees a broken archive and loads nothing. Returns what it
+    /// loaded ("name:tag", or the id of an untagged image).
+    async fn import_image(
+        &self,
+        archive: BoxStream<'static, std::result::Result<bytes::Bytes, std::io::Error>>,
+    ) -> Result<Vec<String>>;
     /// `docker rmi [-f]`.
     async fn remove_image(&self, reference: &str, force: bool) -> Result<()>;
     /// Every image with when it was last used and by how many containers
     /// (any container, not only Berth's): what image GC decides on.
     async fn image_usage(&self) -> Result<Vec<ImageUsage>>;
 }
+
+/// Everything the agent needs of its daemon.
+pub trait Runtime: Containers + ContainerIo + Images {}
+
+impl<T: Containers + ContainerIo + Images> Runtime for T {}

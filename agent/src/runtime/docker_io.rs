@@ -1,6 +1,6 @@
-//! The Docker runtime's container verbs for users: exec, cp (stat, from,
-//! to), commit and update — `ContainerRuntime` delegates here to keep `docker.rs`
-//! about containers' lifecycle and images.
+//! `ContainerIo` on Docker: the container verbs users reach through the
+//! controller — exec and attach (with their terminals), cp (stat, from,
+//! to) and commit.
 
 use bollard::query_parameters::{
     CommitContainerOptions, ContainerArchiveInfoOptions, DownloadFromContainerOptions,
@@ -10,27 +10,44 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 
 use super::docker::{docker_err, Docker};
-use super::{ExecSession, ExecSpec, PathStat};
+use super::{ContainerIo, ExecSession, ExecSpec, PathStat};
 use crate::{Error, Result};
 
-impl Docker {
-    pub(super) async fn update_now(&self, id: &str, memory: u64, nano_cpus: u64) -> Result<()> {
-        let set = |v: u64| (v > 0).then_some(v as i64);
-        let body = bollard::models::ContainerUpdateBody {
-            memory: set(memory),
-            // Swap as much again, as docker run gives by default; raising
-            // the memory alone past the old swap limit is refused.
-            memory_swap: set(memory).map(|m| 2 * m),
-            nano_cpus: set(nano_cpus),
+#[async_trait::async_trait]
+impl ContainerIo for Docker {
+    async fn attach(&self, container: &str) -> Result<ExecSession> {
+        let opts = bollard::query_parameters::AttachContainerOptions {
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            stream: true,
+            logs: true,
             ..Default::default()
         };
+        let attached = self
+            .streams
+            .attach_container(container, Some(opts))
+            .await
+            .map_err(docker_err)?;
+        Ok(ExecSession {
+            id: container.to_string(),
+            output: split_output(attached.output),
+            input: attached.input,
+        })
+    }
+
+    async fn resize_tty(&self, container: &str, rows: u32, cols: u32) -> Result<()> {
+        let opts = bollard::query_parameters::ResizeContainerTTYOptions {
+            h: rows as i32,
+            w: cols as i32,
+        };
         self.client
-            .update_container(id, body)
+            .resize_container_tty(container, opts)
             .await
             .map_err(docker_err)
     }
 
-    pub(super) async fn exec_now(&self, container: &str, spec: &ExecSpec) -> Result<ExecSession> {
+    async fn exec(&self, container: &str, spec: &ExecSpec) -> Result<ExecSession> {
         let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
         let config = bollard::models::ExecConfig {
             attach_stdin: Some(spec.stdin),
@@ -67,7 +84,7 @@ impl Docker {
         };
         if spec.tty && spec.rows > 0 && spec.cols > 0 {
             // Before the first prompt is drawn, best effort.
-            let _ = self.exec_resize_now(&id, spec.rows, spec.cols).await;
+            let _ = self.exec_resize(&id, spec.rows, spec.cols).await;
         }
         let output = output
             .map(|item| {
@@ -84,7 +101,7 @@ impl Docker {
         Ok(ExecSession { id, output, input })
     }
 
-    pub(super) async fn exec_resize_now(&self, id: &str, rows: u32, cols: u32) -> Result<()> {
+    async fn exec_resize(&self, id: &str, rows: u32, cols: u32) -> Result<()> {
         let opts = ResizeExecOptions {
             h: rows as i32,
             w: cols as i32,
@@ -92,7 +109,7 @@ impl Docker {
         self.client.resize_exec(id, opts).await.map_err(docker_err)
     }
 
-    pub(super) async fn exec_exit_code_now(&self, id: &str) -> Result<Option<i64>> {
+    async fn exec_exit_code(&self, id: &str) -> Result<Option<i64>> {
         let i = self.client.inspect_exec(id).await.map_err(docker_err)?;
         Ok(if i.running == Some(true) {
             None
@@ -101,11 +118,7 @@ impl Docker {
         })
     }
 
-    pub(super) async fn path_stat_now(
-        &self,
-        container: &str,
-        path: &str,
-    ) -> Result<Option<PathStat>> {
+    async fn path_stat(&self, container: &str, path: &str) -> Result<Option<PathStat>> {
         let opts = ContainerArchiveInfoOptions {
             path: path.to_string(),
         };
@@ -127,11 +140,7 @@ impl Docker {
         }
     }
 
-    pub(super) fn copy_from_now(
-        &self,
-        container: &str,
-        path: &str,
-    ) -> BoxStream<'static, Result<bytes::Bytes>> {
+    fn copy_from(&self, container: &str, path: &str) -> BoxStream<'static, Result<bytes::Bytes>> {
         let opts = DownloadFromContainerOptions {
             path: path.to_string(),
         };
@@ -141,7 +150,7 @@ impl Docker {
             .boxed()
     }
 
-    pub(super) async fn copy_to_now(
+    async fn copy_to(
         &self,
         container: &str,
         dir: &str,
@@ -157,7 +166,7 @@ impl Docker {
             .map_err(docker_err)
     }
 
-    pub(super) async fn commit_now(
+    async fn commit(
         &self,
         container: &str,
         repo: &str,
@@ -179,38 +188,6 @@ impl Docker {
             .await
             .map_err(docker_err)?;
         Ok(r.id)
-    }
-
-    pub(super) async fn attach_now(&self, container: &str) -> Result<ExecSession> {
-        let opts = bollard::query_parameters::AttachContainerOptions {
-            stdin: true,
-            stdout: true,
-            stderr: true,
-            stream: true,
-            logs: true,
-            ..Default::default()
-        };
-        let attached = self
-            .streams
-            .attach_container(container, Some(opts))
-            .await
-            .map_err(docker_err)?;
-        Ok(ExecSession {
-            id: container.to_string(),
-            output: split_output(attached.output),
-            input: attached.input,
-        })
-    }
-
-    pub(super) async fn resize_tty_now(&self, container: &str, rows: u32, cols: u32) -> Result<()> {
-        let opts = bollard::query_parameters::ResizeContainerTTYOptions {
-            h: rows as i32,
-            w: cols as i32,
-        };
-        self.client
-            .resize_container_tty(container, opts)
-            .await
-            .map_err(docker_err)
     }
 }
 
