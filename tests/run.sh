@@ -10,5 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 docker info >/dev/null 2>&1 || { echo "error: no Docker daemon answers (start dockerd)" >&2; exit 1; }
 deploy/images/build-workload-image.sh berth/workload:latest
-cargo build --workspace --bins
-cargo test --workspace "$@"
+# The binaries the suites start carry their test hooks (BERTH_FAULT_*
+# variables: a cut raft link, a full disk, a damaged export); release
+# builds never have them.
+features=berth-agent/fault-injection,berth-controller/fault-injection
+cargo build --workspace --bins --features "$features"
+cargo test --workspace --features "$features" "$@"

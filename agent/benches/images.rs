@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use berth_agent::agent::{Agent, AgentConfig};
 use berth_agent::gpu::{parse_spec, SimGpus};
+use berth_agent::images::ImageOptions;
 use berth_agent::runtime::Docker;
 use berth_proto::internal::v1::agent_service_client::AgentServiceClient;
 use berth_proto::internal::v1::FetchImageRequest;
@@ -219,6 +220,11 @@ fn pipe(src: &Daemon, dst: &Daemon, image: &str) -> Duration {
 }
 
 async fn agent(d: &Daemon, name: &str) -> String {
+    agent_with(d, name, ImageOptions::default()).await
+}
+
+/// An agent on `d` asking for images as `images` says.
+async fn agent_with(d: &Daemon, name: &str, images: ImageOptions) -> String {
     let docker = Docker::connect(&d.socket()).await.unwrap();
     let a = Agent::new(
         AgentConfig {
@@ -228,6 +234,7 @@ async fn agent(d: &Daemon, name: &str) -> String {
             report_every: Duration::from_secs(1),
             stop_grace: Duration::from_secs(1),
             labels: vec![],
+            images,
         },
         Arc::new(docker),
         Arc::new(SimGpus::new(parse_spec("0").unwrap(), name, None)),
@@ -348,6 +355,12 @@ fn main() {
     // to a target that already holds the base (a new checkpoint of a model
     // the host has run before).
     let (base, derived) = (sizes[0].1, "bench/derived:1");
+    // The same target daemon, through an agent that asks for every layer.
+    let no_skip = ImageOptions {
+        skip_layers: false,
+        ..ImageOptions::default()
+    };
+    let whole_addr = rt.block_on(agent_with(&targets[1], "t1-whole", no_skip));
     build_derived(&src, root.path(), base, derived, 10);
     let want = src.id(derived);
     let (mut pipe_d, mut full, mut skip) = (Duration::MAX, Duration::MAX, Duration::MAX);
@@ -359,9 +372,7 @@ fn main() {
         targets[1].rmi_one(derived);
         pipe_d = pipe_d.min(pipe(&src, &targets[1], derived));
         targets[1].rmi_one(derived);
-        std::env::set_var("BERTH_IMAGE_SKIP_LAYERS", "0");
-        let (t, w, _) = rt.block_on(berth(&t_addrs[1], &src_addr, derived));
-        std::env::remove_var("BERTH_IMAGE_SKIP_LAYERS");
+        let (t, w, _) = rt.block_on(berth(&whole_addr, &src_addr, derived));
         assert_eq!(targets[1].id(derived), want);
         if t < full {
             (full, full_wire) = (t, w);

@@ -38,6 +38,8 @@ pub struct AgentConfig {
     pub stop_grace: Duration,
     /// Placement labels, "key=value" (`--label zone=rack2`).
     pub labels: Vec<String>,
+    /// How images are asked of other agents (compression, layer skipping).
+    pub images: crate::images::ImageOptions,
 }
 
 pub struct Agent {
@@ -237,6 +239,7 @@ impl Agent {
                 let cx = PullContext {
                     node: self.cfg.node.clone(),
                     runtime: self.runtime.clone(),
+                    images: self.cfg.images,
                     pulls: self.pulls.clone(),
                     control,
                 };

@@ -11,6 +11,7 @@ fn agent(rt: Arc<FakeRuntime>) -> Arc<Agent> {
         report_every: Duration::from_secs(1),
         stop_grace: Duration::from_secs(1),
         labels: Vec::new(),
+        images: Default::default(),
     };
     Agent::new(
         cfg,

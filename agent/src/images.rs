@@ -57,8 +57,8 @@ pub fn export(
         let mut hash = blake3::Hasher::new();
         let mut total = 0u64;
         let mut buf = BytesMut::with_capacity(CHUNK);
-        let corrupt = corrupt_exports_of(&reference);
-        let pace = export_pace();
+        let corrupt = crate::faults::corrupts_exports_of(&reference);
+        let pace = crate::faults::export_pace();
         loop {
             let next = source.next().await.transpose()?;
             match (&next, &mut filter) {
@@ -97,25 +97,23 @@ pub fn export(
     }
 }
 
-/// Fault injection for tests: exports of this reference (or of every one,
-/// "*") are damaged in flight. Set by `BERTH_FAULT_CORRUPT_EXPORT` in the
-/// agent's environment, or by unit tests.
-static CORRUPT: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
-
-fn corrupt_exports_of(reference: &str) -> bool {
-    let set = CORRUPT.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    set.or_else(|| std::env::var("BERTH_FAULT_CORRUPT_EXPORT").ok())
-        .is_some_and(|r| r == "*" || r == reference)
+/// How this agent asks for images: the agent's settings
+/// (`--image-compress`, `--image-skip-layers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageOptions {
+    /// Ask senders to compress chunks that shrink (zstd).
+    pub compress: bool,
+    /// Ask senders to leave out the layers this daemon already has.
+    pub skip_layers: bool,
 }
 
-/// Fault injection for tests: `BERTH_FAULT_EXPORT_BPS` caps this agent's
-/// exports at that many bytes per second, so a test can cut a transfer in
-/// the middle (kill the source) without a huge image.
-fn export_pace() -> Option<f64> {
-    std::env::var("BERTH_FAULT_EXPORT_BPS")
-        .ok()
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|b| *b > 0.0)
+impl Default for ImageOptions {
+    fn default() -> Self {
+        ImageOptions {
+            compress: true,
+            skip_layers: true,
+        }
+    }
 }
 
 /// The target side: loads `reference` from the first of `sources` that
@@ -123,6 +121,7 @@ fn export_pace() -> Option<f64> {
 /// the image as loaded.
 pub async fn fetch(
     runtime: Arc<dyn Images>,
+    opts: ImageOptions,
     reference: &str,
     sources: &[String],
     progress: &mpsc::Sender<TransferProgress>,
@@ -138,6 +137,7 @@ pub async fn fetch(
         let relaying = relay.take();
         match fetch_from(
             runtime.clone(),
+            opts,
             reference,
             source,
             progress,
@@ -170,6 +170,7 @@ pub async fn fetch(
 
 async fn fetch_from(
     runtime: Arc<dyn Images>,
+    opts: ImageOptions,
     reference: &str,
     source: &str,
     progress: &mpsc::Sender<TransferProgress>,
@@ -184,7 +185,7 @@ async fn fetch_from(
         .map_err(|e| Error::Transfer(format!("cannot reach {source}: {e}")))?;
     let mut client = AgentServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
     // A relayed stream serves other targets too: it carries every layer.
-    let have_layers = if relay.is_none() && skip_layers() {
+    let have_layers = if relay.is_none() && opts.skip_layers {
         local_chains(runtime.as_ref()).await
     } else {
         Vec::new()
@@ -192,7 +193,7 @@ async fn fetch_from(
     let mut chunks = client
         .export_image(ExportImageRequest {
             image: reference.to_string(),
-            compress: std::env::var("BERTH_IMAGE_COMPRESS").map_or(true, |v| v != "0"),
+            compress: opts.compress,
             have_layers,
         })
         .await
@@ -253,12 +254,6 @@ async fn fetch_from(
             "the daemon reported no error but has no {reference} after the load"
         ))),
     }
-}
-
-/// Whether to ask senders to leave out the layers this daemon has
-/// (`BERTH_IMAGE_SKIP_LAYERS=0` turns it off, to measure what it buys).
-fn skip_layers() -> bool {
-    std::env::var("BERTH_IMAGE_SKIP_LAYERS").map_or(true, |v| v != "0")
 }
 
 /// Chain ids of every layer of every image here: what a sender may leave

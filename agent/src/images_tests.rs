@@ -29,6 +29,7 @@ async fn serve(rt: Arc<FakeRuntime>) -> String {
             report_every: Duration::from_secs(1),
             stop_grace: Duration::from_secs(1),
             labels: Vec::new(),
+            images: Default::default(),
         },
         rt.clone(),
         Arc::new(SimGpus::new(parse_spec("0").unwrap(), "src", None)),
@@ -68,9 +69,16 @@ async fn an_image_moves_whole_compressed_where_it_helps() {
     let (addr, _src) = source(data.clone()).await;
     let rt = target();
     let (tx, mut rx) = mpsc::channel(64);
-    let id = fetch(rt.clone(), "img:1", &[addr], &tx, None)
-        .await
-        .unwrap();
+    let id = fetch(
+        rt.clone(),
+        ImageOptions::default(),
+        "img:1",
+        &[addr],
+        &tx,
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(id, "sha256:abc");
     assert_eq!(rt.loaded.lock().unwrap()[0], data, "byte for byte");
     drop(tx);
@@ -93,9 +101,16 @@ async fn a_dead_holder_is_skipped_for_the_next() {
     };
     let rt = target();
     let (tx, _rx) = mpsc::channel(64);
-    let id = fetch(rt.clone(), "img:1", &[dead, addr], &tx, None)
-        .await
-        .unwrap();
+    let id = fetch(
+        rt.clone(),
+        ImageOptions::default(),
+        "img:1",
+        &[dead, addr],
+        &tx,
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(id, "sha256:abc");
 }
 
@@ -113,14 +128,21 @@ fn the_disk_check_refuses_what_cannot_fit() {
 async fn a_corrupt_chunk_is_detected_and_nothing_is_loaded() {
     // Only exports of "bad:1" are damaged, so tests running beside this one
     // are not.
-    *CORRUPT.lock().unwrap() = Some("bad:1".into());
+    crate::faults::tests::corrupt_exports_of("bad:1");
     let (addr, _src) = source_of("bad:1", archive()).await;
     let rt = Arc::new(FakeRuntime::default());
     *rt.load_as.lock().unwrap() = Some(("bad:1".into(), "sha256:abc".into()));
     let (tx, _rx) = mpsc::channel(64);
-    let err = fetch(rt.clone(), "bad:1", &[addr], &tx, None)
-        .await
-        .unwrap_err();
+    let err = fetch(
+        rt.clone(),
+        ImageOptions::default(),
+        "bad:1",
+        &[addr],
+        &tx,
+        None,
+    )
+    .await
+    .unwrap_err();
     assert!(
         err.to_string().contains("does not match its checksum"),
         "{err}"

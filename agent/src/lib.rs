@@ -15,11 +15,13 @@
 //! - `agent`: the session loop (register, watch, reconcile, report).
 //! - `server`: the data-plane gRPC service; `exec`: `docker exec` sessions;
 //!   `files`: `docker cp` and `docker commit` for the controller.
+//! - `faults`: test hooks, compiled only with the `fault-injection` feature.
 
 pub mod agent;
 pub mod container;
 mod error;
 pub mod exec;
+mod faults;
 pub mod files;
 pub mod gc;
 pub mod gpu;

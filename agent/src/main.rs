@@ -48,6 +48,14 @@ struct Args {
     /// Placement label KEY=VALUE (repeatable), matched by `berth run --constraint`.
     #[arg(long = "label", env = "BERTH_LABELS", value_delimiter = ',')]
     labels: Vec<String>,
+    /// Ask senders to compress image chunks (zstd) where that saves bytes.
+    #[arg(long, env = "BERTH_IMAGE_COMPRESS", default_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    image_compress: bool,
+    /// Ask senders to leave out the image layers this host already has.
+    #[arg(long, env = "BERTH_IMAGE_SKIP_LAYERS", default_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    image_skip_layers: bool,
     /// Print the GPU inventory this host would report, as JSON, and exit.
     #[arg(long)]
     probe: bool,
@@ -88,6 +96,10 @@ async fn main() -> anyhow::Result<()> {
         report_every: Duration::from_secs_f64(args.report_every.max(0.1)),
         stop_grace: Duration::from_secs(10),
         labels: args.labels,
+        images: berth_agent::images::ImageOptions {
+            compress: args.image_compress,
+            skip_layers: args.image_skip_layers,
+        },
     };
     tracing::info!(node = %cfg.node, data_plane = %advertise, gpus = gpus.kind().word(), "agent starting");
     let agent = Agent::new(cfg, Arc::new(docker), gpus);

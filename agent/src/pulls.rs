@@ -141,6 +141,7 @@ impl Pulls {
 pub struct PullContext {
     pub node: String,
     pub runtime: Arc<dyn Images>,
+    pub images: crate::images::ImageOptions,
     pub pulls: Arc<Pulls>,
     pub control: ControlPlaneClient<Channel>,
 }
@@ -221,7 +222,15 @@ async fn attempt(cx: &PullContext, image: &str) -> Result<String, Outcome> {
             pulls.progress(&name, &p);
         }
     });
-    let r = images::fetch(cx.runtime.clone(), image, &found.sources, &tx, None).await;
+    let r = images::fetch(
+        cx.runtime.clone(),
+        cx.images,
+        image,
+        &found.sources,
+        &tx,
+        None,
+    )
+    .await;
     drop(tx);
     let _ = watcher.await;
     r.map_err(|e| Retry(e.to_string()))

@@ -201,7 +201,8 @@ impl AgentService for DataPlane {
             if let Some(r) = &relay {
                 r.wait_for(req.downstream as usize, RELAY_PATIENCE).await;
             }
-            let r = images::fetch(runtime, &req.image, &req.sources, &tx, relay).await;
+            let opts = agent.cfg.images;
+            let r = images::fetch(runtime, opts, &req.image, &req.sources, &tx, relay).await;
             agent.relays.close(&req.image);
             tracing::info!(image = %req.image, ok = r.is_ok(), "image transfer finished");
             r

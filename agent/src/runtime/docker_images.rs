@@ -159,11 +159,8 @@ impl Images for Docker {
         let st = nix::sys::statvfs::statvfs(root.as_str())
             .map_err(|e| Error::Docker(format!("statvfs {root}: {e}")))?;
         let frag = st.fragment_size() as u64;
-        // Fault injection for tests: a host whose disk is (nearly) full.
-        let free = std::env::var("BERTH_FAULT_DISK_FREE")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(st.blocks_available() as u64 * frag);
+        // A test's full disk (only in a fault-injection build).
+        let free = crate::faults::disk_free().unwrap_or(st.blocks_available() as u64 * frag);
         Ok(DiskState {
             docker_root_dir: root,
             total_bytes: st.blocks() as u64 * frag,

@@ -71,6 +71,7 @@ pub async fn run(args: Args) -> Result<()> {
         report_every: Duration::from_secs(1),
         stop_grace: Duration::from_secs(10),
         labels: Vec::new(),
+        images: Default::default(),
     };
     let agent = Agent::new(cfg, Arc::new(docker), gpus);
     tracing::info!(%addr, data_dir = %data_dir.display(), "berth dev: controller and agent up; try `berth nodes`");

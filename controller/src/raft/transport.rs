@@ -8,6 +8,7 @@
 //! snapshot handed to the stream as `Finish`, one that could not be as `Failure`.
 
 use std::collections::{BTreeMap, HashMap};
+#[cfg(feature = "fault-injection")]
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -38,14 +39,17 @@ pub struct Transport {
 /// A network cut of this controller's raft traffic, for tests: while the
 /// file named by `BERTH_FAULT_CUT_FILE` exists, raft messages in and out are
 /// dropped (the API still answers, as in a partition between controllers
-/// only). Without the variable it is never set.
+/// only). Only a build with the `fault-injection` feature (the test suite's)
+/// reads the variable; otherwise the cut is never set.
 #[derive(Clone, Default)]
 pub struct Cut(Arc<AtomicBool>);
 
 impl Cut {
     pub fn from_env() -> Cut {
         let cut = Cut::default();
+        #[cfg(feature = "fault-injection")]
         if let Some(path) = std::env::var_os("BERTH_FAULT_CUT_FILE").map(PathBuf::from) {
+            tracing::warn!(file = %path.display(), "fault injection: raft traffic is cut while this file exists");
             let flag = cut.0.clone();
             tokio::spawn(async move {
                 loop {
