@@ -93,8 +93,9 @@ pub fn plan(
                 job_id: alloc.job_id.clone(),
                 container_id: c.id.clone(),
             }),
-            // RUNNING with no container is reported, never recreated: a job
-            // runs once (restart policies come later, and will be explicit).
+            // RUNNING with no container is reported, never recreated here:
+            // an attempt runs once. A restart policy is the controller's
+            // (a new attempt, placed again, with a container of its own).
             _ => {}
         }
     }
