@@ -41,8 +41,10 @@ impl Client {
         EventServiceClient::new(self.channel.clone())
     }
 
-    /// Every job `req` matches, page after page, newest first.
+    /// Every job `req` matches, page after page, newest first. The
+    /// largest pages the server gives: each costs it a pass over the jobs.
     pub async fn all_jobs(&self, mut req: ListJobsRequest) -> Result<Vec<Job>> {
+        req.page_size = 5000;
         let mut jobs = Vec::new();
         loop {
             let page = self
