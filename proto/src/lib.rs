@@ -59,27 +59,14 @@ impl JobState {
         }
     }
 
-    /// A finished job holds nothing and never changes again.
+    /// A finished job holds nothing and never changes again. (What a job
+    /// holds in each state is the controller's business: its own
+    /// `state::JobState` owns the transitions.)
     pub fn is_finished(self) -> bool {
         matches!(
             self,
             JobState::Exited | JobState::Failed | JobState::Cancelled
         )
-    }
-}
-
-impl JobState {
-    /// A placed, pulling, running or stopping job holds its GPUs and host ports.
-    pub fn holds_resources(self) -> bool {
-        matches!(
-            self,
-            JobState::Placed | JobState::Pulling | JobState::Running | JobState::Stopping
-        )
-    }
-
-    /// Queued or holding resources: the job's name is taken.
-    pub fn is_live(self) -> bool {
-        self == JobState::Queued || self.holds_resources()
     }
 }
 
