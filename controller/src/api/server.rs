@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use berth_proto::archive::MAX_MESSAGE;
 use berth_proto::internal::v1::control_plane_server::ControlPlaneServer;
 use berth_proto::internal::v1::raft_service_server::RaftServiceServer;
 use berth_proto::v1::controller_service_server::ControllerServiceServer;
@@ -17,7 +18,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use super::{
     control::Control, events::Events, images::Images, jobs::Jobs, members::Members, nodes::Nodes,
 };
-use crate::core::{Controller, MAX_CHUNK_MESSAGE};
+use crate::core::Controller;
 use crate::leader::{Leader, LeaderConfig};
 use crate::raft::transport::RaftServer;
 
@@ -57,8 +58,8 @@ pub async fn run(
         .add_service(NodeServiceServer::new(Nodes(ctl.clone())))
         .add_service(
             ImageServiceServer::new(Images(ctl.clone(), leader.clone()))
-                .max_decoding_message_size(MAX_CHUNK_MESSAGE)
-                .max_encoding_message_size(MAX_CHUNK_MESSAGE),
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
         )
         .add_service(EventServiceServer::new(Events(ctl.clone())))
         .add_service(ControlPlaneServer::new(Control(ctl.clone())))

@@ -2,15 +2,11 @@
 //! users' logs, exec, cp, commit and image operations to the agent of the
 //! host concerned, and asks agents to move and collect images.
 
+use berth_proto::archive::{MAX_MESSAGE, WINDOW};
 use berth_proto::internal::v1::agent_service_client::AgentServiceClient;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::{Error, Result};
-
-/// Image chunks are up to 2 MiB (compressed or not) plus framing.
-pub const MAX_CHUNK_MESSAGE: usize = berth_proto::archive::MAX_MESSAGE;
-/// HTTP/2 window for image streams: a few chunks in flight, not one.
-const WINDOW: u32 = berth_proto::archive::WINDOW;
 
 /// A data-plane client for an agent, sized for image streams.
 pub async fn agent_client(node: &str, addr: &str) -> Result<AgentServiceClient<Channel>> {
@@ -24,6 +20,6 @@ pub async fn agent_client(node: &str, addr: &str) -> Result<AgentServiceClient<C
             Error::Unavailable(format!("cannot reach the agent of {node} at {addr}: {e}"))
         })?;
     Ok(AgentServiceClient::new(channel)
-        .max_decoding_message_size(MAX_CHUNK_MESSAGE)
-        .max_encoding_message_size(MAX_CHUNK_MESSAGE))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE))
 }

@@ -19,7 +19,7 @@ mod membership;
 mod telemetry;
 pub mod wire;
 
-pub use agents::{agent_client, MAX_CHUNK_MESSAGE};
+pub use agents::agent_client;
 pub use lookup::Target;
 pub use membership::peers_text;
 pub use telemetry::{Telemetry, NODE_DOWN_AFTER};

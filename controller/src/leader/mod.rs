@@ -45,8 +45,9 @@ pub struct LeaderConfig {
     pub job_retention: Option<Duration>,
 }
 
-/// What the leader derives from the state and keeps between passes.
-#[derive(Default)]
+/// What the leader derives from the state and keeps between passes. No
+/// `Default`: the queue must start stale (`IncrementalQueue::new`), or it
+/// would never be built and miss every job queued before the leader.
 struct Caches {
     /// The queue as the scheduler sees it, kept up to date as commands apply.
     queue: IncrementalQueue,

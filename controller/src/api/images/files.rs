@@ -5,7 +5,7 @@ use berth_proto::internal::v1::{DeleteImageRequest, ExportImageRequest, ImportIm
 use berth_proto::v1::{ImageChunk, NodeOutcome};
 use futures::Stream;
 
-use super::plan::{held, sources};
+use super::plan::{held, no_holder, sources};
 use crate::core::{agent_client, Controller};
 use crate::leader::needed_images;
 use crate::{Error, Result};
@@ -26,11 +26,7 @@ impl Controller {
                     .find(|f| f.addr == first)
                     .map(|f| (f.name.to_string(), first.clone()))
             });
-            holder.ok_or_else(|| {
-                Error::FailedPrecondition(format!(
-                    "no ready host has {image}: `berth images` lists what each host holds"
-                ))
-            })?
+            holder.ok_or_else(|| no_holder(image))?
         } else {
             (node.to_string(), self.ready_agent(node)?)
         };

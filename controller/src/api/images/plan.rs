@@ -50,10 +50,7 @@ pub fn plan(nodes: &[NodeFacts], image: &str, to: &[String], all: bool) -> Resul
         }
     }
     if sources.is_empty() {
-        return Err(Error::refused(
-            Reason::ImageNotFound,
-            format!("no ready host has {image}: `berth images` lists what each host holds"),
-        ));
+        return Err(no_holder(&image));
     }
     if to.is_empty() && !all {
         return Err(Error::InvalidArgument(
@@ -112,6 +109,14 @@ pub fn plan(nodes: &[NodeFacts], image: &str, to: &[String], all: bool) -> Resul
         sources,
         targets,
     })
+}
+
+/// No ready host holds `image`.
+pub fn no_holder(image: &str) -> Error {
+    Error::refused(
+        Reason::ImageNotFound,
+        format!("no ready host has {image}: `berth images` lists what each host holds"),
+    )
 }
 
 /// The holders `node` should read `image` from, best first: ready, not
