@@ -10,4 +10,7 @@ pub enum Error {
     /// An image chunk that does not encode or decode (see `archive`).
     #[error("{0}")]
     Archive(String),
+    /// A certificate, key or CA that cannot be made, read or used (see `tls`).
+    #[error("{0}")]
+    Tls(String),
 }

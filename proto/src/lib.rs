@@ -6,7 +6,9 @@
 //! - `internal::v1`: Berth's own wiring (`berth.internal.v1`), versioned
 //!   with the release — the agents' control plane, the agent's data plane,
 //!   raft between controllers.
-//! - `connect`: finding the leader among the controllers given.
+//! - `tls`: the cluster CA, certificates that carry a peer's role, and the
+//!   mutual-TLS settings of every server and channel; `connect`: channels
+//!   (TLS, deadlines, keepalives, the bearer token) and finding the leader.
 //! - `image_ref`: image references as Docker resolves them.
 //! - `archive`: image archives as chunks on the wire (the codec every side
 //!   uses); `size`: sizes as docker writes them.
@@ -16,7 +18,9 @@ pub mod archive;
 pub mod connect;
 mod error;
 pub mod image_ref;
+pub mod policy;
 pub mod size;
+pub mod tls;
 
 pub use error::{Error, Result};
 
