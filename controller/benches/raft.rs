@@ -6,14 +6,20 @@
 //! and failover time (leader killed with SIGKILL → first submit acknowledged
 //! by the new leader). The last line is a JSON object with those figures.
 //!
+//! Every link is mutual TLS (there is no other mode): the controllers share
+//! a CA made here, the clients submit with the bootstrap admin token.
+//!
 //! Env: BENCH_SECONDS (default 10), BENCH_CLIENTS (default 64).
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use berth_controller::api::auth::bootstrap;
+use berth_proto::connect::Dial;
 use berth_proto::internal::v1::control_plane_client::ControlPlaneClient;
 use berth_proto::internal::v1::{GpuBackend, NodeReport, RegisterRequest, ReportRequest};
+use berth_proto::tls::{Peer, Tls};
 use berth_proto::v1::controller_service_client::ControllerServiceClient;
 use berth_proto::v1::job_service_client::JobServiceClient;
 use berth_proto::v1::*;
@@ -35,6 +41,30 @@ fn env_num(key: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// A CA for the cluster; dials as the admin (users) and as the bench's
+/// fake node (the control plane).
+fn credentials(dir: &std::path::Path) -> (Dial, Dial) {
+    let tls_dir = dir.join("tls");
+    let token = bootstrap::init(&tls_dir, "bench").unwrap();
+    bootstrap::issue(
+        &tls_dir,
+        &Peer::Node("bench-node".into()),
+        &[],
+        &dir.join("node"),
+    )
+    .unwrap();
+    let ca = std::fs::read_to_string(tls_dir.join("ca.pem")).unwrap();
+    let user = Dial {
+        tls: Tls::ca_only(ca),
+        bearer: berth_proto::connect::Bearer::new(Some(&token)).unwrap(),
+    };
+    let node = Dial {
+        tls: Tls::load(&dir.join("node")).unwrap(),
+        bearer: Default::default(),
+    };
+    (user, node)
 }
 
 fn spawn_cluster(dir: &std::path::Path) -> (Procs, Vec<String>) {
@@ -61,6 +91,8 @@ fn spawn_cluster(dir: &std::path::Path) -> (Procs, Vec<String>) {
             .args(["--id", &id.to_string(), "--peers", &peers, "--listen", addr])
             .arg("--data-dir")
             .arg(&data)
+            .arg("--tls-dir")
+            .arg(dir.join("tls"))
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -74,13 +106,16 @@ fn spawn_cluster(dir: &std::path::Path) -> (Procs, Vec<String>) {
     (Procs(procs), addrs)
 }
 
-async fn leader(addrs: &[String]) -> (Channel, u64) {
+async fn leader(dial: &Dial, addrs: &[String]) -> (Channel, u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok((ch, _)) = berth_proto::connect::leader(addrs, Duration::from_secs(10)).await {
-            if let Ok(m) = ControllerServiceClient::new(ch.clone())
-                .list_members(ListMembersRequest {})
-                .await
+        if let Ok((ch, _)) =
+            berth_proto::connect::leader(dial, addrs, Duration::from_secs(10)).await
+        {
+            if let Ok(m) =
+                ControllerServiceClient::with_interceptor(ch.clone(), dial.bearer.clone())
+                    .list_members(ListMembersRequest {})
+                    .await
             {
                 let self_id = m.into_inner().membership.map_or(0, |m| m.self_id);
                 return (ch, self_id);
@@ -144,21 +179,25 @@ async fn main() {
     let seconds = env_num("BENCH_SECONDS", 10);
     let clients = env_num("BENCH_CLIENTS", 64) as usize;
     let dir = tempfile::tempdir().unwrap();
+    let (user, node) = credentials(dir.path());
     let (mut procs, addrs) = spawn_cluster(dir.path());
     eprintln!("controller logs: {}", dir.path().display());
-    let (ch, leader_id) = leader(&addrs).await;
-    register_fake_node(ch.clone()).await;
+    let (ch, leader_id) = leader(&user, &addrs).await;
+    register_fake_node(leader(&node, &addrs).await.0).await;
 
     // Throughput and latency: `clients` closed-loop clients over 4 HTTP/2 connections.
     let mut channels = vec![ch.clone()];
     for _ in 1..4 {
-        channels.push(leader(&addrs).await.0);
+        channels.push(leader(&user, &addrs).await.0);
     }
     let stop = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let mut client = JobServiceClient::new(channels[c % channels.len()].clone());
+        let mut client = JobServiceClient::with_interceptor(
+            channels[c % channels.len()].clone(),
+            user.bearer.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut n = 0u64;
@@ -192,8 +231,10 @@ async fn main() {
     let _ = old.wait();
     let live: Vec<String> = addrs.clone();
     let failover_ms = loop {
-        if let Ok((ch, _)) = berth_proto::connect::leader(&live, Duration::from_millis(500)).await {
-            let mut c = JobServiceClient::new(ch);
+        if let Ok((ch, _)) =
+            berth_proto::connect::leader(&user, &live, Duration::from_millis(500)).await
+        {
+            let mut c = JobServiceClient::with_interceptor(ch, user.bearer.clone());
             if c.submit_job(submit_req(format!(
                 "failover-{}",
                 killed.elapsed().as_nanos()

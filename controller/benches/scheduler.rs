@@ -61,6 +61,17 @@ struct Committed {
     first_pass_placed: usize,
 }
 
+/// The controller's identity (it serves nothing here, but owns one).
+fn bench_tls() -> berth_proto::tls::Tls {
+    let ca = berth_proto::tls::Ca::generate("bench").unwrap();
+    ca.issue(
+        &berth_proto::tls::Peer::Controller(1),
+        &[],
+        berth_proto::tls::NODE_CERT_LIFETIME,
+    )
+    .unwrap()
+}
+
 async fn committed(hosts: usize, jobs: usize, rounds: usize) -> Committed {
     let dir = tempfile::tempdir().unwrap();
     let ctl = Controller::open(ControllerConfig {
@@ -69,6 +80,7 @@ async fn committed(hosts: usize, jobs: usize, rounds: usize) -> Committed {
         data_dir: dir.path().join("c1"),
         join: false,
         snapshot_every: 50_000,
+        tls: bench_tls(),
     })
     .unwrap();
     let leader = Leader::new(ctl.clone(), LeaderConfig::default());
@@ -116,7 +128,7 @@ async fn committed(hosts: usize, jobs: usize, rounds: usize) -> Committed {
     for (i, spec) in specs.into_iter().enumerate() {
         let (ctl, permit) = (ctl.clone(), sem.clone().acquire_owned().await.unwrap());
         tasks.push(tokio::spawn(async move {
-            ctl.submit(spec, format!("j{i}"), format!("r{i}"))
+            ctl.submit(spec, "user", format!("j{i}"), format!("r{i}"), 0)
                 .await
                 .unwrap();
             drop(permit);

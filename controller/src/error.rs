@@ -32,6 +32,9 @@ pub enum Error {
     NotLeader { leader: Option<String> },
     #[error("{0}")]
     Unavailable(String),
+    /// Certificates, keys and tokens that cannot be made, read or used.
+    #[error("tls: {0}")]
+    Tls(#[from] berth_proto::Error),
 }
 
 /// Why a request was refused, for programs (`ErrorInfo.reason`).
@@ -50,6 +53,10 @@ pub enum Reason {
     NodeNotFound,
     /// The job has already finished.
     JobFinished,
+    /// The mount and privilege policy forbids what the job asks.
+    PolicyDenied,
+    /// The user has as many jobs queued as one may.
+    TooManyQueued,
 }
 
 impl Reason {
@@ -62,12 +69,16 @@ impl Reason {
             Reason::JobNotFound => "JOB_NOT_FOUND",
             Reason::NodeNotFound => "NODE_NOT_FOUND",
             Reason::JobFinished => "JOB_FINISHED",
+            Reason::PolicyDenied => "POLICY_DENIED",
+            Reason::TooManyQueued => "TOO_MANY_QUEUED",
         }
     }
 
     fn code(self) -> tonic::Code {
         match self {
             Reason::JobNotFound | Reason::NodeNotFound => tonic::Code::NotFound,
+            Reason::PolicyDenied => tonic::Code::PermissionDenied,
+            Reason::TooManyQueued => tonic::Code::ResourceExhausted,
             Reason::NoHostFits
             | Reason::QuotaExceeded
             | Reason::NoNodes
@@ -100,12 +111,14 @@ impl Error {
                 Rejection::BadTransition(..) => "BAD_STATE",
                 Rejection::BadPlacement { .. } => "BAD_PLACEMENT",
                 Rejection::BadUpdate { .. } | Rejection::Malformed(_) => "INVALID_ARGUMENT",
+                Rejection::TokenUsed(_) => "TOKEN_USED",
             },
             Error::Storage(_) => "STORAGE",
             Error::Agent(_) => "AGENT_UNREACHABLE",
             Error::NotLeader { leader: Some(_) } => "NOT_LEADER",
             Error::NotLeader { leader: None } => "NO_LEADER",
             Error::Unavailable(_) => "UNAVAILABLE",
+            Error::Tls(_) => "TLS",
         }
     }
 
@@ -117,7 +130,7 @@ impl Error {
             Error::NotFound(_) | Error::Rejected(Rejection::NoSuchJob(_)) => Code::NotFound,
             Error::Refused { reason, .. } => reason.code(),
             Error::Rejected(_) => Code::FailedPrecondition,
-            Error::Storage(_) => Code::Internal,
+            Error::Storage(_) | Error::Tls(_) => Code::Internal,
             Error::Agent(_) | Error::Unavailable(_) | Error::NotLeader { .. } => Code::Unavailable,
         }
     }

@@ -12,6 +12,49 @@ use clap::Parser;
     version,
     about = "Berth controller: schedules GPU container jobs across agents"
 )]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Sub>,
+    #[command(flatten)]
+    args: Args,
+}
+
+#[derive(clap::Subcommand)]
+enum Sub {
+    /// The cluster's certificates.
+    #[command(subcommand)]
+    Tls(TlsCmd),
+}
+
+#[derive(clap::Subcommand)]
+enum TlsCmd {
+    /// Create a cluster CA and the first admin's token in DIR: copy DIR to
+    /// every controller (--tls-dir); agents need only DIR/ca.pem and a join
+    /// token.
+    Init {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a certificate with the CA in --ca-dir, into --out (ca.pem,
+    /// cert.pem, key.pem): for an agent that cannot use a join token.
+    Issue {
+        #[arg(long)]
+        ca_dir: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// A node certificate for this node name.
+        #[arg(long, conflicts_with = "controller")]
+        node: Option<String>,
+        /// A controller certificate for this id.
+        #[arg(long)]
+        controller: Option<u64>,
+        /// Extra host names or IPs the certificate is valid for.
+        #[arg(long = "san")]
+        sans: Vec<String>,
+    },
+}
+
+#[derive(clap::Args)]
 struct Args {
     /// Address for the gRPC API (clients, agents, other controllers). Port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:7450", env = "BERTH_LISTEN")]
@@ -51,6 +94,52 @@ struct Args {
     /// `ps -a`, `inspect` and the state); 0 keeps them forever.
     #[arg(long, env = "BERTH_JOB_RETENTION", default_value = "7d")]
     job_retention: humantime::Duration,
+    /// The cluster CA (ca.pem, ca.key from `tls init`); this controller
+    /// mints its own certificate from it at start.
+    #[arg(long, env = "BERTH_TLS_DIR", default_value = "/etc/berth/tls")]
+    tls_dir: PathBuf,
+    /// Append one JSON line per mutating request (who, from where, what,
+    /// outcome) to this file.
+    #[arg(long, env = "BERTH_AUDIT_LOG")]
+    audit_log: Option<PathBuf>,
+    /// Users may submit up to this priority; above needs an admin.
+    #[arg(long, default_value_t = 100)]
+    max_user_priority: i32,
+    /// Queued jobs one user may have at once (0: no cap).
+    #[arg(long, default_value_t = 10_000)]
+    max_queued_per_user: u32,
+}
+
+fn tls_command(cmd: TlsCmd) -> anyhow::Result<()> {
+    use berth_controller::api::auth::bootstrap;
+    match cmd {
+        TlsCmd::Init { out } => {
+            let token = bootstrap::init(&out, "berth")?;
+            eprintln!(
+                "created the cluster CA in {dir} (ca.pem, ca.key) and the first admin token ({dir}/admin.token).\n\
+                 controllers: --tls-dir {dir} (copy it to each); agents: {dir}/ca.pem and `berth token create --join`.\n\
+                 the admin token, shown once more below, is for `berth` (BERTH_TOKEN or ~/.config/berth/config.toml):",
+                dir = out.display()
+            );
+            println!("{token}");
+        }
+        TlsCmd::Issue {
+            ca_dir,
+            out,
+            node,
+            controller,
+            sans,
+        } => {
+            let peer = match (node, controller) {
+                (Some(n), None) => berth_proto::tls::Peer::Node(n),
+                (None, Some(id)) if id > 0 => berth_proto::tls::Peer::Controller(id),
+                _ => bail!("say whom the certificate is for: --node NAME or --controller ID"),
+            };
+            bootstrap::issue(&ca_dir, &peer, &sans, &out)?;
+            eprintln!("wrote {peer}'s certificate to {}", out.display());
+        }
+    }
+    Ok(())
 }
 
 fn parse_peers(s: &str) -> anyhow::Result<BTreeMap<u64, String>> {
@@ -81,7 +170,11 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let args = Args::parse();
+    let cli = Cli::parse();
+    if let Some(Sub::Tls(cmd)) = cli.command {
+        return tls_command(cmd);
+    }
+    let args = cli.args;
     let mut peers = parse_peers(&args.peers)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -90,12 +183,17 @@ async fn main() -> anyhow::Result<()> {
     if peers.is_empty() {
         peers.insert(args.id, addr.to_string());
     }
+    let names = cert_names(addr);
+    let tls =
+        berth_controller::api::auth::bootstrap::controller_tls(&args.tls_dir, args.id, &names)
+            .with_context(|| format!("loading TLS from {}", args.tls_dir.display()))?;
     let ctl = berth_controller::Controller::open(berth_controller::ControllerConfig {
         id: args.id,
         peers: peers.clone(),
         data_dir: args.data_dir.clone(),
         join: args.join,
         snapshot_every: args.snapshot_every.max(100),
+        tls,
     })
     .with_context(|| format!("opening data dir {}", args.data_dir.display()))?;
     // Tests and scripts that asked for port 0 read the real address here.
@@ -110,7 +208,23 @@ async fn main() -> anyhow::Result<()> {
         },
         job_retention: Some(*args.job_retention).filter(|d| !d.is_zero()),
     };
-    let server = berth_controller::run(ctl, leader, listener, async {
+    let access = berth_controller::api::auth::guard::Access {
+        bootstrap_hash: berth_controller::api::auth::bootstrap::bootstrap_hash(&args.tls_dir),
+        audit: match &args.audit_log {
+            Some(p) => Some(
+                berth_controller::api::auth::audit::Audit::open(p)
+                    .with_context(|| format!("opening the audit log {}", p.display()))?,
+            ),
+            None => None,
+        },
+        priority_ceiling: args.max_user_priority,
+        max_queued_per_user: args.max_queued_per_user,
+        protected_paths: vec![
+            args.data_dir.display().to_string(),
+            args.tls_dir.display().to_string(),
+        ],
+    };
+    let server = berth_controller::run(ctl, leader, access, listener, async {
         let _ = stopped.await;
     });
     tokio::select! {
@@ -124,6 +238,22 @@ async fn main() -> anyhow::Result<()> {
             tokio::time::sleep(std::time::Duration::from_secs(2)).await;
         } => Ok(()),
     }
+}
+
+/// Names besides the role's that the certificate is valid for: the
+/// address it listens on (when specific) and the host name, so plain TLS
+/// tools can verify it too.
+fn cert_names(addr: SocketAddr) -> Vec<String> {
+    let mut names = vec!["localhost".to_string()];
+    if !addr.ip().is_unspecified() {
+        names.push(addr.ip().to_string());
+    }
+    if let Ok(h) = nix::unistd::gethostname() {
+        if let Some(h) = h.to_str().filter(|h| !h.is_empty() && h.is_ascii()) {
+            names.push(h.to_string());
+        }
+    }
+    names
 }
 
 async fn shutdown_signal() {

@@ -3,9 +3,32 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// One cluster CA for these tests (`tls init`), and its admin token.
+fn tls() -> &'static (std::path::PathBuf, String) {
+    static TLS: std::sync::OnceLock<(std::path::PathBuf, String)> = std::sync::OnceLock::new();
+    TLS.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep().join("tls");
+        let out = Command::new(env!("CARGO_BIN_EXE_berth-controller"))
+            .args(["tls", "init", "--out"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            dir,
+            String::from_utf8(out.stdout).unwrap().trim().to_string(),
+        )
+    })
+}
+
 fn controller() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_berth-controller"));
-    c.stdin(Stdio::null())
+    c.env("BERTH_TLS_DIR", &tls().0)
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     c
@@ -155,9 +178,13 @@ fn a_log_entry_of_a_newer_format_stops_the_controller_with_what_to_do() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let applied = rt.block_on(async {
-            let mut c = ControllerServiceClient::connect(format!("http://{addr}"))
-                .await
-                .ok()?;
+            let (dir, token) = tls();
+            let dial = berth_proto::connect::Dial {
+                tls: berth_proto::tls::Tls::load(dir).unwrap(),
+                bearer: berth_proto::connect::Bearer::new(Some(token)).unwrap(),
+            };
+            let ch = dial.endpoint(&addr).ok()?.connect().await.ok()?;
+            let mut c = ControllerServiceClient::with_interceptor(ch, dial.bearer.clone());
             let m = c.list_members(ListMembersRequest {}).await.ok()?;
             let m = m.into_inner().membership?;
             let me = m.members.iter().find(|x| x.id == m.self_id)?;

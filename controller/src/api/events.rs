@@ -1,6 +1,7 @@
 //! `berth.v1.EventService`: job and node events as the controller applies
 //! them.
 
+use crate::api::auth::{caller, redact};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ impl EventService for Events {
     type WatchStream = EventStream;
 
     async fn watch(&self, req: Request<WatchRequest>) -> Result<Response<EventStream>, Status> {
+        let who = caller(&req)?;
         self.0.ensure_leader()?;
         let filter = req.into_inner().job;
         let job_id = if filter.is_empty() {
@@ -32,7 +34,10 @@ impl EventService for Events {
         let out = async_stream::stream! {
             loop {
                 match rx.recv().await {
-                    Ok(ev) => {
+                    Ok(mut ev) => {
+                        if let Some(event::Kind::Job(j)) = ev.kind.as_mut() {
+                            redact::job(&who, j);
+                        }
                         let keep = match (&job_id, &ev.kind) {
                             (None, _) => true,
                             (Some(id), Some(event::Kind::Job(j))) => &j.id == id,

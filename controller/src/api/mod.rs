@@ -2,6 +2,8 @@
 //! Handlers only adapt: decode → call the operation → encode.
 //!
 //! - `server`: the wiring (every service on one listener), `run`.
+//! - `auth`: who calls (the guard) and what they may do (`rules`); tokens,
+//!   the audit log, redaction. `access`: `AccessService` — tokens, policy.
 //! - `jobs`: `JobService` — submit, stop, update, wait, logs, and the
 //!   container verbs (exec, cp, commit) proxied to the job's agent;
 //!   `validate`: submit-time checks, before anything is written.
@@ -12,6 +14,8 @@
 //!   the pure rules turning reports into job transitions), their desired
 //!   allocations, image sources.
 
+pub mod access;
+pub mod auth;
 pub mod control;
 pub mod events;
 pub mod images;

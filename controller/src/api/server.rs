@@ -1,5 +1,6 @@
 //! Wiring: the gRPC services on one listener (public API, agents' control
-//! plane, raft between controllers, membership), and the leader's loops.
+//! plane, raft between controllers, membership), behind mutual TLS and the
+//! guard (`auth::guard`), and the leader's loops.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 use berth_proto::archive::MAX_MESSAGE;
 use berth_proto::internal::v1::control_plane_server::ControlPlaneServer;
 use berth_proto::internal::v1::raft_service_server::RaftServiceServer;
+use berth_proto::v1::access_service_server::AccessServiceServer;
 use berth_proto::v1::controller_service_server::ControllerServiceServer;
 use berth_proto::v1::event_service_server::EventServiceServer;
 use berth_proto::v1::image_service_server::ImageServiceServer;
@@ -15,8 +17,10 @@ use berth_proto::v1::node_service_server::NodeServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use super::auth::guard::{Access, GuardLayer};
 use super::{
-    control::Control, events::Events, images::Images, jobs::Jobs, members::Members, nodes::Nodes,
+    access::AccessApi, control::Control, events::Events, images::Images, jobs::Jobs,
+    members::Members, nodes::Nodes,
 };
 use crate::core::Controller;
 use crate::leader::{Leader, LeaderConfig};
@@ -26,6 +30,7 @@ use crate::raft::transport::RaftServer;
 pub async fn run(
     ctl: Arc<Controller>,
     cfg: LeaderConfig,
+    access: Access,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -48,13 +53,35 @@ pub async fn run(
             .set_service_status(service, tonic_health::ServingStatus::Serving)
             .await;
     }
+    // Clients without a certificate may connect (users bring a token);
+    // the guard decides what each may call.
+    let tls = ctl.tls.server(true)?;
+    let access = Arc::new(access);
+    let guard = GuardLayer {
+        ctl: ctl.clone(),
+        access: access.clone(),
+    };
     let result = tonic::transport::Server::builder()
+        .tls_config(tls)?
         .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+        // One slow or hostile client cannot hold unbounded streams open.
+        .max_concurrent_streams(Some(1024))
+        .layer(guard)
         // Image save/load pass 2 MiB chunks through: a 64 KiB HTTP/2
         // window would stall each on window updates.
         .initial_stream_window_size(8 << 20)
         .initial_connection_window_size(16 << 20)
-        .add_service(JobServiceServer::new(Jobs(ctl.clone(), leader.clone())))
+        .add_service(JobServiceServer::new(Jobs(
+            ctl.clone(),
+            leader.clone(),
+            access.clone(),
+        )))
+        .add_service(AccessServiceServer::new(AccessApi(
+            ctl.clone(),
+            access.clone(),
+        )))
         .add_service(NodeServiceServer::new(Nodes(ctl.clone())))
         .add_service(
             ImageServiceServer::new(Images(ctl.clone(), leader.clone()))
@@ -78,12 +105,13 @@ pub async fn run(
 }
 
 /// The services a controller serves to clients: berth.v1, the stable API.
-const PUBLIC: [&str; 5] = [
+const PUBLIC: [&str; 6] = [
     "berth.v1.JobService",
     "berth.v1.NodeService",
     "berth.v1.ImageService",
     "berth.v1.EventService",
     "berth.v1.ControllerService",
+    "berth.v1.AccessService",
 ];
 
 /// Berth's own wiring, served on the same port (agents and peers call it).

@@ -4,13 +4,19 @@
 
 use berth_proto::archive::{MAX_MESSAGE, WINDOW};
 use berth_proto::internal::v1::agent_service_client::AgentServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use berth_proto::tls::{Tls, NODE_DOMAIN};
+use tonic::transport::Channel;
 
 use crate::{Error, Result};
 
-/// A data-plane client for an agent, sized for image streams.
-pub async fn agent_client(node: &str, addr: &str) -> Result<AgentServiceClient<Channel>> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
+/// A data-plane client for an agent, sized for image streams: mutual TLS,
+/// this controller's certificate, the agent's verified as a node's.
+pub async fn agent_client(
+    tls: &Tls,
+    node: &str,
+    addr: &str,
+) -> Result<AgentServiceClient<Channel>> {
+    let channel = berth_proto::connect::endpoint(addr, tls, NODE_DOMAIN)
         .map_err(|e| Error::Unavailable(format!("bad agent address {addr}: {e}")))?
         .initial_stream_window_size(WINDOW)
         .initial_connection_window_size(2 * WINDOW)

@@ -29,6 +29,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use berth_proto::tls::Tls;
 use berth_proto::v1::Event;
 use tokio::sync::{broadcast, watch};
 
@@ -56,6 +57,9 @@ pub struct ControllerConfig {
     pub join: bool,
     /// Snapshot the state and compact the raft log every this many entries.
     pub snapshot_every: u64,
+    /// This controller's certificate (a controller's) and the cluster CA:
+    /// raft, agents' data planes and clients all speak mutual TLS.
+    pub tls: Tls,
 }
 
 pub struct Controller {
@@ -63,6 +67,8 @@ pub struct Controller {
     pub raft: RaftHandle,
     /// Test-only raft partition switch (see `Cut`).
     pub cut: Cut,
+    /// What this controller presents and trusts (see `ControllerConfig`).
+    pub tls: Tls,
 }
 
 impl Controller {
@@ -108,7 +114,13 @@ impl Controller {
         }
         let (inbox, rx) = std::sync::mpsc::channel();
         let cut = Cut::from_env();
-        let transport = Transport::start(cfg.id, &current, inbox.clone(), cut.clone());
+        let transport = Transport::start(
+            cfg.id,
+            &current,
+            inbox.clone(),
+            cut.clone(),
+            cfg.tls.clone(),
+        );
         let mut raft_cfg = RaftConfig::new(cfg.id, current.clone());
         raft_cfg.compact_every = cfg.snapshot_every;
         if cfg.peers.len() == 1 {
@@ -142,6 +154,7 @@ impl Controller {
                 id: cfg.id,
             },
             cut,
+            tls: cfg.tls.clone(),
         }))
     }
 

@@ -35,6 +35,12 @@ pub fn spec_from_wire(s: pb::JobSpec) -> Result<state::JobSpec> {
         restart,
         memory_bytes,
         nano_cpus,
+        run_as,
+        privileged,
+        cap_add,
+        devices,
+        network,
+        ipc,
     } = s;
     Ok(state::JobSpec {
         restart: restart_from_wire(&restart)?,
@@ -80,6 +86,14 @@ pub fn spec_from_wire(s: pb::JobSpec) -> Result<state::JobSpec> {
         }),
         memory_bytes,
         nano_cpus,
+        // Set by submit from the caller's identity.
+        role: String::new(),
+        run_as,
+        privileged,
+        cap_add,
+        devices,
+        network,
+        ipc,
     })
 }
 
@@ -110,6 +124,13 @@ pub fn spec_to_wire(s: &state::JobSpec) -> pb::JobSpec {
         restart,
         memory_bytes,
         nano_cpus,
+        role: _,
+        run_as,
+        privileged,
+        cap_add,
+        devices,
+        network,
+        ipc,
     } = s;
     pb::JobSpec {
         image: image.clone(),
@@ -155,6 +176,12 @@ pub fn spec_to_wire(s: &state::JobSpec) -> pb::JobSpec {
         restart: restart.as_spec(),
         memory_bytes: *memory_bytes,
         nano_cpus: *nano_cpus,
+        run_as: run_as.clone(),
+        privileged: *privileged,
+        cap_add: cap_add.clone(),
+        devices: devices.clone(),
+        network: network.clone(),
+        ipc: ipc.clone(),
     }
 }
 
@@ -248,6 +275,12 @@ mod tests {
             restart: "on-failure:3".into(),
             memory_bytes: 6 << 20,
             nano_cpus: 1_500_000_000,
+            run_as: "1000:1000".into(),
+            privileged: true,
+            cap_add: vec!["SYS_PTRACE".into()],
+            devices: vec!["/dev/fuse".into()],
+            network: "host".into(),
+            ipc: "host".into(),
         };
         let recorded = spec_from_wire(wire.clone()).unwrap();
         assert_eq!(recorded.restart, RestartPolicy::OnFailure { max: Some(3) });

@@ -108,7 +108,7 @@ impl Leader {
         dry_run: bool,
     ) -> Result<ImageGcResult> {
         let addr = self.ctl.ready_agent(node)?;
-        let r = agent_client(node, &addr)
+        let r = agent_client(&self.ctl.tls, node, &addr)
             .await?
             .collect_images(CollectImagesRequest {
                 keep: keep.to_vec(),

@@ -24,16 +24,23 @@ use raft::SnapshotStatus;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
+use berth_proto::tls::{Tls, CONTROLLER_DOMAIN};
+
 use super::handle::Input;
 
 const CHUNK: usize = 1 << 20;
 const QUEUE: usize = 4096;
+/// The largest message (a snapshot, in practice) a peer may reassemble here:
+/// only controllers reach this service, but a bug or a bad peer must not
+/// make one grow without bound.
+const MAX_MESSAGE: usize = 2 << 30;
 
 pub struct Transport {
     peers: HashMap<u64, mpsc::Sender<Message>>,
     inbox: Sender<Input>,
     runtime: tokio::runtime::Handle,
     cut: Cut,
+    tls: Tls,
 }
 
 /// A network cut of this controller's raft traffic, for tests: while the
@@ -73,12 +80,14 @@ impl Transport {
         peers: &BTreeMap<u64, String>,
         inbox: Sender<Input>,
         cut: Cut,
+        tls: Tls,
     ) -> Transport {
         let mut t = Transport {
             peers: HashMap::new(),
             inbox,
             runtime: tokio::runtime::Handle::current(),
             cut,
+            tls,
         };
         for (&id, addr) in peers.iter().filter(|(id, _)| **id != self_id) {
             t.add_peer(id, addr.clone());
@@ -89,8 +98,13 @@ impl Transport {
     /// Starts (or restarts, at a new address) the sender task for a peer.
     pub fn add_peer(&mut self, id: u64, addr: String) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        self.runtime
-            .spawn(peer_loop(id, addr, rx, self.inbox.clone()));
+        self.runtime.spawn(peer_loop(
+            id,
+            addr,
+            rx,
+            self.inbox.clone(),
+            self.tls.clone(),
+        ));
         self.peers.insert(id, tx);
     }
 
@@ -117,13 +131,14 @@ async fn peer_loop(
     addr: String,
     mut queue: mpsc::Receiver<Message>,
     inbox: Sender<Input>,
+    tls: Tls,
 ) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
-            Ok(e) => e
-                .connect_timeout(Duration::from_millis(500))
-                .tcp_nodelay(true),
+        // Mutual TLS: this controller's certificate, and the peer's must
+        // be a controller's.
+        let endpoint = match berth_proto::connect::endpoint(&addr, &tls, CONTROLLER_DOMAIN) {
+            Ok(e) => e.connect_timeout(Duration::from_millis(500)),
             Err(e) => {
                 tracing::error!(peer = id, %addr, error = %e, "bad peer address");
                 return;
@@ -198,6 +213,12 @@ impl RaftService for RaftServer {
         let mut stream = req.into_inner();
         let mut buf = Vec::new();
         while let Some(chunk) = stream.message().await? {
+            if buf.len() + chunk.data.len() > MAX_MESSAGE {
+                return Err(Status::resource_exhausted(format!(
+                    "a raft message over {} MiB: refused (a snapshot that large needs --snapshot-every lower, or a bigger limit)",
+                    MAX_MESSAGE >> 20
+                )));
+            }
             buf.extend_from_slice(&chunk.data);
             if chunk.more {
                 continue;

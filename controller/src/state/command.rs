@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::access::TokenRecord;
 use super::records::{NodeRecord, Placement};
 use super::spec::{JobSpec, RestartPolicy};
 
@@ -72,6 +73,18 @@ pub enum Command {
         #[serde(with = "super::spec::update_policy")]
         restart: Option<RestartPolicy>,
     },
+    /// Adds a token (only its hash: the secret is never in the log).
+    CreateToken(TokenRecord),
+    /// Removes tokens: they stop working at the next request.
+    RevokeTokens {
+        ids: Vec<String>,
+    },
+    /// Replaces the mount and privilege policy.
+    SetPolicy(berth_proto::policy::Policy),
+    /// A one-time join token was used: it is gone.
+    UseJoinToken {
+        id: String,
+    },
 }
 
 /// Why `apply` refused a command. Refusals are deterministic too, so every
@@ -92,6 +105,10 @@ pub enum Rejection {
     BadPlacement { job: String, why: String },
     #[error("job {job} cannot be updated: {why}")]
     BadUpdate { job: String, why: String },
+    #[error(
+        "join token {0} was already used (join tokens are one-time: ask an admin for another)"
+    )]
+    TokenUsed(String),
     #[error("undecodable command: {0}")]
     Malformed(String),
 }

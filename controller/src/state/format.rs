@@ -6,6 +6,9 @@
 //!   was the API's. Such bytes begin with `{`.
 //! - Version 2: `MAGIC`, the version byte, then `serde_json` of the state's
 //!   own types (`spec`, `records`, `command`), whose names are frozen.
+//! - Version 3: the same encoding; adds the access commands (tokens, the
+//!   mount and privilege policy), jobs' owner role and docker's `-u` and
+//!   privilege fields. A version-2 controller cannot apply those.
 //!
 //! Readers keep every older version; a controller that meets a newer one
 //! stops rather than misread it (`Decode::TooNew`). The rule for changing
@@ -14,7 +17,7 @@
 use super::{Command, State};
 
 /// This controller writes this version, and reads it and every older one.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 
 /// First byte of every versioned entry and snapshot: never the first byte
 /// of JSON (or of UTF-8 text), so version 1's bytes are told apart.

@@ -14,6 +14,7 @@
 //!   the tasks of gangs and arrays; `lifecycle`: a job's moves from pulling
 //!   to its end (restarts, requeues); `update`: what changes live.
 
+mod access;
 mod command;
 mod constraint;
 pub mod format;
@@ -34,6 +35,7 @@ use rustc_hash::FxHashMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use access::TokenRecord;
 pub use command::{Applied, Command, Rejection};
 pub use constraint::Constraint;
 pub use groups::{GroupKind, GroupRecord};
@@ -60,6 +62,12 @@ pub struct State {
     /// User → whole GPUs their live jobs may hold at once.
     #[serde(default)]
     pub quotas: BTreeMap<String, u32>,
+    /// Tokens by their public id (hashes only).
+    #[serde(default)]
+    pub tokens: BTreeMap<String, TokenRecord>,
+    /// The admins' mount and privilege policy; `None`: the built-in default.
+    #[serde(default)]
+    pub policy: Option<berth_proto::policy::Policy>,
     /// Derived indexes, rebuilt after a snapshot is loaded.
     #[serde(skip)]
     gpu_holder: FxHashMap<String, String>,
@@ -166,6 +174,25 @@ impl State {
                 nano_cpus,
                 restart,
             } => self.update(job_id, *memory_bytes, *nano_cpus, *restart),
+            Command::CreateToken(t) => {
+                self.tokens.insert(t.id.clone(), t.clone());
+                Ok(Applied::default())
+            }
+            Command::RevokeTokens { ids } => {
+                for id in ids {
+                    self.tokens.remove(id);
+                }
+                Ok(Applied::default())
+            }
+            Command::UseJoinToken { id } => match self.tokens.remove(id) {
+                Some(_) => Ok(Applied::default()),
+                // Two nodes raced for one one-time token: the second loses.
+                None => Err(Rejection::TokenUsed(id.clone())),
+            },
+            Command::SetPolicy(p) => {
+                self.policy = Some(p.clone());
+                Ok(Applied::default())
+            }
         }
     }
 

@@ -33,8 +33,11 @@ pub struct JobSpec {
     pub exclusive: bool,
     pub priority: i32,
     pub preemptible: bool,
-    /// Who the job is charged to (fair share, quotas).
+    /// Who owns the job and is charged for it (fair share, quotas,
+    /// ownership): the authenticated caller at submit, never the client's say.
     pub user: String,
+    /// The owner's role at submit (the agent re-checks the policy for it).
+    pub role: String,
     /// Gang size; 0 or 1 for a single job.
     pub nodes: u32,
     pub master_port: u32,
@@ -42,6 +45,13 @@ pub struct JobSpec {
     pub restart: RestartPolicy,
     pub memory_bytes: u64,
     pub nano_cpus: u64,
+    /// docker's `-u`.
+    pub run_as: String,
+    pub privileged: bool,
+    pub cap_add: Vec<String>,
+    pub devices: Vec<String>,
+    pub network: String,
+    pub ipc: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 
 mod report;
 
+use crate::api::auth::{caller, Identity};
 use crate::core::{wire, Controller};
 use crate::state::{self, GpuInventory, NodeRecord, State};
 
@@ -20,6 +21,21 @@ const RESEND_EVERY: Duration = Duration::from_secs(5);
 
 pub struct Control(pub Arc<Controller>);
 
+/// A node registers, reports and watches under the name in its
+/// certificate, and no other: a second agent cannot pose as the first.
+fn as_node<T>(req: &Request<T>, node: &str) -> Result<(), Status> {
+    match caller(req)? {
+        Identity::Node(n) if n == node => Ok(()),
+        Identity::Node(n) => Err(Status::permission_denied(format!(
+            "this agent's certificate is for node {n}, not {node} (rule: control.own-name): start it with --name {n}, or join it as {node}"
+        ))),
+        other => Err(Status::permission_denied(format!(
+            "{} is not a node (rule: control.nodes-only)",
+            other.describe()
+        ))),
+    }
+}
+
 type AllocStream = Pin<Box<dyn Stream<Item = Result<DesiredAllocations, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -28,6 +44,7 @@ impl ControlPlane for Control {
         &self,
         req: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
+        as_node(&req, &req.get_ref().node)?;
         let r = req.into_inner();
         if r.node.is_empty() || r.agent_addr.is_empty() {
             return Err(Status::invalid_argument("node and agent_addr are required"));
@@ -82,6 +99,7 @@ impl ControlPlane for Control {
         &self,
         req: Request<WatchAllocationsRequest>,
     ) -> Result<Response<AllocStream>, Status> {
+        as_node(&req, &req.get_ref().node)?;
         let node = req.into_inner().node;
         self.0.ensure_leader()?;
         if !self.0.read(|s| s.nodes.contains_key(&node)) {
@@ -96,6 +114,8 @@ impl ControlPlane for Control {
         &self,
         req: Request<ReportRequest>,
     ) -> Result<Response<ReportResponse>, Status> {
+        let node = req.get_ref().report.as_ref().map(|r| r.node.clone());
+        as_node(&req, node.as_deref().unwrap_or_default())?;
         let report = req
             .into_inner()
             .report
@@ -108,6 +128,7 @@ impl ControlPlane for Control {
         &self,
         req: Request<ImageSourcesRequest>,
     ) -> Result<Response<ImageSourcesResponse>, Status> {
+        as_node(&req, &req.get_ref().node)?;
         let req = req.into_inner();
         self.0.ensure_leader()?;
         let (sources, image_size) = self.0.image_sources(&req.node, &req.image);
@@ -141,12 +162,12 @@ pub fn allocations(
             let stamp = last.as_ref().map(|(s, _)| *s);
             let changed = ctl.read(|s| {
                 let now = s.node_stamp(&node);
-                (due || Some(now) != stamp).then(|| (now, s.applied_index, desired(s, &node)))
+                (due || Some(now) != stamp).then(|| (now, s.applied_index, desired(s, &node), policy_toml(s)))
             });
-            if let Some((now, revision, allocations)) = changed {
+            if let Some((now, revision, allocations, policy_toml)) = changed {
                 if due || last.as_ref().map(|(_, a)| a) != Some(&allocations) {
                     last_sent = tokio::time::Instant::now();
-                    yield Ok(DesiredAllocations { revision, allocations: allocations.clone() });
+                    yield Ok(DesiredAllocations { revision, allocations: allocations.clone(), policy_toml });
                 }
                 last = Some((now, allocations));
             }
@@ -171,8 +192,16 @@ pub fn desired(state: &State, node: &str) -> Vec<Allocation> {
             state: wire::state_to_wire(j.state) as i32,
             extra_env: extra_env(j),
             attempt: j.attempt(),
+            owner_role: j.spec.role.clone(),
         })
         .collect()
+}
+
+/// The policy the agent re-checks containers against. A policy change
+/// alone does not wake the streams: it applies to containers created
+/// after the next send (at most `RESEND_EVERY`).
+fn policy_toml(s: &State) -> String {
+    s.policy.clone().unwrap_or_default().to_toml()
 }
 
 /// What the controller adds to a job's environment: its task's (array index,

@@ -31,7 +31,7 @@ impl Controller {
             (node.to_string(), self.ready_agent(node)?)
         };
         tracing::info!(%image, %node, "saving image for a client");
-        let stream = agent_client(&node, &addr)
+        let stream = agent_client(&self.tls, &node, &addr)
             .await?
             .export_image(ExportImageRequest {
                 image: image.to_string(),
@@ -66,7 +66,7 @@ impl Controller {
             )));
         }
         tracing::info!(%node, bytes = size, "loading an archive from a client");
-        let r = agent_client(node, &addr)
+        let r = agent_client(&self.tls, node, &addr)
             .await?
             .import_image(chunks)
             .await
@@ -136,7 +136,7 @@ impl Controller {
         for node in targets {
             let result = async {
                 let addr = self.ready_agent(&node)?;
-                agent_client(&node, &addr)
+                agent_client(&self.tls, &node, &addr)
                     .await?
                     .delete_image(DeleteImageRequest {
                         image: image.to_string(),

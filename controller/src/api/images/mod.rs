@@ -58,7 +58,7 @@ impl ImageService for Images {
         let plan = self.0.plan_push(&req.image, &req.to, req.all)?;
         tracing::info!(image = %plan.image, targets = plan.targets.len(), sources = plan.sources.len(), "pushing image");
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(push::run(plan, tx));
+        tokio::spawn(push::run(self.0.tls.clone(), plan, tx));
         let out = async_stream::stream! {
             while let Some(p) = rx.recv().await {
                 yield Ok(p);

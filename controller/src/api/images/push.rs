@@ -7,18 +7,20 @@ use berth_proto::v1::PushProgress;
 use tokio::sync::mpsc;
 
 use super::plan::PushPlan;
+use berth_proto::tls::Tls;
+
 use crate::core::agent_client;
 
 /// Runs every transfer of `plan` at once, forwarding progress to `out`. The
 /// targets form a chain: each reads from the one before it while that one
 /// is still receiving (falling back to the holders), so N targets cost about
 /// one read of the holder and one transfer's time, not N.
-pub async fn run(plan: PushPlan, out: mpsc::Sender<PushProgress>) {
+pub async fn run(tls: Tls, plan: PushPlan, out: mpsc::Sender<PushProgress>) {
     let plan = Arc::new(plan);
     let mut tasks = Vec::new();
     let n = plan.targets.len();
     for (i, (node, addr)) in plan.targets.clone().into_iter().enumerate() {
-        let (plan, out) = (plan.clone(), out.clone());
+        let (plan, out, tls) = (plan.clone(), out.clone(), tls.clone());
         let mut sources = Vec::new();
         if i > 0 {
             sources.push(plan.targets[i - 1].1.clone());
@@ -26,7 +28,7 @@ pub async fn run(plan: PushPlan, out: mpsc::Sender<PushProgress>) {
         sources.extend(plan.sources.iter().cloned());
         let downstream = u32::from(i + 1 < n);
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = one(&plan, &node, &addr, sources, downstream, &out).await {
+            if let Err(e) = one(&tls, &plan, &node, &addr, sources, downstream, &out).await {
                 let _ = out
                     .send(PushProgress {
                         node,
@@ -43,6 +45,7 @@ pub async fn run(plan: PushPlan, out: mpsc::Sender<PushProgress>) {
 }
 
 async fn one(
+    tls: &Tls,
     plan: &PushPlan,
     node: &str,
     addr: &str,
@@ -50,7 +53,9 @@ async fn one(
     downstream: u32,
     out: &mpsc::Sender<PushProgress>,
 ) -> std::result::Result<(), String> {
-    let mut client = agent_client(node, addr).await.map_err(|e| e.to_string())?;
+    let mut client = agent_client(tls, node, addr)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut progress = client
         .fetch_image(FetchImageRequest {
             image: plan.image.clone(),

@@ -17,6 +17,7 @@ use futures::{Stream, StreamExt};
 use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
+use crate::api::auth::{check, Action, Identity};
 use crate::api::rest;
 use crate::core::{agent_client, Controller};
 use crate::state::{JobRecord, JobState};
@@ -26,11 +27,20 @@ use crate::state::{JobRecord, JobState};
 /// container (cp and commit work on a finished job's, as docker's do).
 async fn agent_of(
     ctl: &Controller,
+    who: &Identity,
+    verb: &str,
     reference: &str,
     running: bool,
 ) -> Result<(JobRecord, AgentServiceClient<Channel>), Status> {
     ctl.read_barrier().await?;
     let job = ctl.resolve(reference)?;
+    check(
+        who,
+        Action::OnJob {
+            owner: &job.spec.user,
+            verb,
+        },
+    )?;
     let ok = if running {
         job.state == JobState::Running
     } else {
@@ -63,13 +73,14 @@ pub async fn client_for(
     let addr = ctl
         .read(|s| s.nodes.get(&node).map(|n| n.agent_addr.clone()))
         .ok_or_else(|| Status::unavailable(format!("node {node} is unknown")))?;
-    Ok(agent_client(&node, &addr).await?)
+    Ok(agent_client(&ctl.tls, &node, &addr).await?)
 }
 
 pub type ExecStream = Pin<Box<dyn Stream<Item = Result<ExecOutput, Status>> + Send>>;
 
 pub async fn exec(
     ctl: &Controller,
+    who: &Identity,
     mut inbound: Streaming<ExecInput>,
 ) -> Result<ExecStream, Status> {
     let Some(ExecInput {
@@ -83,7 +94,7 @@ pub async fn exec(
             "say what to run: berth exec JOB CMD [ARG...]",
         ));
     }
-    let (job, mut client) = agent_of(ctl, &start.job, true).await?;
+    let (job, mut client) = agent_of(ctl, who, "exec into", &start.job, true).await?;
     let first = ContainerExecInput {
         kind: Some(container_exec_input::Kind::Start(ContainerExecStart {
             container_id: job.container_id,
@@ -121,8 +132,12 @@ pub async fn exec(
     Ok(Box::pin(upstream))
 }
 
-pub async fn stat(ctl: &Controller, req: StatPathRequest) -> Result<StatPathResponse, Status> {
-    let (job, mut client) = agent_of(ctl, &req.job, false).await?;
+pub async fn stat(
+    ctl: &Controller,
+    who: &Identity,
+    req: StatPathRequest,
+) -> Result<StatPathResponse, Status> {
+    let (job, mut client) = agent_of(ctl, who, "copy from", &req.job, false).await?;
     let r = client
         .stat_path(ContainerStatRequest {
             container_id: job.container_id,
@@ -141,8 +156,12 @@ pub async fn stat(ctl: &Controller, req: StatPathRequest) -> Result<StatPathResp
 
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<CopyChunk, Status>> + Send>>;
 
-pub async fn copy_from(ctl: &Controller, req: CopyFromRequest) -> Result<ChunkStream, Status> {
-    let (job, mut client) = agent_of(ctl, &req.job, false).await?;
+pub async fn copy_from(
+    ctl: &Controller,
+    who: &Identity,
+    req: CopyFromRequest,
+) -> Result<ChunkStream, Status> {
+    let (job, mut client) = agent_of(ctl, who, "copy from", &req.job, false).await?;
     let r = client
         .copy_from(ContainerCopyFromRequest {
             container_id: job.container_id,
@@ -155,6 +174,7 @@ pub async fn copy_from(ctl: &Controller, req: CopyFromRequest) -> Result<ChunkSt
 
 pub async fn copy_to(
     ctl: &Controller,
+    who: &Identity,
     mut inbound: Streaming<CopyToInput>,
 ) -> Result<CopyToResponse, Status> {
     let Some(CopyToInput {
@@ -165,7 +185,7 @@ pub async fn copy_to(
             "a copy starts with the job and directory",
         ));
     };
-    let (job, mut client) = agent_of(ctl, &start.job, false).await?;
+    let (job, mut client) = agent_of(ctl, who, "copy into", &start.job, false).await?;
     let first = ContainerCopyToInput {
         kind: Some(container_copy_to_input::Kind::Start(ContainerCopyToStart {
             container_id: job.container_id,
@@ -187,13 +207,17 @@ pub async fn copy_to(
     Ok(CopyToResponse {})
 }
 
-pub async fn commit(ctl: &Controller, req: CommitRequest) -> Result<CommitResponse, Status> {
+pub async fn commit(
+    ctl: &Controller,
+    who: &Identity,
+    req: CommitRequest,
+) -> Result<CommitResponse, Status> {
     if req.image.trim().is_empty() {
         return Err(Status::invalid_argument(
             "say what to call the image: berth commit JOB REPOSITORY[:TAG]",
         ));
     }
-    let (job, mut client) = agent_of(ctl, &req.job, false).await?;
+    let (job, mut client) = agent_of(ctl, who, "commit", &req.job, false).await?;
     let r = client
         .commit(ContainerCommitRequest {
             container_id: job.container_id,

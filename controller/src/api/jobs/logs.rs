@@ -4,6 +4,7 @@
 //! job is watched for its next attempt's container, as `docker logs -f` of
 //! a restarting container goes on.
 
+use crate::api::auth::{check, Action, Identity};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -19,9 +20,20 @@ use crate::state::JobRecord;
 
 pub type LogStream = Pin<Box<dyn Stream<Item = Result<LogChunk, Status>> + Send>>;
 
-pub async fn job_logs(ctl: Arc<Controller>, req: JobLogsRequest) -> Result<LogStream, Status> {
+pub async fn job_logs(
+    ctl: Arc<Controller>,
+    who: &Identity,
+    req: JobLogsRequest,
+) -> Result<LogStream, Status> {
     ctl.read_barrier().await?;
     let mut job = ctl.resolve(&req.job)?;
+    check(
+        who,
+        Action::OnJob {
+            owner: &job.spec.user,
+            verb: "read the logs of",
+        },
+    )?;
     if req.follow {
         // A followed job's logs begin once its container exists.
         job = wait_until(&ctl, &job.id, |j| {

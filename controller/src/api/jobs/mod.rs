@@ -17,11 +17,30 @@ mod list;
 mod logs;
 mod ops;
 
+use crate::api::auth::guard::Access;
+use crate::api::auth::{caller, check, redact, Action, Identity};
 use crate::core::{convert, Controller, Target};
 use crate::leader::Leader;
 use logs::LogStream;
 
-pub struct Jobs(pub Arc<Controller>, pub Arc<Leader>);
+pub struct Jobs(pub Arc<Controller>, pub Arc<Leader>, pub Arc<Access>);
+
+impl Jobs {
+    /// Every task `reference` names, checked as `who`'s to `verb`.
+    fn owned(&self, who: &Identity, reference: &str, verb: &str) -> Result<(), Status> {
+        let target = self.0.resolve_target(reference)?;
+        for task in target.tasks() {
+            check(
+                who,
+                Action::OnJob {
+                    owner: &task.spec.user,
+                    verb,
+                },
+            )?;
+        }
+        Ok(())
+    }
+}
 
 #[tonic::async_trait]
 impl JobService for Jobs {
@@ -29,10 +48,25 @@ impl JobService for Jobs {
         &self,
         req: Request<SubmitJobRequest>,
     ) -> Result<Response<SubmitJobResponse>, Status> {
+        let who = caller(&req)?;
         let req = req.into_inner();
-        let spec = req
+        let mut spec = req
             .spec
             .ok_or_else(|| Status::invalid_argument("spec is required"))?;
+        // The owner is who authenticated, whatever the client wrote.
+        let Some((owner, role)) = who.user() else {
+            return Err(Status::permission_denied("only users submit jobs"));
+        };
+        spec.user = owner.to_string();
+        check(
+            &who,
+            Action::Submit {
+                priority: spec.priority,
+                ceiling: self.2.priority_ceiling,
+            },
+        )?;
+        self.0
+            .check_policy(&spec, role.word(), &self.2.protected_paths)?;
         if req.dry_run {
             self.0.ensure_leader()?;
             let plan = self.0.plan_submit(&self.1, &spec, &req.name)?;
@@ -41,7 +75,16 @@ impl JobService for Jobs {
                 ..Default::default()
             }));
         }
-        let target = self.0.submit(spec, req.name, req.request_id).await?;
+        let target = self
+            .0
+            .submit(
+                spec,
+                role.word(),
+                req.name,
+                req.request_id,
+                self.2.max_queued_per_user,
+            )
+            .await?;
         Ok(Response::new(self.0.read(|s| match &target {
             Target::Job(job) => {
                 tracing::info!(job = %job.id, name = %job.name, image = %job.spec.image, gpus = job.spec.gpus, "submitted");
@@ -67,10 +110,12 @@ impl JobService for Jobs {
         &self,
         req: Request<GetJobRequest>,
     ) -> Result<Response<GetJobResponse>, Status> {
+        let who = caller(&req)?;
         self.0.read_barrier().await?;
         let job = self.0.resolve(&req.into_inner().job)?;
         let mut job = self.0.read(|s| convert::job(&job, s));
         job.pull = self.0.pull_of(&job);
+        redact::job(&who, &mut job);
         Ok(Response::new(GetJobResponse { job: Some(job) }))
     }
 
@@ -78,6 +123,7 @@ impl JobService for Jobs {
         &self,
         req: Request<ListJobsRequest>,
     ) -> Result<Response<ListJobsResponse>, Status> {
+        let who = caller(&req)?;
         self.0.read_barrier().await?;
         let req = req.into_inner();
         let (jobs, next_page_token) = self.0.read(|s| -> crate::Result<_> {
@@ -98,6 +144,7 @@ impl JobService for Jobs {
             .into_iter()
             .map(|mut j| {
                 j.pull = self.0.pull_of(&j);
+                redact::job(&who, &mut j);
                 j
             })
             .collect();
@@ -111,7 +158,10 @@ impl JobService for Jobs {
         &self,
         req: Request<CancelJobRequest>,
     ) -> Result<Response<CancelJobResponse>, Status> {
-        let target = self.0.cancel(&req.into_inner().job).await?;
+        let who = caller(&req)?;
+        let reference = req.into_inner().job;
+        self.owned(&who, &reference, "stop")?;
+        let target = self.0.cancel(&reference).await?;
         Ok(Response::new(self.0.read(|s| {
             let tasks: Vec<Job> = target.tasks().iter().map(|t| convert::job(t, s)).collect();
             CancelJobResponse {
@@ -128,7 +178,9 @@ impl JobService for Jobs {
         &self,
         req: Request<UpdateJobRequest>,
     ) -> Result<Response<UpdateJobResponse>, Status> {
+        let who = caller(&req)?;
         let req = req.into_inner();
+        self.owned(&who, &req.job, "update")?;
         let (memory, cpus) = (req.memory_bytes, req.nano_cpus);
         let live = self
             .0
@@ -146,6 +198,7 @@ impl JobService for Jobs {
         &self,
         req: Request<WaitJobRequest>,
     ) -> Result<Response<WaitJobResponse>, Status> {
+        let who = caller(&req)?;
         let target = self.0.resolve_target(&req.into_inner().job)?;
         let mut finished = Vec::new();
         for task in target.tasks() {
@@ -153,16 +206,21 @@ impl JobService for Jobs {
         }
         let code = |j: &crate::state::JobRecord| j.exit_code.unwrap_or(-1);
         let exit_code = finished.iter().map(code).find(|c| *c != 0).unwrap_or(0);
+        let job = |j: &crate::state::JobRecord, s: &crate::state::State| {
+            let mut j = convert::job(j, s);
+            redact::job(&who, &mut j);
+            j
+        };
         Ok(Response::new(self.0.read(|s| match target {
             Target::Job(_) => WaitJobResponse {
-                job: finished.first().map(|j| convert::job(j, s)),
+                job: finished.first().map(|j| job(j, s)),
                 exit_code: finished.first().map_or(-1, code),
                 tasks: Vec::new(),
             },
             Target::Group(..) => WaitJobResponse {
-                job: finished.first().map(|j| convert::job(j, s)),
+                job: finished.first().map(|j| job(j, s)),
                 exit_code,
-                tasks: finished.iter().map(|j| convert::job(j, s)).collect(),
+                tasks: finished.iter().map(|j| job(j, s)).collect(),
             },
         })))
     }
@@ -171,9 +229,11 @@ impl JobService for Jobs {
         &self,
         req: Request<ExplainJobRequest>,
     ) -> Result<Response<ExplainJobResponse>, Status> {
+        let who = caller(&req)?;
         self.0.ensure_leader()?;
         let (job, e) = self.1.explain(&req.into_inner().job)?;
-        let job = self.0.read(|s| convert::job(&job, s));
+        let mut job = self.0.read(|s| convert::job(&job, s));
+        redact::job(&who, &mut job);
         Ok(Response::new(ExplainJobResponse {
             explanation: Some(explanation(Some(job), e)),
         }))
@@ -219,8 +279,9 @@ impl JobService for Jobs {
         &self,
         req: Request<tonic::Streaming<ExecInput>>,
     ) -> Result<Response<Self::ExecStream>, Status> {
+        let who = caller(&req)?;
         Ok(Response::new(
-            containers::exec(&self.0, req.into_inner()).await?,
+            containers::exec(&self.0, &who, req.into_inner()).await?,
         ))
     }
 
@@ -228,8 +289,9 @@ impl JobService for Jobs {
         &self,
         req: Request<StatPathRequest>,
     ) -> Result<Response<StatPathResponse>, Status> {
+        let who = caller(&req)?;
         Ok(Response::new(
-            containers::stat(&self.0, req.into_inner()).await?,
+            containers::stat(&self.0, &who, req.into_inner()).await?,
         ))
     }
 
@@ -239,8 +301,9 @@ impl JobService for Jobs {
         &self,
         req: Request<CopyFromRequest>,
     ) -> Result<Response<Self::CopyFromStream>, Status> {
+        let who = caller(&req)?;
         Ok(Response::new(
-            containers::copy_from(&self.0, req.into_inner()).await?,
+            containers::copy_from(&self.0, &who, req.into_inner()).await?,
         ))
     }
 
@@ -248,8 +311,9 @@ impl JobService for Jobs {
         &self,
         req: Request<tonic::Streaming<CopyToInput>>,
     ) -> Result<Response<CopyToResponse>, Status> {
+        let who = caller(&req)?;
         Ok(Response::new(
-            containers::copy_to(&self.0, req.into_inner()).await?,
+            containers::copy_to(&self.0, &who, req.into_inner()).await?,
         ))
     }
 
@@ -257,14 +321,16 @@ impl JobService for Jobs {
         &self,
         req: Request<CommitRequest>,
     ) -> Result<Response<CommitResponse>, Status> {
+        let who = caller(&req)?;
         Ok(Response::new(
-            containers::commit(&self.0, req.into_inner()).await?,
+            containers::commit(&self.0, &who, req.into_inner()).await?,
         ))
     }
 
     async fn job_logs(&self, req: Request<JobLogsRequest>) -> Result<Response<LogStream>, Status> {
+        let who = caller(&req)?;
         Ok(Response::new(
-            logs::job_logs(self.0.clone(), req.into_inner()).await?,
+            logs::job_logs(self.0.clone(), &who, req.into_inner()).await?,
         ))
     }
 }

@@ -16,7 +16,14 @@ impl Controller {
     /// Validates, then queues a job (or every task of a gang or an array,
     /// in one command). Nothing is written when validation fails. A retry
     /// with the same `request_id` returns what the first attempt created.
-    pub async fn submit(&self, spec: JobSpec, name: String, request_id: String) -> Result<Target> {
+    pub async fn submit(
+        &self,
+        spec: JobSpec,
+        role: &str,
+        name: String,
+        request_id: String,
+        max_queued: u32,
+    ) -> Result<Target> {
         self.ensure_leader()?;
         if let Some(id) = self.read(|s| s.job_for_request(&request_id).map(String::from)) {
             return self.resolve_target(&id);
@@ -28,7 +35,29 @@ impl Controller {
             name
         };
         self.validate_submit(&spec, &name)?;
-        let spec = wire::spec_from_wire(spec)?;
+        if max_queued > 0 {
+            let queued = self.read(|s| {
+                s.queue
+                    .iter()
+                    .filter(|id| s.jobs.get(*id).is_some_and(|j| j.spec.user == spec.user))
+                    .count()
+            });
+            let tasks = spec.nodes.max(1) as usize
+                * spec
+                    .array
+                    .map_or(1, |a| (a.end.saturating_sub(a.start) + 1) as usize);
+            if queued + tasks > max_queued as usize {
+                return Err(Error::Refused {
+                    reason: Reason::TooManyQueued,
+                    message: format!(
+                        "{} has {queued} queued jobs; at most {max_queued} may wait at once (--max-queued-per-user): wait for some to start or stop some",
+                        spec.user
+                    ),
+                });
+            }
+        }
+        let mut spec = wire::spec_from_wire(spec)?;
+        spec.role = role.to_string();
         let applied = self
             .propose(Command::Submit {
                 id: id.clone(),
@@ -47,6 +76,17 @@ impl Controller {
                 .unwrap_or_default()
         });
         self.resolve_target(if group.is_empty() { &first } else { &group })
+    }
+
+    /// The mount and privilege policy in force, for a job of `role`'s.
+    pub fn check_policy(&self, spec: &JobSpec, role: &str, protected: &[String]) -> Result<()> {
+        let policy = self.read(|s| s.policy.clone()).unwrap_or_default();
+        policy
+            .check(spec, &spec.user, role, protected)
+            .map_err(|v| Error::Refused {
+                reason: Reason::PolicyDenied,
+                message: v.to_string(),
+            })
     }
 
     /// Every check a submit makes, writing nothing.

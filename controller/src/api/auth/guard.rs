@@ -1,0 +1,252 @@
+//! The guard: a tower layer in front of every service of the controller.
+//! It authenticates (certificate, else bearer token), admits the request to
+//! its method (`rules::admit`), hands the handler an `Identity`, and audits
+//! mutating requests with their outcome.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use berth_proto::tls::Peer;
+use tonic::body::Body;
+use tonic::codegen::BoxFuture;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tonic::{Code, Status};
+
+use super::audit::{Audit, Record};
+use super::rules::{admit, method};
+use super::tokens;
+use super::Identity;
+use crate::core::{convert, Controller};
+
+/// What the guard knows besides the state: the bootstrap token's hash and
+/// where to audit.
+#[derive(Debug, Default)]
+pub struct Access {
+    pub bootstrap_hash: Option<String>,
+    pub audit: Option<Audit>,
+    /// Priority above this needs an admin.
+    pub priority_ceiling: i32,
+    /// Queued jobs one user may have at once (0: no cap).
+    pub max_queued_per_user: u32,
+    /// This controller's own directories, which no mount may reach.
+    pub protected_paths: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct GuardLayer {
+    pub ctl: Arc<Controller>,
+    pub access: Arc<Access>,
+}
+
+impl<S> tower::Layer<S> for GuardLayer {
+    type Service = Guard<S>;
+    fn layer(&self, inner: S) -> Guard<S> {
+        Guard {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Guard<S> {
+    inner: S,
+    layer: GuardLayer,
+}
+
+type HttpRequest = http::Request<Body>;
+type HttpResponse = http::Response<Body>;
+
+impl<S> tower::Service<HttpRequest> for Guard<S>
+where
+    S: tower::Service<HttpRequest, Response = HttpResponse> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = HttpResponse;
+    type Error = S::Error;
+    type Future = BoxFuture<HttpResponse, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: HttpRequest) -> Self::Future {
+        // The clone is ready only after poll_ready: swap it in (tower's rule).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            let path = req.uri().path().to_string();
+            let info = req
+                .extensions()
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .cloned();
+            let from = info
+                .as_ref()
+                .and_then(|i| i.get_ref().remote_addr())
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            let certs = info.and_then(|i| i.peer_certs());
+            let bearer = req
+                .headers()
+                .get(berth_proto::connect::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_string());
+            let (_, mutating) = method(&path);
+            let identity = match authenticate(&layer, certs.as_deref(), bearer.as_deref()) {
+                Ok(id) => id,
+                Err(status) => {
+                    if mutating {
+                        audit(&layer, None, &from, &path, status.code(), status.message());
+                    }
+                    return Ok(status.into_http());
+                }
+            };
+            if let Err(denied) = admit(identity.as_ref(), &path) {
+                let status = Status::from(denied);
+                if mutating || identity.is_some() {
+                    audit(
+                        &layer,
+                        identity.as_ref(),
+                        &from,
+                        &path,
+                        status.code(),
+                        status.message(),
+                    );
+                }
+                return Ok(status.into_http());
+            }
+            if let Some(id) = identity.clone() {
+                req.extensions_mut().insert(id);
+            }
+            let resp = inner.call(req).await?;
+            if mutating {
+                let (code, message) = outcome(&resp);
+                audit(&layer, identity.as_ref(), &from, &path, code, &message);
+            }
+            Ok(resp)
+        })
+    }
+}
+
+/// Who the request is: a certificate's holder, else a token's user, else
+/// nobody (`Ok(None)`: only unauthenticated methods admit it).
+fn authenticate(
+    layer: &GuardLayer,
+    certs: Option<&Vec<tonic::transport::CertificateDer<'static>>>,
+    bearer: Option<&str>,
+) -> Result<Option<Identity>, Status> {
+    // rustls has verified the chain to the cluster CA; the leaf names the role.
+    if let Some(leaf) = certs.and_then(|c| c.first()) {
+        return match Peer::from_der(leaf) {
+            Some(Peer::Controller(id)) => Ok(Some(Identity::Controller(id))),
+            Some(Peer::Node(n)) => Ok(Some(Identity::Node(n))),
+            Some(Peer::User { name, role }) => match super::Role::parse(&role) {
+                Some(role) => Ok(Some(Identity::User { name, role })),
+                None => Err(Status::unauthenticated(format!(
+                    "the client certificate names an unknown role {role:?}"
+                ))),
+            },
+            None => Err(Status::unauthenticated(
+                "the client certificate names no Berth role (berth://controller|node|user/...)",
+            )),
+        };
+    }
+    let Some(token) = bearer.filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    let now = convert::now_ms();
+    layer
+        .ctl
+        .read(|s| tokens::authenticate(s, layer.access.bootstrap_hash.as_deref(), token, now))
+        .map(Some)
+        .map_err(|bad| Status::unauthenticated(bad.message()))
+}
+
+/// The code and message a response carries in its headers (an error
+/// answered at once); a streamed answer's trailers come later, and count
+/// as OK here: the call was admitted and started.
+fn outcome(resp: &HttpResponse) -> (Code, String) {
+    let h = resp.headers();
+    let code = h
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map(Code::from_i32)
+        .unwrap_or(Code::Ok);
+    let message = h
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .map(percent_decode)
+        .unwrap_or_default();
+    (code, message)
+}
+
+/// grpc-message is percent-encoded (gRPC over HTTP/2, "Responses").
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn audit(
+    layer: &GuardLayer,
+    id: Option<&Identity>,
+    from: &str,
+    method: &str,
+    code: Code,
+    message: &str,
+) {
+    let Some(log) = &layer.access.audit else {
+        return;
+    };
+    let (kind, name, role) = id.map(Identity::parts).unwrap_or(("", String::new(), ""));
+    log.write(&Record {
+        ts_ms: convert::now_ms(),
+        kind,
+        name: &name,
+        role,
+        from,
+        method,
+        outcome: if code == Code::Ok {
+            "OK"
+        } else {
+            code_name(code)
+        },
+        message,
+    });
+}
+
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
