@@ -219,6 +219,18 @@ fn pipe(src: &Daemon, dst: &Daemon, image: &str) -> Duration {
     t.elapsed()
 }
 
+/// One CA for the bench's agents: their streams are mutual TLS, as in a cluster.
+fn tls(node: &str) -> berth_proto::tls::Tls {
+    static CA: std::sync::OnceLock<berth_proto::tls::Ca> = std::sync::OnceLock::new();
+    CA.get_or_init(|| berth_proto::tls::Ca::generate("bench").unwrap())
+        .issue(
+            &berth_proto::tls::Peer::Node(node.into()),
+            &[],
+            berth_proto::tls::NODE_CERT_LIFETIME,
+        )
+        .unwrap()
+}
+
 async fn agent(d: &Daemon, name: &str) -> String {
     agent_with(d, name, ImageOptions::default()).await
 }
@@ -235,6 +247,8 @@ async fn agent_with(d: &Daemon, name: &str, images: ImageOptions) -> String {
             stop_grace: Duration::from_secs(1),
             labels: vec![],
             images,
+            tls: tls(name),
+            protected_paths: Vec::new(),
         },
         Arc::new(docker),
         Arc::new(SimGpus::new(parse_spec("0").unwrap(), name, None)),
@@ -255,9 +269,12 @@ async fn berth_from(
     image: &str,
 ) -> (Duration, u64, u64) {
     let t = Instant::now();
-    let mut c = AgentServiceClient::connect(format!("http://{target}"))
+    let ch = berth_proto::connect::endpoint(target, &tls("bench"), berth_proto::tls::NODE_DOMAIN)
+        .unwrap()
+        .connect()
         .await
         .unwrap();
+    let mut c = AgentServiceClient::new(ch);
     let mut s = c
         .fetch_image(FetchImageRequest {
             image: image.into(),

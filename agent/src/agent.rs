@@ -40,6 +40,10 @@ pub struct AgentConfig {
     pub labels: Vec<String>,
     /// How images are asked of other agents (compression, layer skipping).
     pub images: crate::images::ImageOptions,
+    /// This node's certificate and the cluster CA: every link is mutual TLS.
+    pub tls: berth_proto::tls::Tls,
+    /// This agent's own directories (its TLS keys): no mount may reach them.
+    pub protected_paths: Vec<String>,
 }
 
 pub struct Agent {
@@ -67,6 +71,9 @@ pub struct Agent {
     control: Mutex<Option<ControlPlaneClient<Channel>>>,
     /// The daemon's settings, read when the session started.
     daemon: Mutex<DaemonSettings>,
+    /// The cluster's policy as the controller last sent it; containers are
+    /// checked against it (and the built-in deny list) before creation.
+    policy: Mutex<berth_proto::policy::Policy>,
 }
 
 impl Agent {
@@ -88,6 +95,7 @@ impl Agent {
             exports: Arc::default(),
             control: Mutex::new(None),
             daemon: Mutex::default(),
+            policy: Mutex::default(),
         })
     }
 
@@ -108,8 +116,12 @@ impl Agent {
 
     /// The control plane of the current leader among the controllers given.
     async fn connect(&self) -> Result<ControlPlaneClient<Channel>> {
+        let dial = berth_proto::connect::Dial {
+            tls: self.cfg.tls.clone(),
+            bearer: Default::default(),
+        };
         let (channel, addr) =
-            berth_proto::connect::leader(&self.cfg.controllers, Duration::from_secs(5))
+            berth_proto::connect::leader(&dial, &self.cfg.controllers, Duration::from_secs(5))
                 .await
                 .map_err(Error::Controller)?;
         tracing::debug!(leader = %addr, "connected to the leader");
@@ -187,6 +199,14 @@ impl Agent {
         });
         let mut observed_revision = 0;
         if let Some(d) = desired {
+            if !d.policy_toml.is_empty() {
+                match berth_proto::policy::Policy::from_toml(&d.policy_toml) {
+                    Ok(p) => *self.policy.lock().unwrap() = p,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the controller sent a policy this agent cannot read; keeping the last one")
+                    }
+                }
+            }
             let live = |job: &str| d.allocations.iter().any(|a| a.job_id == job);
             failed.retain(|job, _| live(job));
             let present = |r: &str| images.iter().any(|i| image_ref::names(&i.id, &i.tags, r));
@@ -212,6 +232,12 @@ impl Agent {
     async fn execute(&self, cluster: &str, action: Action, failed: &mut HashMap<String, String>) {
         match action {
             Action::Create(alloc) => {
+                let policy = self.policy.lock().unwrap().clone();
+                if let Err(why) = container::admit(&alloc, &policy, &self.cfg.protected_paths) {
+                    tracing::warn!(job = %alloc.job_id, error = %why, "refused by policy");
+                    failed.insert(alloc.job_id.clone(), why);
+                    return;
+                }
                 let spec = container::spec(
                     &alloc,
                     cluster,
@@ -240,6 +266,7 @@ impl Agent {
                     node: self.cfg.node.clone(),
                     runtime: self.runtime.clone(),
                     images: self.cfg.images,
+                    tls: self.cfg.tls.clone(),
                     pulls: self.pulls.clone(),
                     control,
                 };

@@ -12,6 +12,8 @@ fn agent(rt: Arc<FakeRuntime>) -> Arc<Agent> {
         stop_grace: Duration::from_secs(1),
         labels: Vec::new(),
         images: Default::default(),
+        tls: berth_proto::tls::Tls::ca_only(String::new()),
+        protected_paths: Vec::new(),
     };
     Agent::new(
         cfg,
@@ -23,6 +25,7 @@ fn agent(rt: Arc<FakeRuntime>) -> Arc<Agent> {
 fn desired(state: JobState) -> DesiredAllocations {
     DesiredAllocations {
         revision: 7,
+        policy_toml: String::new(),
         allocations: vec![Allocation {
             job_id: "j1".into(),
             job_name: "train".into(),
@@ -38,6 +41,7 @@ fn desired(state: JobState) -> DesiredAllocations {
             state: state as i32,
             extra_env: Vec::new(),
             attempt: 0,
+            owner_role: "user".into(),
         }],
     }
 }

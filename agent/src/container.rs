@@ -4,9 +4,11 @@
 use std::collections::HashMap;
 
 use berth_proto::internal::v1::Allocation;
+use berth_proto::policy::Policy;
 
 use crate::runtime::{
-    ContainerSpec, LABEL_ATTEMPT, LABEL_CLUSTER, LABEL_GPUS, LABEL_JOB, LABEL_JOB_NAME, LABEL_NODE,
+    BindMount, ContainerSpec, LABEL_ATTEMPT, LABEL_CLUSTER, LABEL_GPUS, LABEL_JOB, LABEL_JOB_NAME,
+    LABEL_NODE,
 };
 
 /// Builds the container for `alloc`. `real_gpus` is true under NVML: only then
@@ -56,16 +58,13 @@ pub fn spec(alloc: &Allocation, cluster: &str, node: &str, real_gpus: bool) -> C
         entrypoint: js.entrypoint,
         env,
         labels,
-        binds: js
+        mounts: js
             .mounts
             .iter()
-            .map(|m| {
-                format!(
-                    "{}:{}{}",
-                    m.source,
-                    m.target,
-                    if m.read_only { ":ro" } else { "" }
-                )
+            .map(|m| BindMount {
+                source: m.source.clone(),
+                target: m.target.clone(),
+                read_only: m.read_only,
             })
             .collect(),
         ports: js
@@ -91,7 +90,36 @@ pub fn spec(alloc: &Allocation, cluster: &str, node: &str, real_gpus: bool) -> C
         workdir: js.workdir,
         tty: js.tty,
         stdin: js.stdin,
+        user: js.run_as,
+        privileged: js.privileged,
+        cap_add: js.cap_add,
+        devices: js.devices,
+        network: js.network,
+        ipc: js.ipc,
     }
+}
+
+/// The agent's own check before it creates a container: the policy the
+/// controller last sent, for the role the owner had at submit, with every
+/// mount source that exists here resolved through its symlinks first (a
+/// `/home/alice/x` that links to `/etc` is `/etc`). The controller checked
+/// too; an agent must not rely on that. Returns the rule broken.
+pub fn admit(alloc: &Allocation, policy: &Policy, protected: &[String]) -> Result<(), String> {
+    let mut js = alloc.spec.clone().unwrap_or_default();
+    // A job recorded before roles existed is held to a user's rules.
+    let role = if alloc.owner_role.is_empty() {
+        "user"
+    } else {
+        alloc.owner_role.as_str()
+    };
+    for m in &mut js.mounts {
+        if let Ok(real) = std::fs::canonicalize(&m.source) {
+            m.source = real.display().to_string();
+        }
+    }
+    policy
+        .check(&js, &js.user, role, protected)
+        .map_err(|v| format!("refused by this host's agent: {v}"))
 }
 
 #[cfg(test)]
@@ -133,6 +161,7 @@ mod tests {
             state: 2,
             extra_env: vec!["RANK=1".into(), "A=2".into()],
             attempt: 0,
+            owner_role: String::new(),
         }
     }
 
@@ -152,7 +181,14 @@ mod tests {
             .contains(&"CUDA_VISIBLE_DEVICES=GPU-2,GPU-3".to_string()));
         assert!(s.env.contains(&"BERTH_GPU_INDEXES=2,3".to_string()));
         assert!(s.env.contains(&"A=1".to_string()));
-        assert_eq!(s.binds, vec!["/d:/data:ro"]);
+        assert_eq!(
+            s.mounts,
+            vec![BindMount {
+                source: "/d".into(),
+                target: "/data".into(),
+                read_only: true
+            }]
+        );
         assert_eq!(
             s.ports,
             vec![("6006/tcp".to_string(), String::new(), 16006)]
@@ -174,5 +210,39 @@ mod tests {
         a.gpus.clear();
         let s = spec(&a, "cl", "n1", false);
         assert!(s.env.contains(&"NVIDIA_VISIBLE_DEVICES=void".to_string()));
+    }
+
+    #[test]
+    fn the_agent_refuses_what_the_policy_forbids_even_from_a_controller() {
+        let policy = Policy::default();
+        let mut a = alloc();
+        a.owner_role = "admin".into();
+        a.spec.as_mut().unwrap().mounts[0].source = "/var/run/docker.sock".into();
+        let e = admit(&a, &policy, &[]).unwrap_err();
+        assert!(e.contains("mounts.deny"), "{e}");
+        let mut a = alloc();
+        a.owner_role = "user".into();
+        a.spec.as_mut().unwrap().mounts.clear();
+        a.spec.as_mut().unwrap().privileged = true;
+        assert!(admit(&a, &policy, &[])
+            .unwrap_err()
+            .contains("privileges.privileged"));
+        // The agent's own key directory is off limits too.
+        let mut a = alloc();
+        a.owner_role = "admin".into();
+        a.spec.as_mut().unwrap().mounts[0].source = "/srv/berth/tls".into();
+        assert!(admit(&a, &policy, &["/srv/berth".into()]).is_err());
+    }
+
+    #[test]
+    fn a_symlink_is_judged_by_where_it_leads_on_this_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("innocent");
+        std::os::unix::fs::symlink("/etc", &link).unwrap();
+        let mut a = alloc();
+        a.owner_role = "admin".into();
+        a.spec.as_mut().unwrap().mounts[0].source = link.display().to_string();
+        let e = admit(&a, &Policy::default(), &[]).unwrap_err();
+        assert!(e.contains("/etc"), "{e}");
     }
 }

@@ -34,7 +34,7 @@ impl From<tonic::transport::Error> for Error {
 impl From<berth_proto::Error> for Error {
     fn from(e: berth_proto::Error) -> Self {
         match e {
-            berth_proto::Error::Size(m) => Error::Config(m),
+            berth_proto::Error::Size(m) | berth_proto::Error::Tls(m) => Error::Config(m),
             berth_proto::Error::Archive(m) => Error::Transfer(m),
         }
     }

@@ -10,6 +10,7 @@
 //! gets an aborted upload and keeps nothing), then compares the loaded
 //! image's id with the source's.
 
+use berth_proto::tls::Tls;
 use std::sync::Arc;
 
 use berth_proto::archive::{decode, encode, CHUNK, MAX_MESSAGE, WINDOW};
@@ -121,6 +122,7 @@ impl Default for ImageOptions {
 /// the image as loaded.
 pub async fn fetch(
     runtime: Arc<dyn Images>,
+    tls: &Tls,
     opts: ImageOptions,
     reference: &str,
     sources: &[String],
@@ -137,6 +139,7 @@ pub async fn fetch(
         let relaying = relay.take();
         match fetch_from(
             runtime.clone(),
+            tls,
             opts,
             reference,
             source,
@@ -170,13 +173,16 @@ pub async fn fetch(
 
 async fn fetch_from(
     runtime: Arc<dyn Images>,
+    tls: &Tls,
     opts: ImageOptions,
     reference: &str,
     source: &str,
     progress: &mpsc::Sender<TransferProgress>,
     relay: Option<&Relay>,
 ) -> Result<String> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{source}"))
+    // Agent to agent: mutual TLS, this node's certificate, the source's
+    // verified as a node's.
+    let channel = berth_proto::connect::endpoint(source, tls, berth_proto::tls::NODE_DOMAIN)
         .map_err(|e| Error::Transfer(format!("bad source address {source}: {e}")))?
         .initial_stream_window_size(WINDOW)
         .initial_connection_window_size(2 * WINDOW)

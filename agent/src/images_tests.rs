@@ -9,6 +9,18 @@ use crate::agent::{Agent, AgentConfig};
 use crate::gpu::{parse_spec, SimGpus};
 use crate::runtime::fake::FakeRuntime;
 
+/// One CA for every agent of these tests, as in a cluster.
+fn tls(node: &str) -> berth_proto::tls::Tls {
+    static CA: std::sync::OnceLock<berth_proto::tls::Ca> = std::sync::OnceLock::new();
+    CA.get_or_init(|| berth_proto::tls::Ca::generate("test").unwrap())
+        .issue(
+            &berth_proto::tls::Peer::Node(node.into()),
+            &[],
+            berth_proto::tls::NODE_CERT_LIFETIME,
+        )
+        .unwrap()
+}
+
 /// A source agent serving `archive` as `reference` on a loopback port.
 async fn source_of(reference: &str, archive: Vec<u8>) -> (String, Arc<FakeRuntime>) {
     let rt = Arc::new(FakeRuntime::default());
@@ -30,6 +42,8 @@ async fn serve(rt: Arc<FakeRuntime>) -> String {
             stop_grace: Duration::from_secs(1),
             labels: Vec::new(),
             images: Default::default(),
+            tls: tls("src"),
+            protected_paths: Vec::new(),
         },
         rt.clone(),
         Arc::new(SimGpus::new(parse_spec("0").unwrap(), "src", None)),
@@ -71,6 +85,7 @@ async fn an_image_moves_whole_compressed_where_it_helps() {
     let (tx, mut rx) = mpsc::channel(64);
     let id = fetch(
         rt.clone(),
+        &tls("dst"),
         ImageOptions::default(),
         "img:1",
         &[addr],
@@ -103,6 +118,7 @@ async fn a_dead_holder_is_skipped_for_the_next() {
     let (tx, _rx) = mpsc::channel(64);
     let id = fetch(
         rt.clone(),
+        &tls("dst"),
         ImageOptions::default(),
         "img:1",
         &[dead, addr],
@@ -135,6 +151,7 @@ async fn a_corrupt_chunk_is_detected_and_nothing_is_loaded() {
     let (tx, _rx) = mpsc::channel(64);
     let err = fetch(
         rt.clone(),
+        &tls("dst"),
         ImageOptions::default(),
         "bad:1",
         &[addr],
@@ -154,9 +171,12 @@ async fn a_corrupt_chunk_is_detected_and_nothing_is_loaded() {
 /// Asks the agent at `addr` to fetch `img:1` from `sources`, relaying to
 /// `downstream` agents; returns its final progress message.
 async fn fetch_via(addr: &str, sources: Vec<String>, downstream: u32) -> TransferProgress {
-    let mut c = AgentServiceClient::connect(format!("http://{addr}"))
+    let ch = berth_proto::connect::endpoint(addr, &tls("ctl"), berth_proto::tls::NODE_DOMAIN)
+        .unwrap()
+        .connect()
         .await
         .unwrap();
+    let mut c = AgentServiceClient::new(ch);
     let mut s = c
         .fetch_image(berth_proto::internal::v1::FetchImageRequest {
             image: "img:1".into(),

@@ -6,7 +6,7 @@
 //! - `gpu`: `GpuBackend` trait; `NvmlGpus`, `SimGpus` (with the foreign-process hook).
 //! - `runtime`: the runtime's traits by concern (`Containers`, `ContainerIo`,
 //!   `Images`); `Docker` (bollard) and a recording fake.
-//! - `container`: pure allocation → container spec (env, labels, binds, ports, GPUs).
+//! - `container`: pure allocation → container spec (env, labels, mounts, ports, GPUs, privileges).
 //! - `images`: image transfers agent to agent (export stream, verified load);
 //!   `relay`: forwarding an image to the next agent while receiving it;
 //!   `pulls`: receiving the image of jobs placed here (one transfer per image);

@@ -59,6 +59,10 @@ struct Args {
     /// Print the GPU inventory this host would report, as JSON, and exit.
     #[arg(long)]
     probe: bool,
+    /// The cluster CA (ca.pem) and this node's certificate (cert.pem,
+    /// key.pem; `berth-controller tls issue --node NAME`).
+    #[arg(long, env = "BERTH_TLS_DIR", default_value = "/etc/berth/tls")]
+    tls_dir: PathBuf,
 }
 
 #[tokio::main]
@@ -71,7 +75,26 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
-    let node = args.name.clone().unwrap_or_else(berth_agent::hostname);
+    let tls = berth_proto::tls::Tls::load(&args.tls_dir)
+        .with_context(|| format!("loading TLS from {}", args.tls_dir.display()))?;
+    let cert_name = match tls.peer() {
+        Some(berth_proto::tls::Peer::Node(n)) => Some(n),
+        Some(other) => anyhow::bail!("{}/cert.pem is {other}'s, not a node's", args.tls_dir.display()),
+        None if args.probe => None,
+        None => anyhow::bail!(
+            "{} has no node certificate (cert.pem, key.pem): sign one with `berth-controller tls issue --node NAME`",
+            args.tls_dir.display()
+        ),
+    };
+    let node = match (args.name.clone(), cert_name) {
+        (Some(n), Some(c)) if n != c => anyhow::bail!(
+            "--name {n} but the certificate in {} is for node {c}: a node registers only under its certificate's name",
+            args.tls_dir.display()
+        ),
+        (Some(n), _) => n,
+        (None, Some(c)) => c,
+        (None, None) => berth_agent::hostname(),
+    };
     let gpus =
         berth_agent::gpu_backend(&node, args.fake_gpus.as_deref(), args.fake_foreign.clone())?;
     if args.probe {
@@ -100,6 +123,8 @@ async fn main() -> anyhow::Result<()> {
             compress: args.image_compress,
             skip_layers: args.image_skip_layers,
         },
+        tls,
+        protected_paths: vec![args.tls_dir.display().to_string()],
     };
     tracing::info!(node = %cfg.node, data_plane = %advertise, gpus = gpus.kind().word(), "agent starting");
     let agent = Agent::new(cfg, Arc::new(docker), gpus);

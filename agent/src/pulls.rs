@@ -142,6 +142,7 @@ pub struct PullContext {
     pub node: String,
     pub runtime: Arc<dyn Images>,
     pub images: crate::images::ImageOptions,
+    pub tls: berth_proto::tls::Tls,
     pub pulls: Arc<Pulls>,
     pub control: ControlPlaneClient<Channel>,
 }
@@ -224,6 +225,7 @@ async fn attempt(cx: &PullContext, image: &str) -> Result<String, Outcome> {
     });
     let r = images::fetch(
         cx.runtime.clone(),
+        &cx.tls,
         cx.images,
         image,
         &found.sources,

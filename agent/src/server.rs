@@ -13,6 +13,7 @@ use berth_proto::internal::v1::{
     DeleteImageRequest, DeleteImageResponse, ExportImageRequest, FetchImageRequest,
     ImportImageResponse, UpdateContainerRequest, UpdateContainerResponse,
 };
+use berth_proto::tls::Peer;
 use berth_proto::v1::{ImageChunk, ImageGcResult, TransferProgress};
 use futures::{Stream, StreamExt};
 use tokio::net::TcpListener;
@@ -202,7 +203,16 @@ impl AgentService for DataPlane {
                 r.wait_for(req.downstream as usize, RELAY_PATIENCE).await;
             }
             let opts = agent.cfg.images;
-            let r = images::fetch(runtime, opts, &req.image, &req.sources, &tx, relay).await;
+            let r = images::fetch(
+                runtime,
+                &agent.cfg.tls,
+                opts,
+                &req.image,
+                &req.sources,
+                &tx,
+                relay,
+            )
+            .await;
             agent.relays.close(&req.image);
             tracing::info!(image = %req.image, ok = r.is_ok(), "image transfer finished");
             r
@@ -314,17 +324,43 @@ impl From<Error> for Status {
     }
 }
 
-/// Serves the data plane on `listener` until the process ends.
+/// Only controllers and other agents may call an agent, each with a
+/// certificate of the cluster CA (TLS has verified the chain): never a
+/// user, whatever their token or certificate.
+fn controllers_and_agents(req: Request<()>) -> Result<Request<()>, Status> {
+    let peer = req
+        .peer_certs()
+        .and_then(|c| c.first().and_then(|leaf| Peer::from_der(leaf)));
+    match peer {
+        Some(Peer::Controller(_) | Peer::Node(_)) => Ok(req),
+        Some(other) => Err(Status::permission_denied(format!(
+            "an agent serves controllers and other agents only, not {other} (rule: agent.peers-only)"
+        ))),
+        None => Err(Status::unauthenticated(
+            "an agent needs a controller's or node's certificate of this cluster",
+        )),
+    }
+}
+
+/// Serves the data plane on `listener` until the process ends: mutual TLS
+/// (a client certificate is required), controllers and agents only.
 pub async fn serve(agent: Arc<Agent>, listener: TcpListener) -> anyhow::Result<()> {
+    let tls = agent.cfg.tls.server(false)?;
+    let service = AgentServiceServer::new(DataPlane(agent))
+        .max_encoding_message_size(berth_proto::archive::MAX_MESSAGE)
+        .max_decoding_message_size(berth_proto::archive::MAX_MESSAGE);
     tonic::transport::Server::builder()
+        .tls_config(tls)?
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
         // Image streams send 2 MiB messages: HTTP/2's default 64 KiB window
         // would stall every chunk on window updates.
         .initial_stream_window_size(berth_proto::archive::WINDOW)
         .initial_connection_window_size(2 * berth_proto::archive::WINDOW)
-        .add_service(
-            AgentServiceServer::new(DataPlane(agent))
-                .max_encoding_message_size(berth_proto::archive::MAX_MESSAGE),
-        )
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            service,
+            controllers_and_agents,
+        ))
         .serve_with_incoming(TcpListenerStream::new(listener))
         .await?;
     Ok(())

@@ -6,7 +6,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use berth_proto::internal::v1::ContainerState;
-use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, PortBinding};
+use bollard::models::{
+    ContainerCreateBody, DeviceMapping, DeviceRequest, HostConfig, Mount, MountBindOptions,
+    MountType, PortBinding,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
     LogsOptionsBuilder, RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
@@ -185,6 +188,15 @@ impl Containers for Docker {
     }
 
     async fn create_and_start(&self, spec: &ContainerSpec) -> Result<String> {
+        // docker's -v creates a missing host directory; a structured bind
+        // mount does not, so do what -v would (the policy has allowed it).
+        for m in &spec.mounts {
+            if std::fs::symlink_metadata(&m.source).is_err() {
+                std::fs::create_dir_all(&m.source).map_err(|e| {
+                    Error::Docker(format!("creating the host directory {}: {e}", m.source))
+                })?;
+            }
+        }
         let id = match self.create(spec).await {
             Ok(id) => id,
             Err(bollard::errors::Error::DockerResponseServerError {
@@ -297,8 +309,15 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         stdin_once: Some(spec.stdin),
         attach_stdin: Some(spec.stdin),
         exposed_ports: (!port_bindings.is_empty()).then(|| port_bindings.keys().cloned().collect()),
+        user: (!spec.user.is_empty()).then(|| spec.user.clone()),
         host_config: Some(HostConfig {
-            binds: non_empty(&spec.binds),
+            mounts: (!spec.mounts.is_empty()).then(|| spec.mounts.iter().map(bind).collect()),
+            privileged: spec.privileged.then_some(true),
+            cap_add: non_empty(&spec.cap_add),
+            devices: (!spec.devices.is_empty())
+                .then(|| spec.devices.iter().map(|d| device(d)).collect()),
+            network_mode: (!spec.network.is_empty()).then(|| spec.network.clone()),
+            ipc_mode: (!spec.ipc.is_empty()).then(|| spec.ipc.clone()),
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
             shm_size: (spec.shm_size_bytes > 0).then_some(spec.shm_size_bytes as i64),
             memory: (spec.memory_bytes > 0).then_some(spec.memory_bytes as i64),
@@ -308,6 +327,43 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+/// A bind mount as docker's `-v` makes one: a missing host directory is
+/// created (what `--mount type=bind` alone would refuse).
+fn bind(m: &super::BindMount) -> Mount {
+    Mount {
+        typ: Some(MountType::BIND),
+        source: Some(m.source.clone()),
+        target: Some(m.target.clone()),
+        read_only: Some(m.read_only),
+        bind_options: Some(MountBindOptions {
+            create_mountpoint: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// docker's `--device HOST[:CONTAINER[:PERMS]]`.
+fn device(spec: &str) -> DeviceMapping {
+    let mut parts = spec.splitn(3, ':');
+    let host = parts.next().unwrap_or_default().to_string();
+    let inside = parts
+        .next()
+        .filter(|s| !s.is_empty())
+        .unwrap_or(&host)
+        .to_string();
+    let perms = parts
+        .next()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("rwm")
+        .to_string();
+    DeviceMapping {
+        path_on_host: Some(host),
+        path_in_container: Some(inside),
+        cgroup_permissions: Some(perms),
     }
 }
 

@@ -40,8 +40,9 @@ pub struct ContainerSpec {
     pub entrypoint: Vec<String>,
     pub env: Vec<String>,
     pub labels: HashMap<String, String>,
-    /// docker's bind strings, "SRC:DST[:ro]".
-    pub binds: Vec<String>,
+    /// Bind mounts, structured to the daemon (never a "SRC:DST" string a
+    /// ':' in a path could rewrite).
+    pub mounts: Vec<BindMount>,
     /// (container port "80/tcp", host ip, host port).
     pub ports: Vec<(String, String, u32)>,
     pub shm_size_bytes: u64,
@@ -55,6 +56,22 @@ pub struct ContainerSpec {
     pub tty: bool,
     /// Keep stdin open for one attached client (docker -i).
     pub stdin: bool,
+    /// docker's -u; empty: the image's user.
+    pub user: String,
+    pub privileged: bool,
+    pub cap_add: Vec<String>,
+    /// docker's --device, "HOST[:CONTAINER[:PERMS]]".
+    pub devices: Vec<String>,
+    /// docker's --network / --ipc; empty: the daemon's default.
+    pub network: String,
+    pub ipc: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BindMount {
+    pub source: String,
+    pub target: String,
+    pub read_only: bool,
 }
 
 /// A Berth container as the daemon reports it.
