@@ -3,6 +3,7 @@
 
 mod client;
 mod commands;
+mod config;
 mod output;
 mod spec;
 
@@ -19,14 +20,10 @@ use crate::output::Format;
     about = "Run GPU containers anywhere in a Berth cluster"
 )]
 struct Cli {
-    /// Controller address(es), comma-separated; the first that answers is used.
-    #[arg(
-        long,
-        global = true,
-        env = "BERTH_ADDR",
-        default_value = "127.0.0.1:7450"
-    )]
-    addr: String,
+    /// Controller address(es), comma-separated; the leader among them is
+    /// used. Default: the config file's, else 127.0.0.1:7450.
+    #[arg(long, global = true, env = "BERTH_ADDR")]
+    addr: Option<String>,
     /// Output format of listings: table or json. For `image save`, the
     /// archive to write (as `docker save -o FILE`).
     #[arg(long, short = 'o', global = true, value_name = "FORMAT")]
@@ -77,6 +74,14 @@ enum Command {
     /// The replicated controllers: list members, roles and indexes.
     #[command(subcommand)]
     Controller(commands::controller::Command),
+    /// Tokens: create (the secret is printed once), list, revoke. Admins.
+    #[command(subcommand)]
+    Token(commands::token::Command),
+    /// The mount and privilege policy: show, or set from a TOML file (admins).
+    #[command(subcommand)]
+    Policy(commands::policy::Command),
+    /// Who your token authenticates as.
+    Whoami,
 }
 
 #[tokio::main]
@@ -91,10 +96,15 @@ async fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Dev(args) => commands::dev::run(args).await.map(|()| 0),
-        Command::Controller(c) => commands::controller::run(&cli.addr, c, format)
-            .await
-            .map(|()| 0),
-        command => dispatch(command, &cli.addr, format).await,
+        command => match config::Settings::load(cli.addr.as_deref()) {
+            Ok(settings) => match command {
+                Command::Controller(c) => commands::controller::run(&settings, c, format)
+                    .await
+                    .map(|()| 0),
+                command => dispatch(command, &settings, format).await,
+            },
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
@@ -121,15 +131,19 @@ fn output(cli: &mut Cli) -> anyhow::Result<Format> {
     }
 }
 
-async fn dispatch(command: Command, addr: &str, format: Format) -> anyhow::Result<i32> {
+async fn dispatch(
+    command: Command,
+    settings: &config::Settings,
+    format: Format,
+) -> anyhow::Result<i32> {
     if let Command::Run(args) = command {
         let args = *args;
         // Malformed flags are refused before we even connect: nothing is created.
         let spec = commands::run::job_spec(&args)?;
-        let client = client::Client::connect(addr).await?;
+        let client = client::Client::connect(settings).await?;
         return commands::run::run(&client, args, spec, format).await;
     }
-    let client = client::Client::connect(addr).await?;
+    let client = client::Client::connect(settings).await?;
     match command {
         Command::Run(_) => unreachable!("handled above"),
         Command::Ps(args) => commands::ps::run(&client, args, format).await.map(|()| 0),
@@ -155,6 +169,9 @@ async fn dispatch(command: Command, addr: &str, format: Format) -> anyhow::Resul
             .map(|()| 0),
         Command::Images => commands::images::run(&client, format).await.map(|()| 0),
         Command::Image(cmd) => commands::image::run(&client, cmd, format).await.map(|()| 0),
+        Command::Token(cmd) => commands::token::run(&client, cmd, format).await.map(|()| 0),
+        Command::Policy(cmd) => commands::policy::run(&client, cmd).await.map(|()| 0),
+        Command::Whoami => commands::token::whoami(&client, format).await.map(|()| 0),
         Command::Dev(_) | Command::Controller(_) => unreachable!("handled before connecting"),
     }
 }

@@ -11,8 +11,11 @@ use berth_proto::v1::{
 };
 
 use crate::client::status_message;
+use berth_proto::connect::Authed;
 use serde_json::json;
-use tonic::transport::Endpoint;
+use tonic::service::interceptor::InterceptedService;
+
+use crate::config::Settings;
 
 use crate::output::{table, Format};
 
@@ -32,19 +35,19 @@ pub enum Command {
     Remove { id: u64 },
 }
 
-pub async fn run(addrs: &str, command: Command, format: Format) -> Result<()> {
+pub async fn run(settings: &Settings, command: Command, format: Format) -> Result<()> {
     match command {
-        Command::List => list(addrs, format).await,
+        Command::List => list(settings, format).await,
         Command::Add { id, address } => {
-            let mut c = leader(addrs).await?;
+            let mut c = leader(settings).await?;
             c.add_member(AddMemberRequest { id, addr: address })
                 .await
                 .map_err(status_message)?;
             println!("controller {id} added");
-            list(addrs, format).await
+            list(settings, format).await
         }
         Command::Remove { id } => {
-            let mut c = leader(addrs).await?;
+            let mut c = leader(settings).await?;
             c.remove_member(RemoveMemberRequest { id })
                 .await
                 .map_err(status_message)?;
@@ -54,21 +57,24 @@ pub async fn run(addrs: &str, command: Command, format: Format) -> Result<()> {
     }
 }
 
-async fn leader(addrs: &str) -> Result<ControllerServiceClient<tonic::transport::Channel>> {
-    let list: Vec<String> = addrs.split(',').map(String::from).collect();
-    let (channel, _) = berth_proto::connect::leader(&list, Duration::from_secs(10))
-        .await
-        .map_err(|e| anyhow!("cannot reach the leader: {e}"))?;
-    Ok(ControllerServiceClient::new(channel))
+async fn leader(settings: &Settings) -> Result<ControllerServiceClient<Authed>> {
+    Ok(crate::client::Client::connect(settings)
+        .await?
+        .controllers())
 }
 
-async fn members(addr: &str) -> Result<Membership> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))?
+/// One controller's own view (not the leader's): each member is asked.
+async fn members(settings: &Settings, addr: &str) -> Result<Membership> {
+    let channel = settings
+        .dial
+        .endpoint(addr)
+        .map_err(|e| anyhow!(e))?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(3))
         .connect()
         .await?;
-    Ok(ControllerServiceClient::new(channel)
+    let authed = InterceptedService::new(channel, settings.dial.bearer.clone());
+    Ok(ControllerServiceClient::new(authed)
         .list_members(ListMembersRequest {})
         .await?
         .into_inner()
@@ -76,11 +82,12 @@ async fn members(addr: &str) -> Result<Membership> {
         .unwrap_or_default())
 }
 
-async fn list(addrs: &str, format: Format) -> Result<()> {
+async fn list(settings: &Settings, format: Format) -> Result<()> {
+    let addrs = settings.addr.as_str();
     // The membership, from the first controller that answers.
     let mut view: Option<Membership> = None;
     for addr in addrs.split(',').map(str::trim).filter(|a| !a.is_empty()) {
-        if let Ok(m) = members(addr).await {
+        if let Ok(m) = members(settings, addr).await {
             view = Some(m);
             break;
         }
@@ -91,7 +98,7 @@ async fn list(addrs: &str, format: Format) -> Result<()> {
         .map(|v| v.leader_addr.clone())
         .filter(|a| !a.is_empty())
     {
-        if let Ok(m) = members(&leader_addr).await {
+        if let Ok(m) = members(settings, &leader_addr).await {
             view = Some(m);
         }
     }
@@ -100,7 +107,7 @@ async fn list(addrs: &str, format: Format) -> Result<()> {
     // Each member's own role and indexes, from the member itself.
     let mut rows: Vec<(Member, bool)> = Vec::new();
     for m in &view.members {
-        match members(&m.addr).await {
+        match members(settings, &m.addr).await {
             Ok(own) => {
                 let me = own
                     .members

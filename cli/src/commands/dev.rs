@@ -1,13 +1,20 @@
 //! `berth dev`: a whole cluster in one process — a single-node controller and
 //! an agent on the local Docker daemon. What a new user starts with.
+//!
+//! Secure like any cluster, and still one command: on first start it makes
+//! a CA, the node's certificate and an admin token in its data dir, and
+//! writes the CLI's config (address, CA, token) so every `berth` command on
+//! this machine just works.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use berth_agent::{runtime::Docker, Agent, AgentConfig};
+use berth_controller::api::auth::{bootstrap, guard::Access};
+use berth_proto::tls::{Peer, Tls};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -49,6 +56,9 @@ pub async fn run(args: Args) -> Result<()> {
             )
         })?;
     let addr = listener.local_addr()?;
+    let node = args.name.clone().unwrap_or_else(berth_agent::hostname);
+    let tls_dir = data_dir.join("tls");
+    let (controller_tls, node_tls, token) = credentials(&tls_dir, &node)?;
     // A single-controller cluster: its identity is its id, so a dev data dir
     // keeps working when --listen picks another port.
     let ctl = berth_controller::Controller::open(berth_controller::ControllerConfig {
@@ -57,10 +67,20 @@ pub async fn run(args: Args) -> Result<()> {
         data_dir: data_dir.join("controller"),
         join: false,
         snapshot_every: 50_000,
+        tls: controller_tls,
     })
     .with_context(|| format!("opening {}", data_dir.display()))?;
+    let config = crate::config::path();
+    crate::config::write(
+        &config,
+        &crate::config::File {
+            addr: addr.to_string(),
+            ca: tls_dir.join("ca.pem").display().to_string(),
+            token,
+        },
+    )?;
+    // Written after the config: whoever waits for it can use `berth` at once.
     std::fs::write(data_dir.join("controller.addr"), addr.to_string())?;
-    let node = args.name.clone().unwrap_or_else(berth_agent::hostname);
     let gpus = berth_agent::gpu_backend(&node, Some(&args.fake_gpus), args.fake_foreign.clone())?;
     let docker = Docker::connect(&args.docker).await?;
     let agent_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -72,9 +92,11 @@ pub async fn run(args: Args) -> Result<()> {
         stop_grace: Duration::from_secs(10),
         labels: Vec::new(),
         images: Default::default(),
+        tls: node_tls,
+        protected_paths: vec![data_dir.display().to_string()],
     };
     let agent = Agent::new(cfg, Arc::new(docker), gpus);
-    tracing::info!(%addr, data_dir = %data_dir.display(), "berth dev: controller and agent up; try `berth nodes`");
+    tracing::info!(%addr, data_dir = %data_dir.display(), config = %config.display(), "berth dev: controller and agent up (TLS, admin token in the config); try `berth nodes`");
     let leader = berth_controller::LeaderConfig {
         // A workstation's own images are not Berth's to evict unasked:
         // `berth image gc` still works.
@@ -84,9 +106,25 @@ pub async fn run(args: Args) -> Result<()> {
         },
         job_retention: Some(berth_controller::leader::DEFAULT_JOB_RETENTION),
     };
-    let server = tokio::spawn(berth_controller::run(ctl, leader, listener, async {
-        let _ = tokio::signal::ctrl_c().await;
-    }));
+    let access = Access {
+        bootstrap_hash: bootstrap::bootstrap_hash(&tls_dir),
+        audit: Some(
+            berth_controller::api::auth::audit::Audit::open(&data_dir.join("audit.log"))
+                .context("opening the audit log")?,
+        ),
+        priority_ceiling: berth_controller::api::auth::rules::DEFAULT_PRIORITY_CEILING,
+        max_queued_per_user: 10_000,
+        protected_paths: vec![data_dir.display().to_string()],
+    };
+    let server = tokio::spawn(berth_controller::run(
+        ctl,
+        leader,
+        access,
+        listener,
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        },
+    ));
     tokio::spawn(berth_agent::server::serve(agent.clone(), agent_listener));
     tokio::select! {
         _ = agent.run() => Ok(()),
@@ -97,6 +135,26 @@ pub async fn run(args: Args) -> Result<()> {
             tokio::time::sleep(std::time::Duration::from_secs(2)).await;
         } => Ok(()),
     }
+}
+
+/// The controller's and the node's certificates and the admin token, made
+/// on first start (and the node's again if `--name` changed).
+fn credentials(tls_dir: &Path, node: &str) -> Result<(Tls, Tls, String)> {
+    if !tls_dir.join("ca.pem").exists() {
+        bootstrap::init(tls_dir, "dev")?;
+    }
+    let controller = bootstrap::controller_tls(tls_dir, 1, &["localhost".into()])?;
+    let node_dir = tls_dir.join("node");
+    let node_tls = match Tls::load(&node_dir) {
+        Ok(t) if t.peer() == Some(Peer::Node(node.to_string())) => t,
+        _ => {
+            bootstrap::issue(tls_dir, &Peer::Node(node.to_string()), &[], &node_dir)?;
+            Tls::load(&node_dir)?
+        }
+    };
+    let token = std::fs::read_to_string(tls_dir.join("admin.token"))
+        .with_context(|| format!("reading {}/admin.token", tls_dir.display()))?;
+    Ok((controller, node_tls, token.trim().to_string()))
 }
 
 fn default_data_dir() -> PathBuf {

@@ -93,9 +93,26 @@ pub struct Args {
     /// May be stopped and requeued for a higher-priority job.
     #[arg(long)]
     preemptible: bool,
-    /// User the job is charged to (fair share, quotas).
-    #[arg(long, env = "USER", default_value = "")]
-    user: String,
+    /// Username or UID (format: <name|uid>[:<group|gid>]) the container's
+    /// process runs as, as docker's -u. The job's owner is who your token
+    /// says you are.
+    #[arg(long, short = 'u', value_name = "USER")]
+    user: Option<String>,
+    /// Give the container extended privileges (admins, unless the policy says otherwise).
+    #[arg(long)]
+    privileged: bool,
+    /// Add a Linux capability (as docker's --cap-add).
+    #[arg(long = "cap-add", value_name = "CAP")]
+    cap_add: Vec<String>,
+    /// Add a host device, HOST[:CONTAINER[:PERMS]] (as docker's --device).
+    #[arg(long = "device")]
+    devices: Vec<String>,
+    /// Network: bridge (default), host or none (as docker's --network).
+    #[arg(long, value_parser = ["bridge", "host", "none"])]
+    network: Option<String>,
+    /// IPC namespace: private, shareable or host (as docker's --ipc).
+    #[arg(long, value_parser = ["private", "shareable", "host"])]
+    ipc: Option<String>,
     /// Gang job: N tasks of --gpus GPUs each, on distinct hosts, started
     /// together, with MASTER_ADDR/MASTER_PORT/WORLD_SIZE/NODE_RANK/RANK.
     #[arg(long, default_value_t = 0)]
@@ -175,7 +192,14 @@ pub fn job_spec(args: &Args) -> Result<JobSpec> {
         exclusive: args.exclusive,
         priority: args.priority,
         preemptible: args.preemptible,
-        user: args.user.clone(),
+        // Set by the controller from the token.
+        user: String::new(),
+        run_as: args.user.clone().unwrap_or_default(),
+        privileged: args.privileged,
+        cap_add: args.cap_add.clone(),
+        devices: args.devices.clone(),
+        network: args.network.clone().unwrap_or_default(),
+        ipc: args.ipc.clone().unwrap_or_default(),
         nodes: args.nodes,
         master_port: args.master_port,
         array: args.array.as_deref().map(spec::array).transpose()?,
