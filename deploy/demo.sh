@@ -14,6 +14,9 @@ cargo build --workspace --bins -q
 berth="$PWD/target/debug/berth"
 
 data="$(mktemp -d)"
+# berth dev makes its CA, certificates and an admin token, and writes the
+# CLI's config there: the demo keeps it apart from ~/.config/berth.
+export BERTH_CONFIG="$data/config.toml"
 "$berth" dev --data-dir "$data" --listen 127.0.0.1:0 --fake-gpus 2:A100-SXM4-80GB:80G --name demo-node \
   >"$data/dev.log" 2>&1 &
 dev=$!

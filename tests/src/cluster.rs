@@ -1,6 +1,10 @@
 //! A cluster of real processes: controllers (one, or a raft group) and
 //! agents with simulated GPUs on loopback ports, driven by the real `berth`
 //! CLI. Killed, and their containers removed, on drop.
+//!
+//! Secured as a real cluster is: a CA from `berth-controller tls init`,
+//! node certificates from `tls issue`, and the CLI as the bootstrap admin
+//! through its own config file (`Cluster::cli`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -47,6 +51,8 @@ pub struct Ctl {
     peers: String,
     /// More flags (e.g. --join, --snapshot-every).
     extra: Vec<String>,
+    /// The cluster CA's directory (`--tls-dir`).
+    tls: PathBuf,
     pub proc: Option<Proc>,
 }
 
@@ -59,7 +65,11 @@ impl Ctl {
         cmd.env("BERTH_FAULT_CUT_FILE", self.dir.join("cut"));
         cmd.args(["--listen", &self.addr, "--id", &self.id.to_string()])
             .arg("--data-dir")
-            .arg(&self.dir);
+            .arg(&self.dir)
+            .arg("--tls-dir")
+            .arg(&self.tls)
+            .arg("--audit-log")
+            .arg(self.dir.join("audit.log"));
         if !self.peers.is_empty() {
             cmd.args(["--peers", &self.peers]);
         }
@@ -86,6 +96,36 @@ pub struct Cluster {
     pub addr: String,
     pub controllers: Vec<Ctl>,
     pub agents: Vec<(String, Proc)>,
+    /// The cluster CA (ca.pem, ca.key, the bootstrap token's hash).
+    pub tls: PathBuf,
+    /// The bootstrap admin's token, which the CLI config holds.
+    pub admin_token: String,
+}
+
+/// `berth-controller tls init` in `dir`, and a CLI config holding the CA and
+/// the admin token. Returns the CA's directory and the token.
+fn init_tls(dir: &Path) -> (PathBuf, String) {
+    let tls = dir.join("tls");
+    let out = Command::new(bin("berth-controller"))
+        .args(["tls", "init", "--out"])
+        .arg(&tls)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tls init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    std::fs::write(
+        dir.join("berth.toml"),
+        format!(
+            "ca = {:?}\ntoken = {token:?}\n",
+            tls.join("ca.pem").display().to_string()
+        ),
+    )
+    .unwrap();
+    (tls, token)
 }
 
 impl Cluster {
@@ -105,6 +145,7 @@ impl Cluster {
     pub fn start_with(n: usize, extra: &[&str]) -> Cluster {
         ensure_image();
         let dir = tempfile::tempdir().unwrap();
+        let (tls, admin_token) = init_tls(dir.path());
         let addrs: Vec<String> = if n == 1 {
             vec!["127.0.0.1:0".into()]
         } else {
@@ -138,6 +179,7 @@ impl Cluster {
                     dir: cdir,
                     peers: peers.clone(),
                     extra: gc_off_unless_asked(extra),
+                    tls: tls.clone(),
                     proc: None,
                 }
             })
@@ -155,6 +197,8 @@ impl Cluster {
             addr,
             controllers,
             agents: Vec::new(),
+            tls,
+            admin_token,
         };
         cluster.leader();
         cluster
@@ -205,6 +249,7 @@ impl Cluster {
                 .map(|s| s.to_string())
                 .chain(["--join".to_string()])
                 .collect(),
+            tls: self.tls.clone(),
             proc: None,
         };
         ctl.spawn();
@@ -224,7 +269,8 @@ impl Cluster {
 
     /// `berth controller list` as JSON, asked of the given controllers.
     pub fn members(&self, addrs: &str) -> Vec<Value> {
-        let out = Command::new(bin("berth"))
+        let out = self
+            .cli()
             .args(["--addr", addrs, "controller", "list", "--output", "json"])
             .output()
             .unwrap();
@@ -291,8 +337,11 @@ impl Cluster {
             std::fs::write(&foreign, "").unwrap();
         }
         let log = self.log_of(name);
+        let tls = self.node_tls(name);
         let p = Proc::spawn(
             Command::new(bin("berth-agent"))
+                .arg("--tls-dir")
+                .arg(&tls)
                 .args([
                     "--controllers",
                     &self.addr,
@@ -345,9 +394,94 @@ impl Cluster {
         });
     }
 
+    /// A node certificate for `name` (signed once, kept for restarts).
+    pub fn node_tls(&self, name: &str) -> PathBuf {
+        let out_dir = self.dir.path().join(format!("{name}-tls"));
+        if !out_dir.join("cert.pem").exists() {
+            let out = Command::new(bin("berth-controller"))
+                .args(["tls", "issue", "--node", name, "--ca-dir"])
+                .arg(&self.tls)
+                .arg("--out")
+                .arg(&out_dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "tls issue: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        out_dir
+    }
+
+    /// The `berth` CLI with this cluster's config (its CA, the admin token).
+    pub fn cli(&self) -> Command {
+        let mut cmd = Command::new(bin("berth"));
+        cmd.env("BERTH_CONFIG", self.dir.path().join("berth.toml"))
+            .env_remove("BERTH_TOKEN")
+            .env_remove("BERTH_CA");
+        cmd
+    }
+
+    /// How a Rust client reaches the controllers as the admin.
+    pub fn dial(&self) -> berth_proto::connect::Dial {
+        self.dial_with(Some(&self.admin_token))
+    }
+
+    /// As `dial`, with another token (or none).
+    pub fn dial_with(&self, token: Option<&str>) -> berth_proto::connect::Dial {
+        let ca = std::fs::read_to_string(self.tls.join("ca.pem")).unwrap();
+        berth_proto::connect::Dial {
+            tls: berth_proto::tls::Tls::ca_only(ca),
+            bearer: berth_proto::connect::Bearer::new(token).unwrap(),
+        }
+    }
+
+    /// Mints a token for `user` with `role` (as the admin); returns the secret.
+    pub fn token(&self, user: &str, role: &str) -> String {
+        let out = self.berth(&["token", "create", user, "--role", role]);
+        assert!(
+            out.status.success(),
+            "token create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// Runs the `berth` CLI with the CA but no token at all.
+    pub fn berth_anonymous(&self, args: &[&str]) -> Output {
+        let config = self.dir.path().join("anonymous.toml");
+        std::fs::write(
+            &config,
+            format!("ca = {:?}\n", self.tls.join("ca.pem").display().to_string()),
+        )
+        .unwrap();
+        Command::new(bin("berth"))
+            .env("BERTH_CONFIG", &config)
+            .env_remove("BERTH_TOKEN")
+            .arg("--addr")
+            .arg(&self.addr)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs the `berth` CLI with `token` instead of the admin's.
+    pub fn berth_as(&self, token: &str, args: &[&str]) -> Output {
+        self.cli()
+            .env("BERTH_TOKEN", token)
+            .arg("--addr")
+            .arg(&self.addr)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
     /// Runs the `berth` CLI against this cluster.
     pub fn berth(&self, args: &[&str]) -> Output {
-        Command::new(bin("berth"))
+        self.cli()
             .arg("--addr")
             .arg(&self.addr)
             .args(args)

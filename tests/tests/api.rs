@@ -28,6 +28,8 @@ fn a_python_grpcio_client_works_from_the_proto_files_alone() {
     let out = Command::new("python3")
         .arg(script)
         .env("BERTH_PROTO_DIR", public.path())
+        .env("BERTH_CA", c.tls.join("ca.pem"))
+        .env("BERTH_TOKEN", &c.admin_token)
         .args(["--addr", &c.addr, "--image", IMAGE, "--"])
         .args(["sh", "-c", "echo hello from python; exit 3"])
         .output()
@@ -107,12 +109,16 @@ fn errors_carry_a_reason_programs_can_match() {
         c.controllers[leader].addr.clone(),
         c.controllers[follower].addr.clone(),
     );
+    let alice_token = c.token("alice", "user");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let client = |addr: String| async move {
-            JobServiceClient::connect(format!("http://{addr}"))
-                .await
-                .unwrap()
+        let dial = c.dial();
+        let client = |addr: String| {
+            let dial = dial.clone();
+            async move {
+                let ch = dial.endpoint(&addr).unwrap().connect().await.unwrap();
+                JobServiceClient::with_interceptor(ch, dial.bearer.clone())
+            }
         };
         let submit = |gpus: u32, user: &str| SubmitJobRequest {
             spec: Some(JobSpec {
@@ -141,7 +147,7 @@ fn errors_carry_a_reason_programs_can_match() {
         assert_eq!(r, "NOT_LEADER");
         assert_eq!(meta["leader"], leader_addr);
 
-        let mut jobs = client(leader_addr).await;
+        let mut jobs = client(leader_addr.clone()).await;
         let e = jobs.submit_job(submit(9, "alice")).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::FailedPrecondition);
         assert_eq!(reason(&e).0, "NO_HOST_FITS", "{}", e.message());
@@ -152,7 +158,17 @@ fn errors_carry_a_reason_programs_can_match() {
         })
         .await
         .unwrap();
-        let e = jobs.submit_job(submit(2, "alice")).await.unwrap_err();
+        // The quota counts who the token says: alice, whatever the spec's
+        // user field claims.
+        let ch = dial
+            .endpoint(&leader_addr)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let alice = berth_proto::connect::Bearer::new(Some(&alice_token)).unwrap();
+        let mut as_alice = JobServiceClient::with_interceptor(ch, alice);
+        let e = as_alice.submit_job(submit(2, "admin")).await.unwrap_err();
         assert_eq!(reason(&e).0, "QUOTA_EXCEEDED", "{}", e.message());
         assert!(
             e.message().contains("alice's quota is 1"),

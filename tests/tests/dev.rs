@@ -14,6 +14,7 @@ fn dev_mode_runs_a_gpu_job_and_keeps_state_across_restarts() {
         let _ = std::fs::remove_file(dir.path().join("controller.addr"));
         let log = std::fs::File::create(dir.path().join(format!("{}.log", unique("dev")))).unwrap();
         let child = Command::new(bin("berth"))
+            .env("BERTH_CONFIG", dir.path().join("config.toml"))
             .args([
                 "dev",
                 "--listen",
@@ -36,6 +37,7 @@ fn dev_mode_runs_a_gpu_job_and_keeps_state_across_restarts() {
     };
     let berth = |addr: &str, args: &[&str]| {
         Command::new(bin("berth"))
+            .env("BERTH_CONFIG", dir.path().join("config.toml"))
             .args(["--addr", addr])
             .args(args)
             .output()

@@ -51,7 +51,8 @@ fn exec_streams_stdout_and_stderr_apart_and_returns_the_exit_code() {
     assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
 
     // -i: stdin reaches the command, and its end is the command's end-of-file.
-    let mut child = Command::new(bin("berth"))
+    let mut child = c
+        .cli()
         .args([
             "--addr",
             &c.addr,

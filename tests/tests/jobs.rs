@@ -160,7 +160,12 @@ fn docker_inspect_shows_what_was_asked() {
     let job = c.wait_state(&id, "running");
     let i = docker_inspect(job["container_id"].as_str().unwrap());
     assert_eq!(i["Name"], format!("/{name}"));
-    assert_eq!(i["HostConfig"]["Binds"][0], bind.as_str());
+    // A structured bind mount, never a "SRC:DST" string.
+    let m = &i["HostConfig"]["Mounts"][0];
+    assert_eq!(m["Type"], "bind");
+    assert_eq!(m["Source"], data.path().display().to_string());
+    assert_eq!(m["Target"], "/data");
+    assert_eq!(m["ReadOnly"], true);
     let pb = &i["HostConfig"]["PortBindings"]["8080/tcp"][0];
     assert_eq!(pb["HostPort"], port.to_string());
     assert_eq!(pb["HostIp"], "127.0.0.1");

@@ -2,7 +2,6 @@
 //! real agents and Docker: failover and full restarts lose nothing.
 
 use std::collections::{HashMap, HashSet};
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,6 +16,7 @@ const FOREVER: &str = "trap 'exit 0' TERM; while :; do sleep 0.1; done";
 /// Submits jobs `0..n` with request ids from `workers` concurrent clients,
 /// retrying each (same request id) until acknowledged. Returns index → job id.
 fn submit_all(
+    dial: berth_proto::connect::Dial,
     addrs: String,
     n: usize,
     workers: usize,
@@ -30,8 +30,9 @@ fn submit_all(
         let mut tasks = Vec::new();
         for _ in 0..workers {
             let (next, out, list, acked) = (next.clone(), out.clone(), list.clone(), acked.clone());
+            let dial = dial.clone();
             tasks.push(tokio::spawn(async move {
-                let mut client: Option<JobServiceClient<tonic::transport::Channel>> = None;
+                let mut client: Option<JobServiceClient<berth_proto::connect::Authed>> = None;
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     if i >= n {
@@ -42,9 +43,13 @@ fn submit_all(
                         assert!(Instant::now() < deadline, "submit {i} never acknowledged");
                         if client.is_none() {
                             if let Ok((ch, _)) =
-                                berth_proto::connect::leader(&list, Duration::from_secs(10)).await
+                                berth_proto::connect::leader(&dial, &list, Duration::from_secs(10))
+                                    .await
                             {
-                                client = Some(JobServiceClient::new(ch));
+                                client = Some(JobServiceClient::with_interceptor(
+                                    ch,
+                                    dial.bearer.clone(),
+                                ));
                             }
                         }
                         let Some(c) = client.as_mut() else {
@@ -100,8 +105,8 @@ fn kill9_leader_during_1000_submits_loses_and_duplicates_nothing() {
     let first_leader = c.leader();
     let acked = Arc::new(AtomicUsize::new(0));
     let submitter = {
-        let (addrs, acked) = (c.addr.clone(), acked.clone());
-        std::thread::spawn(move || submit_all(addrs, 1000, 16, acked))
+        let (dial, addrs, acked) = (c.dial(), c.addr.clone(), acked.clone());
+        std::thread::spawn(move || submit_all(dial, addrs, 1000, 16, acked))
     };
     wait_for("300 acknowledged submits", Duration::from_secs(120), || {
         (acked.load(Ordering::SeqCst) >= 300).then_some(())
@@ -238,7 +243,8 @@ fn a_cut_off_minority_cannot_commit_and_catches_up_after_healing() {
     // The majority elects a new leader and takes writes.
     let ids: Vec<String> = (0..10)
         .map(|i| {
-            let out = Command::new(bin("berth"))
+            let out = c
+                .cli()
                 .args([
                     "--addr",
                     &others,
@@ -300,7 +306,7 @@ fn a_new_controller_catches_up_by_snapshot_and_a_member_can_be_removed() {
     c.add_agent(1);
     let acked = Arc::new(AtomicUsize::new(0));
     // 1 GPU: the first job holds it, the rest queue; ~250 log entries.
-    let ids = submit_all(c.addr.clone(), 250, 8, acked);
+    let ids = submit_all(c.dial(), c.addr.clone(), 250, 8, acked);
     assert_eq!(ids.len(), 250);
     let leader = c.leader();
     let leader_addr = c.controllers[leader].addr.clone();
@@ -346,7 +352,8 @@ fn a_new_controller_catches_up_by_snapshot_and_a_member_can_be_removed() {
         .find(|x| x.id != c.controllers[leader].id && x.id != 4)
         .unwrap()
         .id;
-    let out = Command::new(bin("berth"))
+    let out = c
+        .cli()
         .args([
             "--addr",
             &all,
@@ -364,7 +371,8 @@ fn a_new_controller_catches_up_by_snapshot_and_a_member_can_be_removed() {
     let members = c.members(&all);
     assert_eq!(members.len(), 3, "{members:?}");
     assert!(members.iter().all(|m| m["id"] != follower));
-    let out = Command::new(bin("berth"))
+    let out = c
+        .cli()
         .args(["--addr", &all, "run", "-d", IMAGE, "true"])
         .output()
         .unwrap();

@@ -1,13 +1,19 @@
 """A Berth client in Python, from the .proto files alone (grpcio).
 
     pip install grpcio grpcio-tools grpcio-reflection grpcio-health-checking
-    python3 berth_client.py --addr 127.0.0.1:7450 --image berth/workload -- echo hello
+    BERTH_CA=ca.pem BERTH_TOKEN=berth_... \
+      python3 berth_client.py --addr 127.0.0.1:7450 --image berth/workload -- echo hello
 
 What a training pipeline does with the API: generate the berth.v1 stubs
 from `proto/` (into a temporary directory, nothing to commit), check the
 controller's health, list its services by reflection, list the nodes,
 submit a job, stream its output, wait for its exit code. The last line
 printed is a JSON summary; the exit code is the job's.
+
+Every connection is TLS: the client trusts the cluster CA (--ca, BERTH_CA)
+and expects the controller's role name (controller.berth) on its
+certificate, and sends the user's token (--token, BERTH_TOKEN) with every
+call.
 
 Give every controller in --addr (comma-separated); the first that answers
 is asked. Writes go to the leader: a follower answers with an error that
@@ -53,11 +59,21 @@ def stubs():
     sys.path.insert(0, out)
 
 
-def leader_channel(addrs):
+def secure_channel(addr, ca, token):
+    """TLS to the cluster CA, the token on every call."""
+    creds = grpc.composite_channel_credentials(
+        grpc.ssl_channel_credentials(root_certificates=ca),
+        grpc.access_token_call_credentials(token),
+    )
+    # Controllers' certificates name their role, not their address.
+    return grpc.secure_channel(addr, creds, options=[("grpc.ssl_target_name_override", "controller.berth")])
+
+
+def leader_channel(addrs, ca, token):
     """A channel to the first controller that answers."""
     errors = []
     for addr in addrs.split(","):
-        channel = grpc.insecure_channel(addr)
+        channel = secure_channel(addr, ca, token)
         try:
             grpc.channel_ready_future(channel).result(timeout=5)
             return channel, addr
@@ -69,15 +85,21 @@ def leader_channel(addrs):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--addr", default=os.environ.get("BERTH_ADDR", "127.0.0.1:7450"))
+    p.add_argument("--ca", default=os.environ.get("BERTH_CA"), help="the cluster CA (ca.pem)")
+    p.add_argument("--token", default=os.environ.get("BERTH_TOKEN"), help="your Berth token")
     p.add_argument("--image", default="berth/workload:latest")
     p.add_argument("--gpus", type=int, default=1)
     p.add_argument("command", nargs="*", default=["echo", "hello from python"])
     a = p.parse_args()
 
+    if not a.ca or not a.token:
+        sys.exit("give the cluster CA and your token: --ca/BERTH_CA and --token/BERTH_TOKEN")
+    with open(a.ca, "rb") as f:
+        ca = f.read()
     stubs()
     from berth.v1 import jobs_pb2, jobs_pb2_grpc, nodes_pb2, nodes_pb2_grpc, types_pb2
 
-    channel, addr = leader_channel(a.addr)
+    channel, addr = leader_channel(a.addr, ca, a.token)
     health = health_pb2_grpc.HealthStub(channel).Check(
         health_pb2.HealthCheckRequest(service="berth.v1.JobService"), timeout=5
     )
@@ -94,7 +116,7 @@ def main():
         leader = re.search(r"leader is (\S+:\d+)", e.details() or "")
         if e.code() != grpc.StatusCode.UNAVAILABLE or not leader:
             sys.exit(f"submit refused: {e.details()}")
-        channel = grpc.insecure_channel(leader.group(1))
+        channel = secure_channel(leader.group(1), ca, a.token)
         jobs = jobs_pb2_grpc.JobServiceStub(channel)
         submitted = jobs.SubmitJob(request, timeout=30)
     job = submitted.job

@@ -1,0 +1,252 @@
+//! Who may do what, on real binaries over mutual TLS: tokens and roles,
+//! ownership of jobs, the mount and privilege policy, plaintext and wrong
+//! certificates refused, and the audit log.
+
+use std::time::Duration;
+
+use berth_proto::v1::job_service_client::JobServiceClient;
+use berth_proto::v1::ListJobsRequest;
+use berth_tests::*;
+
+const FOREVER: &str = "trap 'exit 0' TERM; while :; do sleep 0.1; done";
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn users_act_only_on_their_own_jobs_and_roles_bound_the_rest() {
+    let mut c = Cluster::start();
+    c.add_agent(2);
+    let alice = c.token("alice", "user");
+    let bob = c.token("bob", "user");
+    let viewer = c.token("vic", "viewer");
+
+    // alice's job belongs to alice, whatever --user once meant.
+    let out = c.berth_as(
+        &alice,
+        &[
+            "run",
+            "-d",
+            "-e",
+            "SECRET=hunter2",
+            IMAGE,
+            "sh",
+            "-c",
+            FOREVER,
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let job = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let j = c.wait_state(&job, "running");
+    assert_eq!(j["spec"]["user"], "alice");
+
+    // bob can do none of it, and is told which rule.
+    for args in [
+        vec!["stop", job.as_str()],
+        vec!["logs", job.as_str()],
+        vec!["exec", job.as_str(), "true"],
+        vec!["cp", &format!("{job}:/etc/hostname"), "/tmp/x-never"],
+        vec!["commit", job.as_str(), "stolen:1"],
+        vec!["update", job.as_str(), "-m", "64m"],
+    ] {
+        let out = c.berth_as(&bob, &args);
+        assert!(!out.status.success(), "bob {args:?} succeeded");
+        assert!(
+            stderr(&out).contains("jobs.owner-or-admin"),
+            "bob {args:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(c.job(&job)["state"], "running", "nothing changed");
+    // bob sees the job, not alice's environment.
+    let listed = c.berth_as(&bob, &["inspect", &job, "-o", "json"]);
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        !text.contains("hunter2") && text.contains("SECRET=<redacted>"),
+        "{text}"
+    );
+    // alice herself may.
+    let out = c.berth_as(&alice, &["logs", &job]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // A viewer reads but cannot submit.
+    let out = c.berth_as(&viewer, &["ps"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = c.berth_as(&viewer, &["run", "-d", IMAGE, "true"]);
+    assert!(stderr(&out).contains("needs role user"), "{}", stderr(&out));
+    // Users do not change quotas or mint tokens.
+    let out = c.berth_as(&alice, &["quota", "set", "alice", "99"]);
+    assert!(
+        stderr(&out).contains("needs role admin"),
+        "{}",
+        stderr(&out)
+    );
+    let out = c.berth_as(&alice, &["token", "create", "mallory", "--role", "admin"]);
+    assert!(
+        stderr(&out).contains("needs role admin"),
+        "{}",
+        stderr(&out)
+    );
+
+    // No token, a bad one, a revoked one: UNAUTHENTICATED, at once.
+    let out = c.berth_anonymous(&["ps"]);
+    assert!(stderr(&out).contains("no credentials"), "{}", stderr(&out));
+    let out = c.berth_as("berth_00000000_nope", &["ps"]);
+    assert!(stderr(&out).contains("malformed"), "{}", stderr(&out));
+    let out = c.berth(&["token", "revoke", "bob"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = c.berth_as(&bob, &["ps"]);
+    assert!(stderr(&out).contains("revoked"), "{}", stderr(&out));
+
+    // The admin may stop anyone's job.
+    let out = c.berth(&["stop", &job]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // One audit line per mutating request, denials included.
+    let audit = std::fs::read_to_string(c.controllers[0].dir.join("audit.log")).unwrap();
+    let lines: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let denied_stop = lines.iter().any(|l| {
+        l["name"] == "bob"
+            && l["method"] == "/berth.v1.JobService/CancelJob"
+            && l["outcome"] == "PERMISSION_DENIED"
+    });
+    let admin_stop = lines.iter().any(|l| {
+        l["name"] == "admin"
+            && l["method"] == "/berth.v1.JobService/CancelJob"
+            && l["outcome"] == "OK"
+    });
+    let viewer_submit = lines.iter().any(|l| {
+        l["name"] == "vic"
+            && l["method"] == "/berth.v1.JobService/SubmitJob"
+            && l["outcome"] == "PERMISSION_DENIED"
+    });
+    assert!(denied_stop && admin_stop && viewer_submit, "{audit}");
+    assert!(lines.iter().all(|l| l["from"]
+        .as_str()
+        .is_some_and(|f| f.starts_with("127.0.0.1:"))));
+}
+
+#[test]
+fn the_policy_refuses_host_paths_and_privileges_and_runs_as_the_uid_asked() {
+    let mut c = Cluster::start();
+    c.add_agent(1);
+    let alice = c.token("alice", "user");
+    let bob = c.token("bob", "user");
+    for (args, rule) in [
+        (vec!["-v", "/:/host"], "mounts.deny"),
+        (
+            vec!["-v", "/var/run/docker.sock:/var/run/docker.sock"],
+            "mounts.deny",
+        ),
+        (vec!["-v", "/etc:/x"], "mounts.deny"),
+        (vec!["--privileged"], "privileges.privileged"),
+        (vec!["--network", "host"], "privileges.network_host"),
+    ] {
+        let out = c.berth_as(
+            &alice,
+            &[&["run", "-d"], args.as_slice(), &[IMAGE, "true"]].concat(),
+        );
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(stderr(&out).contains(rule), "{args:?}: {}", stderr(&out));
+    }
+    // /home/{user}: alice's home for alice, not for bob.
+    let policy = c.dir.path().join("policy.toml");
+    std::fs::write(&policy, "[mounts]\nallow = [\"/home/{user}\", \"/tmp\"]\n").unwrap();
+    let out = c.berth(&["policy", "set", policy.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = c.berth_as(&bob, &["run", "-d", "-v", "/home/alice:/h", IMAGE, "true"]);
+    assert!(stderr(&out).contains("mounts.allow"), "{}", stderr(&out));
+    let out = c.berth_as(&alice, &["run", "-v", "/home/alice:/h:ro", IMAGE, "true"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A user cannot lift the policy.
+    let out = c.berth_as(&alice, &["policy", "set", policy.to_str().unwrap()]);
+    assert!(
+        stderr(&out).contains("needs role admin"),
+        "{}",
+        stderr(&out)
+    );
+
+    // -u means docker's -u now.
+    let out = c.berth_as(&alice, &["run", "-u", "1000:1000", IMAGE, "id", "-u"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1000");
+}
+
+#[test]
+fn certificates_bind_roles_and_plaintext_is_refused() {
+    let mut c = Cluster::start();
+    let node = c.add_agent(1);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let addr = c.controllers[0].addr.clone();
+    rt.block_on(async {
+        // Plaintext: the TLS server does not speak it.
+        let plain = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(3))
+            .connect()
+            .await;
+        if let Ok(ch) = plain {
+            let r = JobServiceClient::new(ch)
+                .list_jobs(ListJobsRequest::default())
+                .await;
+            assert!(r.is_err(), "a plaintext call was answered");
+        }
+
+        // An agent's certificate is not a user.
+        let node_dial = berth_proto::connect::Dial {
+            tls: berth_proto::tls::Tls::load(&c.node_tls(&node)).unwrap(),
+            bearer: Default::default(),
+        };
+        let ch = node_dial.endpoint(&addr).unwrap().connect().await.unwrap();
+        let e = JobServiceClient::new(ch.clone())
+            .list_jobs(ListJobsRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+
+        // A user's token cannot reach raft or the agents' control plane.
+        let user = c.dial();
+        let ch = user.endpoint(&addr).unwrap().connect().await.unwrap();
+        let mut cp =
+            berth_proto::internal::v1::control_plane_client::ControlPlaneClient::with_interceptor(
+                ch,
+                user.bearer.clone(),
+            );
+        let e = cp
+            .register(berth_proto::internal::v1::RegisterRequest {
+                node: "fake".into(),
+                agent_addr: "127.0.0.1:1".into(),
+                gpu_backend: 2,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+        assert!(e.message().contains("control.nodes-only"), "{e:?}");
+
+        // A second agent cannot register under the first one's name.
+        let other = c.node_tls("impostor");
+        let impostor = berth_proto::connect::Dial {
+            tls: berth_proto::tls::Tls::load(&other).unwrap(),
+            bearer: Default::default(),
+        };
+        let ch = impostor.endpoint(&addr).unwrap().connect().await.unwrap();
+        let e = berth_proto::internal::v1::control_plane_client::ControlPlaneClient::new(ch)
+            .register(berth_proto::internal::v1::RegisterRequest {
+                node: node.clone(),
+                agent_addr: "127.0.0.1:1".into(),
+                gpu_backend: 2,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert!(e.message().contains("control.own-name"), "{e:?}");
+    });
+    // The real node is untouched.
+    c.wait_node_ready(&node);
+}
