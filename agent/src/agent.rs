@@ -41,9 +41,14 @@ pub struct AgentConfig {
     /// How images are asked of other agents (compression, layer skipping).
     pub images: crate::images::ImageOptions,
     /// This node's certificate and the cluster CA: every link is mutual TLS.
-    pub tls: berth_proto::tls::Tls,
+    /// Renewal (`certs`) replaces it while the agent runs.
+    pub tls: berth_proto::tls::Current,
+    /// Where renewed certificates are written (none: kept in memory only).
+    pub tls_dir: Option<std::path::PathBuf>,
     /// This agent's own directories (its TLS keys): no mount may reach them.
     pub protected_paths: Vec<String>,
+    /// Where exec, cp and commit sessions are recorded (`--audit-log`).
+    pub audit: Option<Arc<crate::audit::Audit>>,
 }
 
 pub struct Agent {
@@ -74,6 +79,9 @@ pub struct Agent {
     /// The cluster's policy as the controller last sent it; containers are
     /// checked against it (and the built-in deny list) before creation.
     policy: Mutex<berth_proto::policy::Policy>,
+    /// Bumped when the certificate is renewed: the data plane restarts its
+    /// TLS with the new one.
+    pub cert_generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl Agent {
@@ -96,6 +104,7 @@ impl Agent {
             control: Mutex::new(None),
             daemon: Mutex::default(),
             policy: Mutex::default(),
+            cert_generation: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -117,7 +126,7 @@ impl Agent {
     /// The control plane of the current leader among the controllers given.
     async fn connect(&self) -> Result<ControlPlaneClient<Channel>> {
         let dial = berth_proto::connect::Dial {
-            tls: self.cfg.tls.clone(),
+            tls: self.cfg.tls.get(),
             bearer: Default::default(),
         };
         let (channel, addr) =
@@ -266,7 +275,7 @@ impl Agent {
                     node: self.cfg.node.clone(),
                     runtime: self.runtime.clone(),
                     images: self.cfg.images,
-                    tls: self.cfg.tls.clone(),
+                    tls: self.cfg.tls.get(),
                     pulls: self.pulls.clone(),
                     control,
                 };

@@ -1,6 +1,7 @@
 //! Berth agent: one per GPU host. Reports GPUs (NVML or simulated), disk and
 //! containers; reconciles the local Docker daemon toward the node's desired
-//! allocations; serves the data plane (logs) to controllers.
+//! allocations; serves the data plane (logs, exec, cp, images) to
+//! controllers and other agents, over mutual TLS only.
 //!
 //! Layout:
 //! - `gpu`: `GpuBackend` trait; `NvmlGpus`, `SimGpus` (with the foreign-process hook).
@@ -12,12 +13,16 @@
 //!   `pulls`: receiving the image of jobs placed here (one transfer per image);
 //!   `layers`: leaving out the layers the receiver has (pure tar filter).
 //! - `reconcile`: pure desired + actual → actions; `gc`: pure image GC choice.
-//! - `agent`: the session loop (register, watch, reconcile, report).
+//! - `agent`: the session loop (register, watch, reconcile, report);
+//!   `certs`: joining with a token, renewing the node certificate;
+//!   `audit`: the exec/cp/commit audit log.
 //! - `server`: the data-plane gRPC service; `exec`: `docker exec` sessions;
 //!   `files`: `docker cp` and `docker commit` for the controller.
 //! - `faults`: test hooks, compiled only with the `fault-injection` feature.
 
 pub mod agent;
+pub mod audit;
+pub mod certs;
 pub mod container;
 mod error;
 pub mod exec;

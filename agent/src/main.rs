@@ -63,6 +63,14 @@ struct Args {
     /// key.pem; `berth-controller tls issue --node NAME`).
     #[arg(long, env = "BERTH_TLS_DIR", default_value = "/etc/berth/tls")]
     tls_dir: PathBuf,
+    /// Join with this token (`berth token create --join`) when --tls-dir has
+    /// only ca.pem: the agent makes its key, gets its node certificate and
+    /// keeps both there. Renewal before expiry is automatic.
+    #[arg(long, env = "BERTH_JOIN_TOKEN")]
+    join_token: Option<String>,
+    /// Append one JSON line per exec, cp and commit session to this file.
+    #[arg(long, env = "BERTH_AUDIT_LOG")]
+    audit_log: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -75,14 +83,22 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
-    let tls = berth_proto::tls::Tls::load(&args.tls_dir)
+    let mut tls = berth_proto::tls::Tls::load(&args.tls_dir)
         .with_context(|| format!("loading TLS from {}", args.tls_dir.display()))?;
+    if tls.cert_pem.is_none() && !args.probe {
+        if let Some(token) = &args.join_token {
+            let node = args.name.clone().unwrap_or_else(berth_agent::hostname);
+            tls = berth_agent::certs::join(&args.controllers, &tls, &node, token).await?;
+            berth_agent::certs::save(&tls, &args.tls_dir)?;
+            tracing::info!(%node, dir = %args.tls_dir.display(), "joined the cluster: node certificate saved");
+        }
+    }
     let cert_name = match tls.peer() {
         Some(berth_proto::tls::Peer::Node(n)) => Some(n),
         Some(other) => anyhow::bail!("{}/cert.pem is {other}'s, not a node's", args.tls_dir.display()),
         None if args.probe => None,
         None => anyhow::bail!(
-            "{} has no node certificate (cert.pem, key.pem): sign one with `berth-controller tls issue --node NAME`",
+            "{} has no node certificate (cert.pem, key.pem): join with --join-token (an admin runs `berth token create --join`), or sign one with `berth-controller tls issue --node NAME`",
             args.tls_dir.display()
         ),
     };
@@ -123,12 +139,21 @@ async fn main() -> anyhow::Result<()> {
             compress: args.image_compress,
             skip_layers: args.image_skip_layers,
         },
-        tls,
+        tls: berth_proto::tls::Current::new(tls),
+        tls_dir: Some(args.tls_dir.clone()),
+        audit: match &args.audit_log {
+            Some(p) => Some(Arc::new(
+                berth_agent::audit::Audit::open(p)
+                    .with_context(|| format!("opening the audit log {}", p.display()))?,
+            )),
+            None => None,
+        },
         protected_paths: vec![args.tls_dir.display().to_string()],
     };
     tracing::info!(node = %cfg.node, data_plane = %advertise, gpus = gpus.kind().word(), "agent starting");
     let agent = Agent::new(cfg, Arc::new(docker), gpus);
     let server = tokio::spawn(berth_agent::server::serve(agent.clone(), listener));
+    tokio::spawn(berth_agent::certs::renew_forever(agent.clone()));
     tokio::select! {
         _ = agent.run() => {}
         r = server => r??,

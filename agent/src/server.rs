@@ -17,7 +17,6 @@ use berth_proto::tls::Peer;
 use berth_proto::v1::{ImageChunk, ImageGcResult, TransferProgress};
 use futures::{Stream, StreamExt};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 use crate::agent::Agent;
@@ -205,7 +204,7 @@ impl AgentService for DataPlane {
             let opts = agent.cfg.images;
             let r = images::fetch(
                 runtime,
-                &agent.cfg.tls,
+                &agent.cfg.tls.get(),
                 opts,
                 &req.image,
                 &req.sources,
@@ -344,11 +343,44 @@ fn controllers_and_agents(req: Request<()>) -> Result<Request<()>, Status> {
 
 /// Serves the data plane on `listener` until the process ends: mutual TLS
 /// (a client certificate is required), controllers and agents only.
+/// A renewed certificate starts a new generation of the server on the same
+/// listener; the old one stops accepting and finishes its streams.
 pub async fn serve(agent: Arc<Agent>, listener: TcpListener) -> anyhow::Result<()> {
-    let tls = agent.cfg.tls.server(false)?;
+    let listener = Arc::new(listener);
+    let mut generation = agent.cert_generation.subscribe();
+    loop {
+        let current = *generation.borrow_and_update();
+        let mut stop = agent.cert_generation.subscribe();
+        let server = serve_once(agent.clone(), listener.clone(), async move {
+            let _ = stop.wait_for(|g| *g != current).await;
+        });
+        let mut running = tokio::spawn(server);
+        tokio::select! {
+            r = generation.changed() => {
+                if r.is_err() {
+                    return running.await?;
+                }
+                tracing::info!("serving the data plane with the renewed certificate");
+            }
+            r = &mut running => return r?,
+        }
+    }
+}
+
+async fn serve_once(
+    agent: Arc<Agent>,
+    listener: Arc<TcpListener>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let tls = agent.cfg.tls.get().server(false)?;
     let service = AgentServiceServer::new(DataPlane(agent))
         .max_encoding_message_size(berth_proto::archive::MAX_MESSAGE)
         .max_decoding_message_size(berth_proto::archive::MAX_MESSAGE);
+    let incoming = async_stream::stream! {
+        loop {
+            yield listener.accept().await.map(|(s, _)| s);
+        }
+    };
     tonic::transport::Server::builder()
         .tls_config(tls)?
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
@@ -361,7 +393,7 @@ pub async fn serve(agent: Arc<Agent>, listener: TcpListener) -> anyhow::Result<(
             service,
             controllers_and_agents,
         ))
-        .serve_with_incoming(TcpListenerStream::new(listener))
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
 }

@@ -109,18 +109,23 @@ fn read(path: &Path) -> Result<String> {
         .map_err(|e| Error::Tls(format!("cannot read {}: {e}", path.display())))
 }
 
+/// Writes `path` through a temporary file renamed into place, so a reader
+/// (a restarting agent) never sees half a key or certificate.
 fn write(path: &Path, text: &str, secret: bool) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    let err = |e: std::io::Error| Error::Tls(format!("cannot write {}: {e}", path.display()));
+    let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(if secret { 0o600 } else { 0o644 })
-        .open(path)
-        .map_err(|e| Error::Tls(format!("cannot write {}: {e}", path.display())))?;
-    f.write_all(text.as_bytes())
-        .map_err(|e| Error::Tls(format!("cannot write {}: {e}", path.display())))
+        .open(&tmp)
+        .map_err(err)?;
+    f.write_all(text.as_bytes()).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
 }
 
 /// The cluster's certificate authority: its certificate and signing key.
@@ -332,7 +337,8 @@ impl Tls {
         Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
     }
 
-    fn cert_der(&self) -> Option<Vec<u8>> {
+    /// This process's own certificate, DER.
+    pub fn cert_der(&self) -> Option<Vec<u8>> {
         let pem = self.cert_pem.as_deref()?;
         let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
         Some(p.contents)
@@ -372,6 +378,33 @@ impl Tls {
             None => c,
         }
     }
+}
+
+/// A process's TLS that renewal may replace while it runs: every new
+/// connection takes the current one.
+#[derive(Clone, Debug)]
+pub struct Current(std::sync::Arc<std::sync::RwLock<Tls>>);
+
+impl Current {
+    pub fn new(tls: Tls) -> Current {
+        Current(std::sync::Arc::new(std::sync::RwLock::new(tls)))
+    }
+
+    pub fn get(&self) -> Tls {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set(&self, tls: Tls) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = tls;
+    }
+}
+
+/// Whether a certificate valid until `not_after`, issued for `lifetime`,
+/// is due for renewal at `now`: in its last third, as kubelet's rotation.
+pub fn renewal_due(not_after: SystemTime, lifetime: Duration, now: SystemTime) -> bool {
+    not_after
+        .duration_since(now)
+        .map_or(true, |left| left < lifetime / 3)
 }
 
 #[cfg(test)]

@@ -89,7 +89,10 @@ pub async fn run(
                 .max_encoding_message_size(MAX_MESSAGE),
         )
         .add_service(EventServiceServer::new(Events(ctl.clone())))
-        .add_service(ControlPlaneServer::new(Control(ctl.clone())))
+        .add_service(ControlPlaneServer::new(Control(
+            ctl.clone(),
+            access.clone(),
+        )))
         .add_service(ControllerServiceServer::new(Members(ctl.clone())))
         .add_service(raft)
         .add_service(reflection)

@@ -9,6 +9,7 @@
 //! `cert.pem` + `key.pem`.
 
 use std::path::Path;
+use std::time::Duration;
 
 use berth_proto::tls::{Ca, Peer, Tls, NODE_CERT_LIFETIME};
 
@@ -53,9 +54,15 @@ fn write_secret(path: &Path, text: &str) -> Result<()> {
 }
 
 /// Signs a certificate for `peer` with the CA in `ca_dir`, into `out`.
-pub fn issue(ca_dir: &Path, peer: &Peer, names: &[String], out: &Path) -> Result<()> {
+pub fn issue(
+    ca_dir: &Path,
+    peer: &Peer,
+    names: &[String],
+    lifetime: Duration,
+    out: &Path,
+) -> Result<()> {
     let ca = Ca::load(ca_dir)?;
-    ca.issue(peer, names, NODE_CERT_LIFETIME)?.save(out)?;
+    ca.issue(peer, names, lifetime)?.save(out)?;
     Ok(())
 }
 

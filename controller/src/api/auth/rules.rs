@@ -69,9 +69,16 @@ pub fn method(path: &str) -> (Need, bool) {
         "grpc.health.v1.Health" => (Anyone, false),
         s if s.starts_with("grpc.reflection.") => (Authenticated, false),
         "berth.internal.v1.RaftService" => (Controller, false),
-        "berth.internal.v1.ControlPlane" => (Node, false),
+        "berth.internal.v1.ControlPlane" => match name {
+            // The join token in the request is the credential.
+            "Join" => (Anyone, true),
+            "RenewCertificate" => (Node, true),
+            _ => (Node, false),
+        },
         "berth.v1.ControllerService" => match name {
-            "ListMembers" => (Authenticated, false),
+            // Leader discovery, also for an agent that is joining (it has
+            // no credentials yet): addresses and raft indexes only.
+            "ListMembers" => (Anyone, false),
             _ => (User(Role::Admin), true),
         },
         "berth.v1.AccessService" => match name {

@@ -9,8 +9,10 @@ use berth_proto::internal::v1::*;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
+mod join;
 mod report;
 
+use crate::api::auth::guard::Access;
 use crate::api::auth::{caller, Identity};
 use crate::core::{wire, Controller};
 use crate::state::{self, GpuInventory, NodeRecord, State};
@@ -19,7 +21,7 @@ use crate::state::{self, GpuInventory, NodeRecord, State};
 /// that missed nothing still re-reconciles (level-triggered).
 const RESEND_EVERY: Duration = Duration::from_secs(5);
 
-pub struct Control(pub Arc<Controller>);
+pub struct Control(pub Arc<Controller>, pub Arc<Access>);
 
 /// A node registers, reports and watches under the name in its
 /// certificate, and no other: a second agent cannot pose as the first.
@@ -122,6 +124,25 @@ impl ControlPlane for Control {
             .ok_or_else(|| Status::invalid_argument("a report is required"))?;
         self.0.report(report).await?;
         Ok(Response::new(ReportResponse {}))
+    }
+
+    async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        let cert_pem = join::join(&self.0, &self.1, req.into_inner()).await?;
+        Ok(Response::new(JoinResponse { cert_pem }))
+    }
+
+    async fn renew_certificate(
+        &self,
+        req: Request<RenewCertificateRequest>,
+    ) -> Result<Response<RenewCertificateResponse>, Status> {
+        let Identity::Node(node) = caller(&req)? else {
+            return Err(Status::permission_denied(
+                "only nodes renew node certificates",
+            ));
+        };
+        let cert_pem = join::sign(&self.1, &node, &req.into_inner().csr_pem)?;
+        tracing::info!(%node, "renewed a node certificate");
+        Ok(Response::new(RenewCertificateResponse { cert_pem }))
     }
 
     async fn image_sources(

@@ -19,6 +19,16 @@ fn method_table() {
         (&node, "/berth.internal.v1.RaftService/Send", false),
         (&admin, "/berth.internal.v1.RaftService/Send", false),
         (&node, "/berth.internal.v1.ControlPlane/Report", true),
+        (
+            &node,
+            "/berth.internal.v1.ControlPlane/RenewCertificate",
+            true,
+        ),
+        (
+            &alice,
+            "/berth.internal.v1.ControlPlane/RenewCertificate",
+            false,
+        ),
         (&admin, "/berth.internal.v1.ControlPlane/Register", false),
         (&ctl, "/berth.internal.v1.ControlPlane/Register", false),
         (&node, "/berth.v1.JobService/SubmitJob", false),
@@ -49,6 +59,8 @@ fn method_table() {
 #[test]
 fn no_credentials_reach_only_health() {
     assert!(admit(None, "/grpc.health.v1.Health/Check").is_ok());
+    // Joining carries its token in the request, checked by the handler.
+    assert!(admit(None, "/berth.internal.v1.ControlPlane/Join").is_ok());
     let e = admit(None, "/berth.v1.JobService/ListJobs").unwrap_err();
     assert_eq!(e.code, Code::Unauthenticated);
     let e = admit(None, "/berth.internal.v1.RaftService/Send").unwrap_err();
