@@ -12,7 +12,9 @@ fn agent(rt: Arc<FakeRuntime>) -> Arc<Agent> {
         stop_grace: Duration::from_secs(1),
         labels: Vec::new(),
         images: Default::default(),
-        tls: berth_proto::tls::Tls::ca_only(String::new()),
+        tls: berth_proto::tls::Current::new(berth_proto::tls::Tls::ca_only(String::new())),
+        tls_dir: None,
+        audit: None,
         protected_paths: Vec::new(),
     };
     Agent::new(

@@ -28,7 +28,11 @@ pub async fn run(
     else {
         return Err(Status::invalid_argument("an exec starts with what to run"));
     };
-    let container = berth_container(agent, &start.container_id, &start.job_id, true).await?;
+    let container = berth_container(agent, &start.container_id, &start.job_id, true).await;
+    if let Some(a) = &agent.cfg.audit {
+        a.session("exec", &start.requested_by, &start.job_id, &container);
+    }
+    let container = container?;
     let runtime = agent.runtime.clone();
     if start.attach {
         let session = runtime.attach(&container).await?;

@@ -39,7 +39,11 @@ pub async fn copy_from(
     agent: &Agent,
     req: ContainerCopyFromRequest,
 ) -> Result<ChunkStream, Status> {
-    let container = berth_container(agent, &req.container_id, &req.job_id, false).await?;
+    let container = berth_container(agent, &req.container_id, &req.job_id, false).await;
+    if let Some(a) = &agent.cfg.audit {
+        a.session("cp-from", &req.requested_by, &req.job_id, &container);
+    }
+    let container = container?;
     if agent
         .runtime
         .path_stat(&container, &req.path)
@@ -73,7 +77,11 @@ pub async fn copy_to(
             "a copy starts with the container and directory",
         ));
     };
-    let container = berth_container(agent, &start.container_id, &start.job_id, false).await?;
+    let container = berth_container(agent, &start.container_id, &start.job_id, false).await;
+    if let Some(a) = &agent.cfg.audit {
+        a.session("cp-to", &start.requested_by, &start.job_id, &container);
+    }
+    let container = container?;
     tracing::info!(job = %start.job_id, dir = %start.dir, "copying into a container");
     // A client that goes away mid-stream aborts the upload: docker then
     // extracts nothing more.
@@ -94,7 +102,11 @@ pub async fn commit(
     agent: &Agent,
     req: ContainerCommitRequest,
 ) -> Result<ContainerCommitResponse, Status> {
-    let container = berth_container(agent, &req.container_id, &req.job_id, false).await?;
+    let container = berth_container(agent, &req.container_id, &req.job_id, false).await;
+    if let Some(a) = &agent.cfg.audit {
+        a.session("commit", &req.requested_by, &req.job_id, &container);
+    }
+    let container = container?;
     let (repo, tag) = split_reference(&req.image);
     let id = agent
         .runtime

@@ -172,3 +172,82 @@ fn the_filter_leaves_out_a_legacy_layer_the_receiver_has() {
         assert!(names.contains(&format!("{V1_ID}/json")));
     }
 }
+
+mod fuzz {
+    //! Property tests of the tar filter on what a peer may send: arbitrary
+    //! archives cut anywhere, and arbitrary bytes.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn build(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, path, data.as_slice()).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn files() -> impl Strategy<Value = Vec<(String, Vec<u8>)>> {
+        proptest::collection::vec(
+            (
+                // Short names and ones past ustar's 100 bytes (GNU long names).
+                prop_oneof!["[a-z]{1,12}", "[a-z]{101,140}"],
+                proptest::collection::vec(any::<u8>(), 0..3000),
+            ),
+            1..6,
+        )
+        .prop_map(|v| {
+            v.into_iter()
+                .enumerate()
+                .map(|(i, (n, d))| (format!("f{i}/{n}"), d))
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever the pieces, exactly the skipped entries are left out
+        /// and the others arrive byte for byte.
+        #[test]
+        fn any_archive_any_cut(files in files(), piece in 1usize..2000, skip_mask in any::<u8>()) {
+            let input = build(&files);
+            let skip: HashSet<String> = files
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| skip_mask & (1 << i) != 0)
+                .map(|(_, f)| f.0.clone())
+                .collect();
+            let mut f = TarFilter::new(Plan { paths: skip.clone(), ..Plan::default() });
+            let mut out = Vec::new();
+            for p in input.chunks(piece) {
+                out.extend_from_slice(&f.push(p).unwrap());
+            }
+            out.extend_from_slice(&f.finish().unwrap());
+            let kept: Vec<(String, Vec<u8>)> =
+                files.iter().filter(|f| !skip.contains(&f.0)).cloned().collect();
+            prop_assert_eq!(entries(&out), kept);
+            prop_assert_eq!(out.len() as u64 + f.skipped, input.len() as u64);
+        }
+
+        /// Bytes from a broken or hostile peer give an error or a result,
+        /// never a panic or an endless loop.
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..4096), piece in 1usize..700) {
+            let mut f = TarFilter::new(Plan {
+                paths: HashSet::from(["x".to_string()]),
+                ..Plan::default()
+            });
+            for p in data.chunks(piece) {
+                if f.push(p).is_err() {
+                    return Ok(());
+                }
+            }
+            let _ = f.finish();
+        }
+    }
+}

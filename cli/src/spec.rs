@@ -199,4 +199,43 @@ mod tests {
         assert!(size("0").is_err());
         assert!(size("-1g").is_err());
     }
+
+    mod fuzz {
+        //! Whatever a user types, the parsers answer without panicking,
+        //! and what they accept is what the server will be sent.
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn mounts_never_smuggle_a_colon(s in "[/a-z:.]{0,40}(:ro|:rw)?") {
+                if let Ok(m) = mount(&s) {
+                    prop_assert!(!m.source.contains(':') && !m.target.contains(':'));
+                    prop_assert!(m.source.starts_with('/') && m.target.starts_with('/'));
+                    prop_assert!(m.target != "/");
+                }
+            }
+
+            #[test]
+            fn ports_are_in_range_or_refused(s in "([0-9.]{0,15}:)?[0-9]{0,6}:[0-9]{0,6}(/tcp|/udp|/sctp)?") {
+                if let Ok(p) = port(&s) {
+                    prop_assert!((1..=65535).contains(&p.host_port));
+                    prop_assert!((1..=65535).contains(&p.container_port));
+                    prop_assert!(p.protocol == "tcp" || p.protocol == "udp");
+                }
+            }
+
+            #[test]
+            fn sizes_are_bounded_or_refused(s in "[0-9]{0,16}(\\.[0-9]{1,3})?[bkmgtBKMGT]?") {
+                if let Ok(n) = size(&s) {
+                    prop_assert!(n <= 1 << 40);
+                }
+            }
+
+            #[test]
+            fn any_text_gets_an_answer(s in ".{0,60}") {
+                let _ = (mount(&s), port(&s), size(&s), array(&s), cpus(&s), memory(&s), env(&s));
+            }
+        }
+    }
 }

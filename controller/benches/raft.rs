@@ -52,6 +52,7 @@ fn credentials(dir: &std::path::Path) -> (Dial, Dial) {
         &tls_dir,
         &Peer::Node("bench-node".into()),
         &[],
+        berth_proto::tls::NODE_CERT_LIFETIME,
         &dir.join("node"),
     )
     .unwrap();

@@ -51,6 +51,9 @@ enum TlsCmd {
         /// Extra host names or IPs the certificate is valid for.
         #[arg(long = "san")]
         sans: Vec<String>,
+        /// How long it is valid (nodes renew theirs in its last third).
+        #[arg(long, default_value = "30d")]
+        lifetime: humantime::Duration,
     },
 }
 
@@ -108,6 +111,10 @@ struct Args {
     /// Queued jobs one user may have at once (0: no cap).
     #[arg(long, default_value_t = 10_000)]
     max_queued_per_user: u32,
+    /// Submits per second one user may make, with bursts of ten times
+    /// that (0: no cap).
+    #[arg(long, default_value_t = 100)]
+    max_submits_per_second: u32,
 }
 
 fn tls_command(cmd: TlsCmd) -> anyhow::Result<()> {
@@ -129,13 +136,14 @@ fn tls_command(cmd: TlsCmd) -> anyhow::Result<()> {
             node,
             controller,
             sans,
+            lifetime,
         } => {
             let peer = match (node, controller) {
                 (Some(n), None) => berth_proto::tls::Peer::Node(n),
                 (None, Some(id)) if id > 0 => berth_proto::tls::Peer::Controller(id),
                 _ => bail!("say whom the certificate is for: --node NAME or --controller ID"),
             };
-            bootstrap::issue(&ca_dir, &peer, &sans, &out)?;
+            bootstrap::issue(&ca_dir, &peer, &sans, *lifetime, &out)?;
             eprintln!("wrote {peer}'s certificate to {}", out.display());
         }
     }
@@ -223,6 +231,11 @@ async fn main() -> anyhow::Result<()> {
             args.data_dir.display().to_string(),
             args.tls_dir.display().to_string(),
         ],
+        ca: berth_controller::api::auth::bootstrap::ca(&args.tls_dir).ok(),
+        submit_rate: berth_controller::api::auth::guard::Access::submit_rate(
+            args.max_submits_per_second,
+        ),
+        submit_rate_per_second: args.max_submits_per_second,
     };
     let server = berth_controller::run(ctl, leader, access, listener, async {
         let _ = stopped.await;

@@ -314,6 +314,12 @@ impl Cluster {
         name
     }
 
+    /// Starts an agent named `name` with `extra` flags (one GPU), without
+    /// waiting for it.
+    pub fn spawn_agent_named(&mut self, name: &str, extra: &[&str]) {
+        self.spawn_agent_full(name, "1", extra, &[]);
+    }
+
     /// The log file of `node`'s agent.
     pub fn log_of(&self, node: &str) -> PathBuf {
         self.dir.path().join(format!("{node}.log"))
@@ -337,11 +343,14 @@ impl Cluster {
             std::fs::write(&foreign, "").unwrap();
         }
         let log = self.log_of(name);
-        let tls = self.node_tls(name);
+        let mut cmd = Command::new(bin("berth-agent"));
+        // A test that brings its own (a joining agent's) keeps it.
+        if !extra.contains(&"--tls-dir") {
+            cmd.arg("--tls-dir").arg(self.node_tls(name));
+        }
         let p = Proc::spawn(
-            Command::new(bin("berth-agent"))
-                .arg("--tls-dir")
-                .arg(&tls)
+            cmd.arg("--audit-log")
+                .arg(self.dir.path().join(format!("{name}.audit")))
                 .args([
                     "--controllers",
                     &self.addr,
@@ -396,10 +405,23 @@ impl Cluster {
 
     /// A node certificate for `name` (signed once, kept for restarts).
     pub fn node_tls(&self, name: &str) -> PathBuf {
+        self.node_tls_for(name, "30d")
+    }
+
+    /// As `node_tls`, valid for `lifetime` (e.g. "6s").
+    pub fn node_tls_for(&self, name: &str, lifetime: &str) -> PathBuf {
         let out_dir = self.dir.path().join(format!("{name}-tls"));
         if !out_dir.join("cert.pem").exists() {
             let out = Command::new(bin("berth-controller"))
-                .args(["tls", "issue", "--node", name, "--ca-dir"])
+                .args([
+                    "tls",
+                    "issue",
+                    "--lifetime",
+                    lifetime,
+                    "--node",
+                    name,
+                    "--ca-dir",
+                ])
                 .arg(&self.tls)
                 .arg("--out")
                 .arg(&out_dir)

@@ -17,7 +17,7 @@ fn stderr(o: &std::process::Output) -> String {
 #[test]
 fn users_act_only_on_their_own_jobs_and_roles_bound_the_rest() {
     let mut c = Cluster::start();
-    c.add_agent(2);
+    let node = c.add_agent(2);
     let alice = c.token("alice", "user");
     let bob = c.token("bob", "user");
     let viewer = c.token("vic", "viewer");
@@ -69,6 +69,16 @@ fn users_act_only_on_their_own_jobs_and_roles_bound_the_rest() {
     // alice herself may.
     let out = c.berth_as(&alice, &["logs", &job]);
     assert!(out.status.success(), "{}", stderr(&out));
+    let out = c.berth_as(&alice, &["exec", &job, "true"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The host's agent recorded the session, and for whom.
+    let agent_audit = std::fs::read_to_string(c.dir.path().join(format!("{node}.audit"))).unwrap();
+    let session: serde_json::Value =
+        serde_json::from_str(agent_audit.lines().last().unwrap()).unwrap();
+    assert_eq!(session["what"], "exec");
+    assert_eq!(session["requested_by"], "user alice (user)");
+    assert_eq!(session["job"], job.as_str());
+    assert_eq!(session["outcome"], "OK");
 
     // A viewer reads but cannot submit.
     let out = c.berth_as(&viewer, &["ps"]);
@@ -249,4 +259,146 @@ fn certificates_bind_roles_and_plaintext_is_refused() {
     });
     // The real node is untouched.
     c.wait_node_ready(&node);
+}
+
+#[test]
+fn an_agent_joins_with_a_one_time_token_for_its_name_only() {
+    let mut c = Cluster::start();
+    let join = |c: &Cluster, name: Option<&str>| {
+        let mut args = vec!["token", "create", "--join"];
+        args.extend(name);
+        let out = c.berth(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // A directory with only the CA: what a new host is given.
+    let ca_only = |c: &Cluster, name: &str| {
+        let dir = c.dir.path().join(format!("{name}-join"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(c.tls.join("ca.pem"), dir.join("ca.pem")).unwrap();
+        dir
+    };
+    let token = join(&c, None);
+    let name = unique("joined");
+    let dir = ca_only(&c, &name);
+    c.spawn_agent_named(
+        &name,
+        &["--tls-dir", dir.to_str().unwrap(), "--join-token", &token],
+    );
+    c.wait_node_ready(&name);
+    let tls = berth_proto::tls::Tls::load(&dir).unwrap();
+    assert_eq!(tls.peer(), Some(berth_proto::tls::Peer::Node(name.clone())));
+    // A joined node runs jobs (the controller reaches its data plane).
+    // (the only node: the job runs there.)
+    let out = c.berth(&["run", IMAGE, "echo", "joined"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("joined"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Used up: a second host cannot reuse it.
+    let second = unique("second");
+    let out = std::process::Command::new(bin("berth-agent"))
+        .args([
+            "--controllers",
+            &c.addr,
+            "--name",
+            &second,
+            "--fake-gpus",
+            "1",
+            "--join-token",
+            &token,
+        ])
+        .arg("--tls-dir")
+        .arg(ca_only(&c, &second))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("unknown or was revoked"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A token made for one name joins that name only.
+    let token = join(&c, Some("alpha"));
+    let out = std::process::Command::new(bin("berth-agent"))
+        .args([
+            "--controllers",
+            &c.addr,
+            "--name",
+            "beta",
+            "--fake-gpus",
+            "1",
+            "--join-token",
+            &token,
+        ])
+        .arg("--tls-dir")
+        .arg(ca_only(&c, "beta"))
+        .output()
+        .unwrap();
+    assert!(stderr(&out).contains("join.token-node"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_node_renews_its_certificate_before_it_expires_and_keeps_working() {
+    let mut c = Cluster::start();
+    let name = unique("short");
+    let dir = c.node_tls_for(&name, "6s");
+    let first = berth_proto::tls::Tls::load(&dir)
+        .unwrap()
+        .not_after()
+        .unwrap();
+    c.spawn_agent_named(&name, &[]);
+    c.wait_node_ready(&name);
+    let renewed = wait_for("a renewed certificate", Duration::from_secs(30), || {
+        let t = berth_proto::tls::Tls::load(&dir).ok()?.not_after()?;
+        (t > first).then_some(t)
+    });
+    assert!(renewed > first);
+    // Past the first certificate's end: the controller still reaches the
+    // agent's data plane (logs of an attached run) and the agent reports.
+    wait_for(
+        "the first certificate to expire",
+        Duration::from_secs(30),
+        || (std::time::SystemTime::now() > first + Duration::from_secs(1)).then_some(()),
+    );
+    let out = c.berth(&["run", IMAGE, "echo", "still here"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("still here"),
+        "{}",
+        stderr(&out)
+    );
+    c.wait_node_ready(&name);
+}
+
+#[test]
+fn a_user_cannot_flood_the_queue() {
+    let mut c = Cluster::start_with(1, &["--max-queued-per-user", "2"]);
+    c.add_agent(1);
+    let alice = c.token("alice", "user");
+    let run = |c: &Cluster| {
+        c.berth_as(
+            &alice,
+            &["run", "-d", "--gpus", "1", IMAGE, "sh", "-c", FOREVER],
+        )
+    };
+    let first = run(&c);
+    assert!(first.status.success(), "{}", stderr(&first));
+    c.wait_state(String::from_utf8_lossy(&first.stdout).trim(), "running");
+    for _ in 0..2 {
+        let out = run(&c);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = run(&c);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--max-queued-per-user"),
+        "{}",
+        stderr(&out)
+    );
+    // The cap is per user, and admins are not bound by it.
+    let out = c.berth(&["run", "-d", "--gpus", "1", IMAGE, "true"]);
+    assert!(out.status.success(), "{}", stderr(&out));
 }

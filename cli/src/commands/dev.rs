@@ -92,7 +92,12 @@ pub async fn run(args: Args) -> Result<()> {
         stop_grace: Duration::from_secs(10),
         labels: Vec::new(),
         images: Default::default(),
-        tls: node_tls,
+        tls: berth_proto::tls::Current::new(node_tls),
+        tls_dir: Some(tls_dir.join("node")),
+        audit: Some(std::sync::Arc::new(
+            berth_agent::audit::Audit::open(&data_dir.join("agent-audit.log"))
+                .context("opening the agent's audit log")?,
+        )),
         protected_paths: vec![data_dir.display().to_string()],
     };
     let agent = Agent::new(cfg, Arc::new(docker), gpus);
@@ -115,6 +120,9 @@ pub async fn run(args: Args) -> Result<()> {
         priority_ceiling: berth_controller::api::auth::rules::DEFAULT_PRIORITY_CEILING,
         max_queued_per_user: 10_000,
         protected_paths: vec![data_dir.display().to_string()],
+        ca: bootstrap::ca(&tls_dir).ok(),
+        submit_rate: Access::submit_rate(100),
+        submit_rate_per_second: 100,
     };
     let server = tokio::spawn(berth_controller::run(
         ctl,
@@ -126,6 +134,7 @@ pub async fn run(args: Args) -> Result<()> {
         },
     ));
     tokio::spawn(berth_agent::server::serve(agent.clone(), agent_listener));
+    tokio::spawn(berth_agent::certs::renew_forever(agent.clone()));
     tokio::select! {
         _ = agent.run() => Ok(()),
         r = server => r?,
@@ -148,7 +157,13 @@ fn credentials(tls_dir: &Path, node: &str) -> Result<(Tls, Tls, String)> {
     let node_tls = match Tls::load(&node_dir) {
         Ok(t) if t.peer() == Some(Peer::Node(node.to_string())) => t,
         _ => {
-            bootstrap::issue(tls_dir, &Peer::Node(node.to_string()), &[], &node_dir)?;
+            bootstrap::issue(
+                tls_dir,
+                &Peer::Node(node.to_string()),
+                &[],
+                berth_proto::tls::NODE_CERT_LIFETIME,
+                &node_dir,
+            )?;
             Tls::load(&node_dir)?
         }
     };

@@ -281,4 +281,22 @@ mod tests {
         assert!(err("name = 1").contains("[[job]]"));
         assert!(err("[[job]]\nimage = \"x\"\ndetach = true\n").contains("options of berth submit"));
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any job file gets jobs or an error, never a panic; what is
+            /// accepted names an image.
+            #[test]
+            fn any_job_file_gets_an_answer(body in "(\\[\\[job\\]\\]\n)?([a-z_-]{1,10} = (\"[a-z/:.0-9-]{0,20}\"|[0-9]{1,4}|true|\\[\"[a-z0-9:/]{0,10}\"\\])\n){0,6}") {
+                if let Ok(jobs) = jobs(&body) {
+                    for (_, spec) in jobs {
+                        prop_assert!(!spec.image.is_empty());
+                    }
+                }
+            }
+        }
+    }
 }

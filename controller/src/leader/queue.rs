@@ -183,6 +183,8 @@ pub fn from_spec(spec: &JobSpec, seq: u64) -> QueuedJob {
         gang: Vec::new(),
         array: None,
         not_before_ms: 0,
+        // Preempting others' jobs is an admin's call.
+        own_victims_only: spec.role != "admin",
     }
 }
 

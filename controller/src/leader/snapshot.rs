@@ -123,6 +123,7 @@ fn node_view(state: &State, node: &NodeRecord, t: &Telemetry) -> (NodeView, Vec<
             victims.push(Victim {
                 job_id: job.id.clone(),
                 priority: job.spec.priority,
+                user: job.spec.user.clone(),
                 gpus: job.gpus.iter().map(|g| g.index).collect(),
             });
         }

@@ -104,6 +104,8 @@ pub enum GpuUse {
 pub struct Victim {
     pub job_id: String,
     pub priority: i32,
+    /// Its owner: a user's job preempts only its owner's own jobs.
+    pub user: String,
     /// GPU indexes it holds.
     pub gpus: Vec<u32>,
 }
@@ -133,6 +135,9 @@ pub struct QueuedJob {
     pub array: Option<(String, u32)>,
     /// A restarting job's backoff: not placed before this (unix ms).
     pub not_before_ms: i64,
+    /// May preempt only its owner's jobs (a user's job); an admin's job
+    /// may preempt anyone's preemptible, lower-priority jobs.
+    pub own_victims_only: bool,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -226,6 +226,7 @@ fn arb_job(i: usize) -> impl Strategy<Value = QueuedJob> {
                     gang: (0..gang).map(|r| format!("j{i}.{r}")).collect(),
                     array: (kind == 3 && gang == 0).then(|| ("arr".to_string(), 2)),
                     not_before_ms: 0,
+                    own_victims_only: false,
                 }
             },
         )
@@ -244,6 +245,7 @@ fn arb_snapshot() -> impl Strategy<Value = Snapshot> {
                         n.victims.push(Victim {
                             job_id: format!("v-{}", g.uuid),
                             priority: -1,
+                            user: String::new(),
                             gpus: vec![g.index],
                         });
                     }

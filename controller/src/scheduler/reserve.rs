@@ -130,6 +130,7 @@ fn preempt(
         .victims
         .iter()
         .filter(|v| v.priority < job.priority)
+        .filter(|v| !job.own_victims_only || v.user == job.user)
         .map(|v| {
             let usable = v
                 .gpus

@@ -134,6 +134,8 @@ fn job(id: &str, kv: &Kv, seq: u64) -> QueuedJob {
             (g.to_string(), cap.parse().unwrap())
         }),
         not_before_ms: kv.get("not_before").map_or(0, |t| t.parse().unwrap()),
+        // role=user: a user's job, which preempts only its owner's jobs.
+        own_victims_only: kv.get("role").is_some_and(|r| r == "user"),
     }
 }
 
@@ -171,6 +173,7 @@ pub fn load(text: &str) -> (Snapshot, Vec<String>) {
                 n.victims.push(Victim {
                     job_id: words[1].to_string(),
                     priority: kv.get("prio").map_or(0, |p| p.parse().unwrap()),
+                    user: kv.get("user").map(|u| u.to_string()).unwrap_or_default(),
                     gpus,
                 });
             }

@@ -30,6 +30,23 @@ pub struct Access {
     pub max_queued_per_user: u32,
     /// This controller's own directories, which no mount may reach.
     pub protected_paths: Vec<String>,
+    /// The cluster CA, to sign joining and renewing nodes' certificates.
+    pub ca: Option<berth_proto::tls::Ca>,
+    /// Submits per second each user may make (a burst of ten seconds'
+    /// worth); `None`: no cap.
+    pub submit_rate: Option<governor::DefaultKeyedRateLimiter<String>>,
+    pub submit_rate_per_second: u32,
+}
+
+impl Access {
+    /// A per-user submit cap of `per_second` (0: none).
+    pub fn submit_rate(per_second: u32) -> Option<governor::DefaultKeyedRateLimiter<String>> {
+        let rate = std::num::NonZeroU32::new(per_second)?;
+        let burst = rate.saturating_mul(std::num::NonZeroU32::new(10)?);
+        Some(governor::RateLimiter::keyed(
+            governor::Quota::per_second(rate).allow_burst(burst),
+        ))
+    }
 }
 
 #[derive(Clone)]

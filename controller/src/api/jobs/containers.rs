@@ -108,6 +108,7 @@ pub async fn exec(
             rows: start.rows,
             cols: start.cols,
             attach: start.attach,
+            requested_by: who.describe(),
         })),
     };
     // The rest of the session: stdin, resizes, end of input. A second
@@ -167,6 +168,7 @@ pub async fn copy_from(
             container_id: job.container_id,
             job_id: job.id,
             path: req.path,
+            requested_by: who.describe(),
         })
         .await?;
     Ok(Box::pin(r.into_inner()))
@@ -191,6 +193,7 @@ pub async fn copy_to(
             container_id: job.container_id,
             job_id: job.id,
             dir: start.dir,
+            requested_by: who.describe(),
         })),
     };
     let data = rest(inbound).filter_map(|m| {
@@ -225,6 +228,7 @@ pub async fn commit(
             image: req.image,
             comment: req.comment,
             no_pause: req.no_pause,
+            requested_by: who.describe(),
         })
         .await?
         .into_inner();
