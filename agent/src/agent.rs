@@ -26,6 +26,9 @@ use crate::{container, Error, Result};
 /// the change right after the daemon took it; this only covers the gap).
 const UPDATE_SETTLE: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// How long a report may wait for the controller's answer.
+const REPORT_DEADLINE: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub node: String,
@@ -172,12 +175,16 @@ impl Agent {
         let mut desired: Option<DesiredAllocations> = None;
         let mut failed: HashMap<String, String> = HashMap::new();
         let mut tick = tokio::time::interval(self.cfg.report_every);
+        let mut renewed = self.cert_generation.subscribe();
         loop {
             tokio::select! {
                 msg = stream.message() => match msg? {
                     Some(d) => desired = Some(d),
                     None => return Err(Error::Controller("allocation stream closed".into())),
                 },
+                // A renewed certificate: start a session with it (the
+                // channel would otherwise reconnect with the old one).
+                _ = renewed.changed() => return Ok(()),
                 _ = tick.tick() => {}
                 // A transfer ended: create the waiting containers now.
                 _ = self.pulls.finished.notified() => {}
@@ -185,11 +192,18 @@ impl Agent {
             let report = self
                 .reconcile(&cluster, desired.as_ref(), &mut failed)
                 .await?;
-            client
-                .report(ReportRequest {
+            // A deadline: a controller that stopped answering (a silent
+            // partition) ends the session instead of stalling it.
+            tokio::time::timeout(
+                REPORT_DEADLINE,
+                client.report(ReportRequest {
                     report: Some(report),
-                })
-                .await?;
+                }),
+            )
+            .await
+            .map_err(|_| {
+                Error::Controller(format!("no answer to a report in {REPORT_DEADLINE:?}"))
+            })??;
         }
     }
 

@@ -83,39 +83,16 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
-    let mut tls = berth_proto::tls::Tls::load(&args.tls_dir)
-        .with_context(|| format!("loading TLS from {}", args.tls_dir.display()))?;
-    if tls.cert_pem.is_none() && !args.probe {
-        if let Some(token) = &args.join_token {
-            let node = args.name.clone().unwrap_or_else(berth_agent::hostname);
-            tls = berth_agent::certs::join(&args.controllers, &tls, &node, token).await?;
-            berth_agent::certs::save(&tls, &args.tls_dir)?;
-            tracing::info!(%node, dir = %args.tls_dir.display(), "joined the cluster: node certificate saved");
-        }
-    }
-    let cert_name = match tls.peer() {
-        Some(berth_proto::tls::Peer::Node(n)) => Some(n),
-        Some(other) => anyhow::bail!("{}/cert.pem is {other}'s, not a node's", args.tls_dir.display()),
-        None if args.probe => None,
-        None => anyhow::bail!(
-            "{} has no node certificate (cert.pem, key.pem): join with --join-token (an admin runs `berth token create --join`), or sign one with `berth-controller tls issue --node NAME`",
-            args.tls_dir.display()
-        ),
-    };
-    let node = match (args.name.clone(), cert_name) {
-        (Some(n), Some(c)) if n != c => anyhow::bail!(
-            "--name {n} but the certificate in {} is for node {c}: a node registers only under its certificate's name",
-            args.tls_dir.display()
-        ),
-        (Some(n), _) => n,
-        (None, Some(c)) => c,
-        (None, None) => berth_agent::hostname(),
-    };
-    let gpus =
-        berth_agent::gpu_backend(&node, args.fake_gpus.as_deref(), args.fake_foreign.clone())?;
     if args.probe {
+        // A hardware check: no cluster, no certificates needed.
+        let node = args.name.clone().unwrap_or_else(berth_agent::hostname);
+        let gpus =
+            berth_agent::gpu_backend(&node, args.fake_gpus.as_deref(), args.fake_foreign.clone())?;
         return probe(gpus.as_ref());
     }
+    let (tls, node) = identity(&args).await?;
+    let gpus =
+        berth_agent::gpu_backend(&node, args.fake_gpus.as_deref(), args.fake_foreign.clone())?;
     let docker = Docker::connect(&args.docker).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -160,6 +137,36 @@ async fn main() -> anyhow::Result<()> {
         _ = shutdown_signal() => tracing::info!("shutting down; containers keep running and are adopted on restart"),
     }
     Ok(())
+}
+
+/// This node's TLS and name: the certificate in --tls-dir, got first with
+/// --join-token when there is none; the name is the certificate's.
+async fn identity(args: &Args) -> anyhow::Result<(berth_proto::tls::Tls, String)> {
+    let mut tls = berth_proto::tls::Tls::load(&args.tls_dir)
+        .with_context(|| format!("loading TLS from {}", args.tls_dir.display()))?;
+    if tls.cert_pem.is_none() {
+        if let Some(token) = &args.join_token {
+            let node = args.name.clone().unwrap_or_else(berth_agent::hostname);
+            tls = berth_agent::certs::join(&args.controllers, &tls, &node, token).await?;
+            berth_agent::certs::save(&tls, &args.tls_dir)?;
+            tracing::info!(%node, dir = %args.tls_dir.display(), "joined the cluster: node certificate saved");
+        }
+    }
+    let cert_name = match tls.peer() {
+        Some(berth_proto::tls::Peer::Node(n)) => n,
+        Some(other) => anyhow::bail!("{}/cert.pem is {other}'s, not a node's", args.tls_dir.display()),
+        None => anyhow::bail!(
+            "{} has no node certificate (cert.pem, key.pem): join with --join-token (an admin runs `berth token create --join`), or sign one with `berth-controller tls issue --node NAME`",
+            args.tls_dir.display()
+        ),
+    };
+    if let Some(n) = args.name.as_ref().filter(|n| **n != cert_name) {
+        anyhow::bail!(
+            "--name {n} but the certificate in {} is for node {cert_name}: a node registers only under its certificate's name",
+            args.tls_dir.display()
+        );
+    }
+    Ok((tls, cert_name))
 }
 
 fn probe(gpus: &dyn GpuBackend) -> anyhow::Result<()> {

@@ -385,6 +385,7 @@ async fn serve_once(
         .tls_config(tls)?
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+        .max_concurrent_streams(Some(1024))
         // Image streams send 2 MiB messages: HTTP/2's default 64 KiB window
         // would stall every chunk on window updates.
         .initial_stream_window_size(berth_proto::archive::WINDOW)

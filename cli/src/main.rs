@@ -96,15 +96,7 @@ async fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Dev(args) => commands::dev::run(args).await.map(|()| 0),
-        command => match config::Settings::load(cli.addr.as_deref()) {
-            Ok(settings) => match command {
-                Command::Controller(c) => commands::controller::run(&settings, c, format)
-                    .await
-                    .map(|()| 0),
-                command => dispatch(command, &settings, format).await,
-            },
-            Err(e) => Err(e),
-        },
+        command => dispatch(command, cli.addr.as_deref(), format).await,
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
@@ -131,19 +123,22 @@ fn output(cli: &mut Cli) -> anyhow::Result<Format> {
     }
 }
 
-async fn dispatch(
-    command: Command,
-    settings: &config::Settings,
-    format: Format,
-) -> anyhow::Result<i32> {
+async fn dispatch(command: Command, addr: Option<&str>, format: Format) -> anyhow::Result<i32> {
     if let Command::Run(args) = command {
         let args = *args;
         // Malformed flags are refused before we even connect: nothing is created.
         let spec = commands::run::job_spec(&args)?;
-        let client = client::Client::connect(settings).await?;
+        let settings = config::Settings::load(addr)?;
+        let client = client::Client::connect(&settings).await?;
         return commands::run::run(&client, args, spec, format).await;
     }
-    let client = client::Client::connect(settings).await?;
+    let settings = config::Settings::load(addr)?;
+    if let Command::Controller(c) = command {
+        return commands::controller::run(&settings, c, format)
+            .await
+            .map(|()| 0);
+    }
+    let client = client::Client::connect(&settings).await?;
     match command {
         Command::Run(_) => unreachable!("handled above"),
         Command::Ps(args) => commands::ps::run(&client, args, format).await.map(|()| 0),

@@ -8,8 +8,19 @@ fn dead_addr() -> String {
     l.local_addr().unwrap().to_string()
 }
 
+/// A cluster CA of nobody's (nothing answers anyway), and no config file.
+fn ca() -> std::path::PathBuf {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let ca = berth_proto::tls::Ca::generate("offline").unwrap();
+    ca.save(&dir).unwrap();
+    dir.join("ca.pem")
+}
+
 fn berth(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_berth"))
+        .env("BERTH_CONFIG", "/nonexistent/berth.toml")
+        .env("BERTH_CA", ca())
+        .env_remove("BERTH_TOKEN")
         .arg("--addr")
         .arg(dead_addr())
         .args(args)
@@ -49,6 +60,22 @@ fn no_controller_says_how_to_start_one() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("cannot reach a Berth controller") && err.contains("berth dev"),
+        "{err}"
+    );
+}
+
+#[test]
+fn no_ca_says_where_to_get_one() {
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .env("BERTH_CONFIG", "/nonexistent/berth.toml")
+        .env_remove("BERTH_CA")
+        .args(["--addr", &dead_addr(), "ps"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no cluster CA") && err.contains("berth dev") && err.contains("BERTH_CA"),
         "{err}"
     );
 }

@@ -436,10 +436,15 @@ impl Cluster {
         out_dir
     }
 
+    /// The CLI config file (the CA and the admin token).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("berth.toml")
+    }
+
     /// The `berth` CLI with this cluster's config (its CA, the admin token).
     pub fn cli(&self) -> Command {
         let mut cmd = Command::new(bin("berth"));
-        cmd.env("BERTH_CONFIG", self.dir.path().join("berth.toml"))
+        cmd.env("BERTH_CONFIG", self.config_path())
             .env_remove("BERTH_TOKEN")
             .env_remove("BERTH_CA");
         cmd

@@ -12,6 +12,7 @@ use berth_tests::*;
 /// cutting a `sleep 30` short, and `exit 7` becoming the exit code.
 fn tty_session(c: &Cluster, target: &[&str]) {
     let out = Command::new("python3")
+        .env("BERTH_CONFIG", c.config_path())
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/scripts/tty_session.py"
