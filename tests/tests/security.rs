@@ -8,6 +8,11 @@ use berth_proto::v1::job_service_client::JobServiceClient;
 use berth_proto::v1::ListJobsRequest;
 use berth_tests::*;
 
+/// A one-message client stream.
+fn futures_stream<T: Send + 'static>(item: T) -> impl tokio_stream::Stream<Item = T> + Send {
+    tokio_stream::iter([item])
+}
+
 const FOREVER: &str = "trap 'exit 0' TERM; while :; do sleep 0.1; done";
 
 fn stderr(o: &std::process::Output) -> String {
@@ -239,6 +244,80 @@ fn certificates_bind_roles_and_plaintext_is_refused() {
         assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
         assert!(e.message().contains("control.nodes-only"), "{e:?}");
 
+        // Nor raft.
+        let ch = user.endpoint(&addr).unwrap().connect().await.unwrap();
+        let mut raft =
+            berth_proto::internal::v1::raft_service_client::RaftServiceClient::with_interceptor(
+                ch,
+                user.bearer.clone(),
+            );
+        let chunk = berth_proto::internal::v1::RaftChunk {
+            data: vec![0u8; 8],
+            more: false,
+        };
+        let e = raft.send(futures_stream(chunk)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+        assert!(e.message().contains("raft.controllers-only"), "{e:?}");
+
+        // The agent's own port: no client certificate, no handshake; a
+        // user's certificate (even one the CA signed) is refused; another
+        // node's is welcome (agents send each other images).
+        let agent_addr = c.json(&["nodes"])[0]["agent_addr"]
+            .as_str()
+            .map(String::from);
+        if let Some(agent_addr) = agent_addr {
+            let ca_only = berth_proto::tls::Tls::ca_only(
+                std::fs::read_to_string(c.tls.join("ca.pem")).unwrap(),
+            );
+            let logs = |tls: berth_proto::tls::Tls| {
+                let agent_addr = agent_addr.clone();
+                async move {
+                    let ch = berth_proto::connect::endpoint(
+                        &agent_addr,
+                        &tls,
+                        berth_proto::tls::NODE_DOMAIN,
+                    )
+                    .unwrap()
+                    .connect()
+                    .await
+                    .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+                    berth_proto::internal::v1::agent_service_client::AgentServiceClient::new(ch)
+                        .container_logs(berth_proto::internal::v1::ContainerLogsRequest {
+                            container_id: "nope".into(),
+                            job_id: "nope".into(),
+                            follow: false,
+                            tail: 0,
+                        })
+                        .await
+                        .map(|_| ())
+                }
+            };
+            assert!(
+                logs(ca_only).await.is_err(),
+                "no client certificate, no service"
+            );
+            let ca = berth_proto::tls::Ca::load(&c.tls).unwrap();
+            let user_cert = ca
+                .issue(
+                    &berth_proto::tls::Peer::User {
+                        name: "alice".into(),
+                        role: "admin".into(),
+                    },
+                    &[],
+                    Duration::from_secs(600),
+                )
+                .unwrap();
+            let e = logs(user_cert).await.unwrap_err();
+            assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+            assert!(e.message().contains("agent.peers-only"), "{e:?}");
+            let peer = berth_proto::tls::Tls::load(&c.node_tls("peer-agent")).unwrap();
+            let e = logs(peer).await.unwrap_err();
+            // Admitted: the agent looked for the container and did not find it.
+            assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+        } else {
+            panic!("the node's agent address is not listed");
+        }
+
         // A second agent cannot register under the first one's name.
         let other = c.node_tls("impostor");
         let impostor = berth_proto::connect::Dial {
@@ -401,4 +480,39 @@ fn a_user_cannot_flood_the_queue() {
     // The cap is per user, and admins are not bound by it.
     let out = c.berth(&["run", "-d", "--gpus", "1", IMAGE, "true"]);
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn the_agent_refuses_what_its_host_resolves_to_a_denied_path() {
+    // The controller sees /tmp/…/innocent, under the default policy's /tmp;
+    // on the host it is a symlink to /etc, which the agent refuses.
+    let mut c = Cluster::start();
+    c.add_agent(1);
+    let alice = c.token("alice", "user");
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("innocent");
+    std::os::unix::fs::symlink("/etc", &link).unwrap();
+    let mount = format!("{}:/x:ro", link.display());
+    let out = c.berth_as(
+        &alice,
+        &["run", "-d", "-v", &mount, IMAGE, "cat", "/x/shadow"],
+    );
+    assert!(
+        out.status.success(),
+        "the controller accepts it: {}",
+        stderr(&out)
+    );
+    let job = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let j = c.wait_state(&job, "failed");
+    let message = j["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("refused by this host's agent")
+            && message.contains("mounts.deny")
+            && message.contains("/etc"),
+        "{j}"
+    );
+    assert!(
+        j["container_id"].as_str().unwrap_or_default().is_empty(),
+        "no container: {j}"
+    );
 }
