@@ -68,6 +68,10 @@ pub struct State {
     /// The admins' mount and privilege policy; `None`: the built-in default.
     #[serde(default)]
     pub policy: Option<berth_proto::policy::Policy>,
+    /// Log index of the last policy change (0: never changed), so the
+    /// agents' streams send the policy only when it changed.
+    #[serde(default)]
+    pub policy_index: u64,
     /// Derived indexes, rebuilt after a snapshot is loaded.
     #[serde(skip)]
     gpu_holder: FxHashMap<String, String>,
@@ -191,6 +195,7 @@ impl State {
             },
             Command::SetPolicy(p) => {
                 self.policy = Some(p.clone());
+                self.policy_index = index;
                 Ok(Applied::default())
             }
         }

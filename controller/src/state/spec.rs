@@ -8,6 +8,10 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// A job's request: the cluster-wide equivalent of a `docker run` line.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -37,6 +41,9 @@ pub struct JobSpec {
     /// ownership): the authenticated caller at submit, never the client's say.
     pub user: String,
     /// The owner's role at submit (the agent re-checks the policy for it).
+    /// The fields from here on are left out of the log when empty, so
+    /// entries and snapshots do not grow for what most jobs never ask.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub role: String,
     /// Gang size; 0 or 1 for a single job.
     pub nodes: u32,
@@ -46,11 +53,17 @@ pub struct JobSpec {
     pub memory_bytes: u64,
     pub nano_cpus: u64,
     /// docker's `-u`.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub run_as: String,
+    #[serde(skip_serializing_if = "is_false")]
     pub privileged: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cap_add: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub network: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub ipc: String,
 }
 

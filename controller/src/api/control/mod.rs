@@ -172,6 +172,9 @@ pub fn allocations(
     let mut applied = ctl.subscribe_applied();
     async_stream::stream! {
         let mut last: Option<(u64, Vec<Allocation>)> = None;
+        // The policy travels on the first message and after each change
+        // only: agents keep the last one they got.
+        let mut policy_sent: Option<u64> = None;
         let mut last_sent = tokio::time::Instant::now();
         loop {
             if let Err(e) = ctl.ensure_leader() {
@@ -183,11 +186,21 @@ pub fn allocations(
             let stamp = last.as_ref().map(|(s, _)| *s);
             let changed = ctl.read(|s| {
                 let now = s.node_stamp(&node);
-                (due || Some(now) != stamp).then(|| (now, s.applied_index, desired(s, &node), policy_toml(s)))
+                let policy = (policy_sent != Some(s.policy_index))
+                    .then(|| (s.policy_index, policy_toml(s)));
+                (due || Some(now) != stamp || policy.is_some())
+                    .then(|| (now, s.applied_index, desired(s, &node), policy))
             });
-            if let Some((now, revision, allocations, policy_toml)) = changed {
-                if due || last.as_ref().map(|(_, a)| a) != Some(&allocations) {
+            if let Some((now, revision, allocations, policy)) = changed {
+                if due || policy.is_some() || last.as_ref().map(|(_, a)| a) != Some(&allocations) {
                     last_sent = tokio::time::Instant::now();
+                    let policy_toml = match policy {
+                        Some((index, toml)) => {
+                            policy_sent = Some(index);
+                            toml
+                        }
+                        None => String::new(),
+                    };
                     yield Ok(DesiredAllocations { revision, allocations: allocations.clone(), policy_toml });
                 }
                 last = Some((now, allocations));
@@ -218,9 +231,8 @@ pub fn desired(state: &State, node: &str) -> Vec<Allocation> {
         .collect()
 }
 
-/// The policy the agent re-checks containers against. A policy change
-/// alone does not wake the streams: it applies to containers created
-/// after the next send (at most `RESEND_EVERY`).
+/// The policy the agent re-checks containers against (sent when it
+/// changed; every applied command wakes the streams, a policy change too).
 fn policy_toml(s: &State) -> String {
     s.policy.clone().unwrap_or_default().to_toml()
 }
