@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use berth_proto::connect::{Deadlines, Timed};
 use berth_proto::internal::v1::control_plane_client::ControlPlaneClient;
 use berth_proto::internal::v1::*;
 use berth_proto::v1::{DaemonSettings, ImageInfo};
-use tonic::transport::Channel;
 
 use berth_proto::image_ref;
 
@@ -76,7 +76,7 @@ pub struct Agent {
     /// are chosen last as sources).
     pub exports: Arc<AtomicU32>,
     /// The current session's control plane (pulls ask it for holders).
-    control: Mutex<Option<ControlPlaneClient<Channel>>>,
+    control: Mutex<Option<ControlPlaneClient<Timed>>>,
     /// The daemon's settings, read when the session started.
     daemon: Mutex<DaemonSettings>,
     /// The cluster's policy as the controller last sent it; containers are
@@ -127,7 +127,7 @@ impl Agent {
     }
 
     /// The control plane of the current leader among the controllers given.
-    async fn connect(&self) -> Result<ControlPlaneClient<Channel>> {
+    async fn connect(&self) -> Result<ControlPlaneClient<Timed>> {
         let dial = berth_proto::connect::Dial {
             tls: self.cfg.tls.get(),
             bearer: Default::default(),
@@ -137,7 +137,7 @@ impl Agent {
                 .await
                 .map_err(Error::Controller)?;
         tracing::debug!(leader = %addr, "connected to the leader");
-        Ok(ControlPlaneClient::new(channel))
+        Ok(ControlPlaneClient::new(Deadlines::new(channel)))
     }
 
     async fn session(&self) -> Result<()> {

@@ -11,7 +11,6 @@ use berth_proto::internal::v1::control_plane_client::ControlPlaneClient;
 use berth_proto::internal::v1::ImageSourcesRequest;
 use berth_proto::v1::{ImagePull, TransferProgress};
 use tokio::sync::{mpsc, Notify};
-use tonic::transport::Channel;
 
 use crate::images;
 use crate::runtime::Images;
@@ -144,7 +143,7 @@ pub struct PullContext {
     pub images: crate::images::ImageOptions,
     pub tls: berth_proto::tls::Tls,
     pub pulls: Arc<Pulls>,
-    pub control: ControlPlaneClient<Channel>,
+    pub control: ControlPlaneClient<berth_proto::connect::Timed>,
 }
 
 /// Receives `image` for the jobs waiting on it: asks the controller for the

@@ -38,10 +38,7 @@ impl Client {
     }
 
     fn authed(&self) -> Authed {
-        tonic::service::interceptor::InterceptedService::new(
-            self.channel.clone(),
-            self.settings.dial.bearer.clone(),
-        )
+        berth_proto::connect::authed(self.channel.clone(), self.settings.dial.bearer.clone())
     }
 
     pub fn jobs(&self) -> JobServiceClient<Authed> {

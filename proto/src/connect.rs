@@ -71,8 +71,108 @@ impl tonic::service::Interceptor for Bearer {
     }
 }
 
-/// A channel whose every request carries the caller's token.
-pub type Authed = InterceptedService<Channel, Bearer>;
+/// A channel whose quick calls have a deadline (`Deadlines`).
+pub type Timed = Deadlines<Channel>;
+
+/// A channel whose every request carries the caller's token, and whose
+/// quick calls have a deadline.
+pub type Authed = InterceptedService<Timed, Bearer>;
+
+/// `channel` with deadlines and `bearer`'s token.
+pub fn authed(channel: Channel, bearer: Bearer) -> Authed {
+    InterceptedService::new(Deadlines::new(channel), bearer)
+}
+
+/// How long a quick call may take before the caller gives up on it.
+pub const QUICK_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Calls that answer at once when the server is healthy: lookups, listings
+/// and single writes. Streams, waits, transfers, commits and image work
+/// take as long as they take, and have no deadline here.
+fn is_quick(path: &str) -> bool {
+    let method = path.rsplit('/').next().unwrap_or_default();
+    method.starts_with("List")
+        || method.starts_with("Get")
+        || matches!(
+            method,
+            "SubmitJob"
+                | "CancelJob"
+                | "UpdateJob"
+                | "ExplainJob"
+                | "SetQuota"
+                | "StatPath"
+                | "WhoAmI"
+                | "CreateToken"
+                | "RevokeToken"
+                | "SetPolicy"
+                | "AddMember"
+                | "RemoveMember"
+                | "Register"
+                | "Report"
+                | "ImageSources"
+                | "Join"
+                | "RenewCertificate"
+                | "UpdateContainer"
+        )
+}
+
+/// A deadline on every quick call (`is_quick`), enforced here and sent to
+/// the server (`grpc-timeout`): a peer whose network silently drops
+/// packets fails the call in `QUICK_DEADLINE` instead of hanging it.
+#[derive(Clone, Debug)]
+pub struct Deadlines<S> {
+    inner: S,
+    deadline: Duration,
+}
+
+impl<S> Deadlines<S> {
+    pub fn new(inner: S) -> Deadlines<S> {
+        Deadlines {
+            inner,
+            deadline: QUICK_DEADLINE,
+        }
+    }
+}
+
+impl<S, B, R> tonic::codegen::Service<tonic::codegen::http::Request<B>> for Deadlines<S>
+where
+    S: tonic::codegen::Service<tonic::codegen::http::Request<B>, Response = R>,
+    S::Error: Into<tonic::codegen::StdError>,
+    S::Future: Send + 'static,
+{
+    type Response = R;
+    type Error = tonic::codegen::StdError;
+    type Future = tonic::codegen::BoxFuture<R, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: tonic::codegen::http::Request<B>) -> Self::Future {
+        let deadline = is_quick(req.uri().path()).then_some(self.deadline);
+        if let Some(d) = deadline {
+            if let Ok(v) = format!("{}m", d.as_millis()).parse() {
+                req.headers_mut().entry("grpc-timeout").or_insert(v);
+            }
+        }
+        let call = self.inner.call(req);
+        Box::pin(async move {
+            match deadline {
+                None => call.await.map_err(Into::into),
+                Some(d) => match tokio::time::timeout(d, call).await {
+                    Ok(r) => r.map_err(Into::into),
+                    Err(_) => Err(Box::new(tonic::Status::deadline_exceeded(format!(
+                        "no answer in {} s",
+                        d.as_secs()
+                    ))) as tonic::codegen::StdError),
+                },
+            }
+        })
+    }
+}
 
 /// How to reach the controllers: the CA to trust (and own certificate),
 /// and the user's token if any.
@@ -88,7 +188,7 @@ impl Dial {
     }
 
     fn members(&self, channel: Channel) -> ControllerServiceClient<Authed> {
-        ControllerServiceClient::with_interceptor(channel, self.bearer.clone())
+        ControllerServiceClient::new(authed(channel, self.bearer.clone()))
     }
 }
 
@@ -170,4 +270,72 @@ async fn confirmed(dial: &Dial, addr: &str) -> Result<Option<Channel>, String> {
         .and_then(|m| m.into_inner().membership)
         .is_some_and(|m| m.leader_id != 0 && m.leader_id == m.self_id);
     Ok(leads.then_some(channel))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::codegen::{http, Service};
+
+    /// A server that never answers (a silent partition).
+    #[derive(Clone)]
+    struct Silent;
+
+    impl Service<http::Request<()>> for Silent {
+        type Response = http::Response<()>;
+        type Error = tonic::codegen::StdError;
+        type Future = std::future::Pending<Result<Self::Response, Self::Error>>;
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _: http::Request<()>) -> Self::Future {
+            std::future::pending()
+        }
+    }
+
+    fn request(path: &str) -> http::Request<()> {
+        http::Request::builder().uri(path).body(()).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn quick_calls_give_up_and_streams_do_not() {
+        let mut d = Deadlines {
+            inner: Silent,
+            deadline: Duration::from_secs(30),
+        };
+        let e = d
+            .call(request("/berth.v1.JobService/ListJobs"))
+            .await
+            .unwrap_err();
+        let status = e.downcast::<tonic::Status>().unwrap();
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+        // A followed log has no deadline: still waiting after an hour.
+        let follow = d.call(request("/berth.v1.JobService/JobLogs"));
+        assert!(tokio::time::timeout(Duration::from_secs(3600), follow)
+            .await
+            .is_err());
+    }
+
+    #[test]
+    fn quick_means_lookups_and_single_writes() {
+        for q in [
+            "/berth.v1.JobService/SubmitJob",
+            "/berth.v1.NodeService/ListNodes",
+            "/berth.internal.v1.ControlPlane/Report",
+        ] {
+            assert!(is_quick(q), "{q}");
+        }
+        for slow in [
+            "/berth.v1.JobService/WaitJob",
+            "/berth.v1.JobService/Commit",
+            "/berth.v1.ImageService/PushImage",
+            "/berth.internal.v1.RaftService/Send",
+            "/berth.v1.JobService/Exec",
+        ] {
+            assert!(!is_quick(slow), "{slow}");
+        }
+    }
 }

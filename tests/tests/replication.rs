@@ -46,10 +46,10 @@ fn submit_all(
                                 berth_proto::connect::leader(&dial, &list, Duration::from_secs(10))
                                     .await
                             {
-                                client = Some(JobServiceClient::with_interceptor(
+                                client = Some(JobServiceClient::new(berth_proto::connect::authed(
                                     ch,
                                     dial.bearer.clone(),
-                                ));
+                                )));
                             }
                         }
                         let Some(c) = client.as_mut() else {

@@ -13,7 +13,6 @@ use berth_proto::v1::{
 use crate::client::status_message;
 use berth_proto::connect::Authed;
 use serde_json::json;
-use tonic::service::interceptor::InterceptedService;
 
 use crate::config::Settings;
 
@@ -73,7 +72,7 @@ async fn members(settings: &Settings, addr: &str) -> Result<Membership> {
         .timeout(Duration::from_secs(3))
         .connect()
         .await?;
-    let authed = InterceptedService::new(channel, settings.dial.bearer.clone());
+    let authed = berth_proto::connect::authed(channel, settings.dial.bearer.clone());
     Ok(ControllerServiceClient::new(authed)
         .list_members(ListMembersRequest {})
         .await?

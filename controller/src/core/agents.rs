@@ -3,19 +3,15 @@
 //! host concerned, and asks agents to move and collect images.
 
 use berth_proto::archive::{MAX_MESSAGE, WINDOW};
+use berth_proto::connect::{Deadlines, Timed};
 use berth_proto::internal::v1::agent_service_client::AgentServiceClient;
 use berth_proto::tls::{Tls, NODE_DOMAIN};
-use tonic::transport::Channel;
 
 use crate::{Error, Result};
 
 /// A data-plane client for an agent, sized for image streams: mutual TLS,
 /// this controller's certificate, the agent's verified as a node's.
-pub async fn agent_client(
-    tls: &Tls,
-    node: &str,
-    addr: &str,
-) -> Result<AgentServiceClient<Channel>> {
+pub async fn agent_client(tls: &Tls, node: &str, addr: &str) -> Result<AgentServiceClient<Timed>> {
     let channel = berth_proto::connect::endpoint(addr, tls, NODE_DOMAIN)
         .map_err(|e| Error::Unavailable(format!("bad agent address {addr}: {e}")))?
         .initial_stream_window_size(WINDOW)
@@ -25,7 +21,7 @@ pub async fn agent_client(
         .map_err(|e| {
             Error::Unavailable(format!("cannot reach the agent of {node} at {addr}: {e}"))
         })?;
-    Ok(AgentServiceClient::new(channel)
+    Ok(AgentServiceClient::new(Deadlines::new(channel))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE))
 }

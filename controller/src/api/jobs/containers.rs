@@ -6,6 +6,7 @@
 
 use std::pin::Pin;
 
+use berth_proto::connect::Timed;
 use berth_proto::internal::v1::agent_service_client::AgentServiceClient;
 use berth_proto::internal::v1::{
     container_copy_to_input, container_exec_input, ContainerCommitRequest,
@@ -14,7 +15,6 @@ use berth_proto::internal::v1::{
 };
 use berth_proto::v1::*;
 use futures::{Stream, StreamExt};
-use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
 use crate::api::auth::{check, Action, Identity};
@@ -31,7 +31,7 @@ async fn agent_of(
     verb: &str,
     reference: &str,
     running: bool,
-) -> Result<(JobRecord, AgentServiceClient<Channel>), Status> {
+) -> Result<(JobRecord, AgentServiceClient<Timed>), Status> {
     ctl.read_barrier().await?;
     let job = ctl.resolve(reference)?;
     check(
@@ -68,7 +68,7 @@ async fn agent_of(
 pub async fn client_for(
     ctl: &Controller,
     job: &JobRecord,
-) -> Result<AgentServiceClient<Channel>, Status> {
+) -> Result<AgentServiceClient<Timed>, Status> {
     let node = job.node.clone().unwrap_or_default();
     let addr = ctl
         .read(|s| s.nodes.get(&node).map(|n| n.agent_addr.clone()))
