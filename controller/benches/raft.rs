@@ -195,10 +195,11 @@ async fn main() {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let mut client = JobServiceClient::with_interceptor(
+        // As the CLI's: the token, and the quick calls' deadline.
+        let mut client = JobServiceClient::new(berth_proto::connect::authed(
             channels[c % channels.len()].clone(),
             user.bearer.clone(),
-        );
+        ));
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut n = 0u64;
@@ -235,7 +236,8 @@ async fn main() {
         if let Ok((ch, _)) =
             berth_proto::connect::leader(&user, &live, Duration::from_millis(500)).await
         {
-            let mut c = JobServiceClient::with_interceptor(ch, user.bearer.clone());
+            let mut c =
+                JobServiceClient::new(berth_proto::connect::authed(ch, user.bearer.clone()));
             if c.submit_job(submit_req(format!(
                 "failover-{}",
                 killed.elapsed().as_nanos()
