@@ -133,7 +133,10 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(berth_agent::certs::renew_forever(agent.clone()));
     tokio::select! {
         _ = agent.run() => {}
-        r = server => r??,
+        r = server => {
+            r??;
+            anyhow::bail!("the data plane server stopped");
+        }
         _ = shutdown_signal() => tracing::info!("shutting down; containers keep running and are adopted on restart"),
     }
     Ok(())

@@ -356,14 +356,21 @@ pub async fn serve(agent: Arc<Agent>, listener: TcpListener) -> anyhow::Result<(
         });
         let mut running = tokio::spawn(server);
         tokio::select! {
+            biased;
             r = generation.changed() => {
                 if r.is_err() {
                     return running.await?;
                 }
-                tracing::info!("serving the data plane with the renewed certificate");
             }
-            r = &mut running => return r?,
+            r = &mut running => {
+                // A server told to stop for a new certificate can finish
+                // before this loop sees the change: that is no end.
+                if *agent.cert_generation.borrow() == current {
+                    return r?;
+                }
+            }
         }
+        tracing::info!("serving the data plane with the renewed certificate");
     }
 }
 

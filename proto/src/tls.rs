@@ -28,6 +28,17 @@ pub const CONTROLLER_DOMAIN: &str = "controller.berth";
 /// The name controllers and agents verify on an agent's certificate.
 pub const NODE_DOMAIN: &str = "node.berth";
 
+/// The name to verify when dialling node `name`'s agent: `NAME.node.berth`,
+/// which only that node's certificate carries — or, for a node name that
+/// cannot be a DNS name, `node.berth` (any node's).
+pub fn node_domain(name: &str) -> String {
+    let own = format!("{name}.{NODE_DOMAIN}");
+    match rustls_pki_types::DnsName::try_from(own.as_str()) {
+        Ok(_) => own,
+        Err(_) => NODE_DOMAIN.to_string(),
+    }
+}
+
 /// Certificates a node or controller gets: short enough that a stolen key
 /// stops working on its own, long enough to survive a long weekend offline.
 pub const NODE_CERT_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -252,6 +263,14 @@ fn leaf_params(
     if let Some(domain) = peer.domain() {
         let name = domain.try_into().map_err(tls_err("a certificate's name"))?;
         params.subject_alt_names.push(SanType::DnsName(name));
+    }
+    // A node's own name too, so whoever dials node X can insist on X's.
+    if let Peer::Node(n) = peer {
+        let own = node_domain(n);
+        if own != NODE_DOMAIN {
+            let name = own.try_into().map_err(tls_err("a certificate's name"))?;
+            params.subject_alt_names.push(SanType::DnsName(name));
+        }
     }
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![

@@ -516,3 +516,55 @@ fn the_agent_refuses_what_its_host_resolves_to_a_denied_path() {
         "no container: {j}"
     );
 }
+
+#[test]
+fn a_node_cannot_divert_the_controller_to_another_nodes_agent() {
+    // "evil" holds a genuine node certificate, but registers the address of
+    // another node's agent: the controller dials it expecting evil's
+    // certificate, gets the other's, and refuses the connection.
+    let mut c = Cluster::start();
+    let victim = c.add_agent(1);
+    let victim_addr = c
+        .json(&["nodes"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == victim.as_str())
+        .unwrap()["agent_addr"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let evil = berth_proto::connect::Dial {
+        tls: berth_proto::tls::Tls::load(&c.node_tls("evil")).unwrap(),
+        bearer: Default::default(),
+    };
+    let addr = c.controllers[0].addr.clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ch = evil.endpoint(&addr).unwrap().connect().await.unwrap();
+        let mut cp = berth_proto::internal::v1::control_plane_client::ControlPlaneClient::new(ch);
+        cp.register(berth_proto::internal::v1::RegisterRequest {
+            node: "evil".into(),
+            agent_addr: victim_addr.clone(),
+            gpu_backend: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        cp.report(berth_proto::internal::v1::ReportRequest {
+            report: Some(berth_proto::internal::v1::NodeReport {
+                node: "evil".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    });
+    let out = c.berth(&["image", "gc", "--on", "evil", "--dry-run"]);
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(all.contains("cannot reach the agent of evil"), "{all}");
+    // The victim's own agent is still reached under its name.
+    let out = c.berth(&["image", "gc", "--on", &victim, "--dry-run"]);
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(!all.contains("cannot reach"), "{all}");
+}

@@ -85,3 +85,31 @@ fn ca_and_identities_survive_a_save_and_load() {
         .mode();
     assert_eq!(mode & 0o077, 0, "keys are owner-only");
 }
+
+#[test]
+fn a_node_certificate_names_its_node_for_dns_checks() {
+    assert_eq!(node_domain("gpu-a"), "gpu-a.node.berth");
+    assert_eq!(node_domain("gpu_07.rack2"), "gpu_07.rack2.node.berth");
+    // Not a DNS name: dialling falls back to any node's name.
+    assert_eq!(node_domain("-bad"), NODE_DOMAIN);
+    let ca = Ca::generate("test").unwrap();
+    let tls = ca
+        .issue(&Peer::Node("gpu-a".into()), &[], NODE_CERT_LIFETIME)
+        .unwrap();
+    let der = tls.cert_der().unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let names: Vec<String> = cert
+        .subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert!(names.contains(&"node.berth".to_string()), "{names:?}");
+    assert!(names.contains(&"gpu-a.node.berth".to_string()), "{names:?}");
+}
