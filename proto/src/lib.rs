@@ -15,6 +15,7 @@
 //! - helpers on generated enums used by every crate.
 
 pub mod archive;
+pub mod audit;
 pub mod connect;
 mod error;
 pub mod image_ref;

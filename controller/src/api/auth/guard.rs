@@ -184,38 +184,10 @@ fn authenticate(
 /// answered at once); a streamed answer's trailers come later, and count
 /// as OK here: the call was admitted and started.
 fn outcome(resp: &HttpResponse) -> (Code, String) {
-    let h = resp.headers();
-    let code = h
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i32>().ok())
-        .map(Code::from_i32)
-        .unwrap_or(Code::Ok);
-    let message = h
-        .get("grpc-message")
-        .and_then(|v| v.to_str().ok())
-        .map(percent_decode)
-        .unwrap_or_default();
-    (code, message)
-}
-
-/// grpc-message is percent-encoded (gRPC over HTTP/2, "Responses").
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
+    match Status::from_header_map(resp.headers()) {
+        Some(s) => (s.code(), s.message().to_string()),
+        None => (Code::Ok, String::new()),
     }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn audit(
@@ -230,40 +202,17 @@ fn audit(
         return;
     };
     let (kind, name, role) = id.map(Identity::parts).unwrap_or(("", String::new(), ""));
-    log.write(&Record {
+    let record = Record {
         ts_ms: convert::now_ms(),
         kind,
         name: &name,
         role,
         from,
         method,
-        outcome: if code == Code::Ok {
-            "OK"
-        } else {
-            code_name(code)
-        },
+        outcome: berth_proto::audit::code_name(code),
         message,
-    });
-}
-
-fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
+    };
+    if let Err(e) = log.append(&record) {
+        tracing::error!(error = %e, "could not write the audit log");
     }
 }
