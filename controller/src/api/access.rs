@@ -60,12 +60,9 @@ impl AccessService for AccessApi {
                 "role {role:?}: roles are admin, user, viewer (or join, for a node)"
             )));
         }
-        if (!join || !req.user.is_empty()) && !tokens::valid_user(&req.user) {
-            return Err(Status::invalid_argument(format!(
-                "{} {:?} must be 1-64 letters, digits, '.', '_' or '-'",
-                if join { "node name" } else { "user name" },
-                req.user
-            )));
+        if !join || !req.user.is_empty() {
+            let what = if join { "node name" } else { "user name" };
+            tokens::check_name(what, &req.user)?;
         }
         if req.ttl_ms < 0 {
             return Err(Status::invalid_argument("--expires must be positive"));
@@ -132,10 +129,7 @@ impl AccessService for AccessApi {
         _req: Request<GetPolicyRequest>,
     ) -> Result<Response<GetPolicyResponse>, Status> {
         self.0.read_barrier().await?;
-        let (policy, is_default) = self.0.read(|s| match &s.policy {
-            Some(p) => (p.clone(), false),
-            None => (Policy::default(), true),
-        });
+        let (policy, is_default) = self.0.read(|s| (s.policy_in_force(), s.policy.is_none()));
         Ok(Response::new(GetPolicyResponse {
             policy_toml: policy.to_toml(),
             is_default,

@@ -140,6 +140,21 @@ impl State {
         self.user_gpus.get(user).copied().unwrap_or(0)
     }
 
+    /// `user`'s jobs waiting in the queue. A scan of the queue: it serves
+    /// `quota list` and the per-user queue cap, not the scheduler.
+    pub fn queued_of(&self, user: &str) -> usize {
+        self.queue
+            .iter()
+            .filter(|id| self.jobs.get(*id).is_some_and(|j| j.spec.user == user))
+            .count()
+    }
+
+    /// The mount and privilege policy in force: the admins', else the
+    /// built-in default.
+    pub fn policy_in_force(&self) -> berth_proto::policy::Policy {
+        self.policy.clone().unwrap_or_default()
+    }
+
     /// Tasks of `group` holding resources now.
     pub fn group_live(&self, group: &str) -> u32 {
         self.group_live.get(group).copied().unwrap_or(0)

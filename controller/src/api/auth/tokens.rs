@@ -95,6 +95,17 @@ pub fn authenticate(
     })
 }
 
+/// `valid_user`, as the refusal a request gets; `what` names the field
+/// ("user name", "node name").
+pub fn check_name(what: &str, name: &str) -> Result<(), tonic::Status> {
+    if valid_user(name) {
+        return Ok(());
+    }
+    Err(tonic::Status::invalid_argument(format!(
+        "{what} {name:?} must be 1-64 letters, digits, '.', '_' or '-'"
+    )))
+}
+
 /// A user name can be a token's subject, a label and a path component.
 pub fn valid_user(name: &str) -> bool {
     !name.is_empty()

@@ -15,12 +15,7 @@ use crate::state::Command;
 
 pub async fn join(ctl: &Controller, access: &Access, req: JoinRequest) -> Result<String, Status> {
     ctl.ensure_leader()?;
-    if !tokens::valid_user(&req.node) {
-        return Err(Status::invalid_argument(format!(
-            "node name {:?} must be 1-64 letters, digits, '.', '_' or '-'",
-            req.node
-        )));
-    }
+    tokens::check_name("node name", &req.node)?;
     let now = convert::now_ms();
     let rec = ctl
         .read(|s| tokens::lookup(s, &req.token, now).cloned())

@@ -234,7 +234,7 @@ pub fn desired(state: &State, node: &str) -> Vec<Allocation> {
 /// The policy the agent re-checks containers against (sent when it
 /// changed; every applied command wakes the streams, a policy change too).
 fn policy_toml(s: &State) -> String {
-    s.policy.clone().unwrap_or_default().to_toml()
+    s.policy_in_force().to_toml()
 }
 
 /// What the controller adds to a job's environment: its task's (array index,

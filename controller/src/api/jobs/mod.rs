@@ -275,11 +275,7 @@ impl JobService for Jobs {
                     user: user.clone(),
                     gpus: *gpus,
                     used: s.user_gpus(user),
-                    queued_jobs: s
-                        .queue
-                        .iter()
-                        .filter(|id| s.jobs.get(*id).is_some_and(|j| &j.spec.user == user))
-                        .count() as u32,
+                    queued_jobs: s.queued_of(user) as u32,
                 })
                 .collect()
         });

@@ -36,12 +36,7 @@ impl Controller {
         };
         self.validate_submit(&spec, &name)?;
         if max_queued > 0 {
-            let queued = self.read(|s| {
-                s.queue
-                    .iter()
-                    .filter(|id| s.jobs.get(*id).is_some_and(|j| j.spec.user == spec.user))
-                    .count()
-            });
+            let queued = self.read(|s| s.queued_of(&spec.user));
             let tasks = spec.nodes.max(1) as usize
                 * spec
                     .array
@@ -80,7 +75,7 @@ impl Controller {
 
     /// The mount and privilege policy in force, for a job of `role`'s.
     pub fn check_policy(&self, spec: &JobSpec, role: &str, protected: &[String]) -> Result<()> {
-        let policy = self.read(|s| s.policy.clone()).unwrap_or_default();
+        let policy = self.read(|s| s.policy_in_force());
         policy
             .check(spec, &spec.user, role, protected)
             .map_err(|v| Error::Refused {
