@@ -87,6 +87,25 @@ pub struct Agent {
     pub cert_generation: tokio::sync::watch::Sender<u64>,
 }
 
+/// The control plane of the current leader among `controllers`, dialled
+/// with `tls` (a node's certificate, or only the CA for a joining agent),
+/// waiting up to `patience` for an election.
+pub async fn control_plane(
+    controllers: &[String],
+    tls: berth_proto::tls::Tls,
+    patience: Duration,
+) -> Result<ControlPlaneClient<Timed>> {
+    let dial = berth_proto::connect::Dial {
+        tls,
+        bearer: Default::default(),
+    };
+    let (channel, addr) = berth_proto::connect::leader(&dial, controllers, patience)
+        .await
+        .map_err(Error::Controller)?;
+    tracing::debug!(leader = %addr, "connected to the leader");
+    Ok(ControlPlaneClient::new(Deadlines::new(channel)))
+}
+
 impl Agent {
     pub fn new(
         cfg: AgentConfig,
@@ -126,18 +145,15 @@ impl Agent {
         }
     }
 
-    /// The control plane of the current leader among the controllers given.
+    /// The control plane of the current leader, with this node's
+    /// certificate as it is now.
     async fn connect(&self) -> Result<ControlPlaneClient<Timed>> {
-        let dial = berth_proto::connect::Dial {
-            tls: self.cfg.tls.get(),
-            bearer: Default::default(),
-        };
-        let (channel, addr) =
-            berth_proto::connect::leader(&dial, &self.cfg.controllers, Duration::from_secs(5))
-                .await
-                .map_err(Error::Controller)?;
-        tracing::debug!(leader = %addr, "connected to the leader");
-        Ok(ControlPlaneClient::new(Deadlines::new(channel)))
+        control_plane(
+            &self.cfg.controllers,
+            self.cfg.tls.get(),
+            Duration::from_secs(5),
+        )
+        .await
     }
 
     async fn session(&self) -> Result<()> {

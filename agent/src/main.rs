@@ -151,7 +151,7 @@ async fn identity(args: &Args) -> anyhow::Result<(berth_proto::tls::Tls, String)
         if let Some(token) = &args.join_token {
             let node = args.name.clone().unwrap_or_else(berth_agent::hostname);
             tls = berth_agent::certs::join(&args.controllers, &tls, &node, token).await?;
-            berth_agent::certs::save(&tls, &args.tls_dir)?;
+            tls.save(&args.tls_dir)?;
             tracing::info!(%node, dir = %args.tls_dir.display(), "joined the cluster: node certificate saved");
         }
     }

@@ -240,11 +240,29 @@ fn dn(cn: &str) -> DistinguishedName {
     dn
 }
 
+/// Every certificate starts this long before it was made, for clocks that
+/// disagree a little.
+const CLOCK_SLACK: Duration = Duration::from_secs(3600);
+
 fn validity(params: &mut CertificateParams, lifetime: Duration) {
     let now = SystemTime::now();
-    // An hour of slack for clocks that disagree a little.
-    params.not_before = (now - Duration::from_secs(3600)).into();
+    params.not_before = (now - CLOCK_SLACK).into();
     params.not_after = (now + lifetime).into();
+}
+
+/// When a certificate ends, and the lifetime it was issued for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validity {
+    pub not_after: SystemTime,
+    pub lifetime: Duration,
+}
+
+impl Validity {
+    /// When to renew it: at the start of its last third, as kubelet's
+    /// rotation does.
+    pub fn renew_at(&self) -> SystemTime {
+        self.not_after - self.lifetime / 3
+    }
 }
 
 fn leaf_params(
@@ -350,10 +368,30 @@ impl Tls {
 
     /// When this process's own certificate expires.
     pub fn not_after(&self) -> Option<SystemTime> {
+        self.validity().map(|v| v.not_after)
+    }
+
+    /// This process's own certificate's end and lifetime (not counting
+    /// the clock slack it starts with).
+    pub fn validity(&self) -> Option<Validity> {
         let der = self.cert_der()?;
         let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
-        let secs = cert.validity().not_after.timestamp();
-        Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
+        let v = cert.validity();
+        let at = |secs: i64| {
+            u64::try_from(secs)
+                .ok()
+                .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s))
+        };
+        let (not_before, not_after) = (at(v.not_before.timestamp())?, at(v.not_after.timestamp())?);
+        let span = not_after.duration_since(not_before).ok()?;
+        let lifetime = span
+            .checked_sub(CLOCK_SLACK)
+            .filter(|l| !l.is_zero())
+            .unwrap_or(span);
+        Some(Validity {
+            not_after,
+            lifetime,
+        })
     }
 
     /// This process's own certificate, DER.
@@ -416,14 +454,6 @@ impl Current {
     pub fn set(&self, tls: Tls) {
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = tls;
     }
-}
-
-/// Whether a certificate valid until `not_after`, issued for `lifetime`,
-/// is due for renewal at `now`: in its last third, as kubelet's rotation.
-pub fn renewal_due(not_after: SystemTime, lifetime: Duration, now: SystemTime) -> bool {
-    not_after
-        .duration_since(now)
-        .map_or(true, |left| left < lifetime / 3)
 }
 
 #[cfg(test)]

@@ -47,6 +47,12 @@ fn issued_certificates_name_their_holder() {
         .duration_since(SystemTime::now())
         .unwrap();
     assert!(left > NODE_CERT_LIFETIME - Duration::from_secs(60));
+    let v = node.validity().unwrap();
+    assert!(
+        v.lifetime.abs_diff(NODE_CERT_LIFETIME) < Duration::from_secs(2),
+        "{v:?}"
+    );
+    assert_eq!(v.renew_at(), v.not_after - v.lifetime / 3);
 }
 
 #[test]
