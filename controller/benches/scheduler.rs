@@ -81,6 +81,7 @@ async fn committed(hosts: usize, jobs: usize, rounds: usize) -> Committed {
         join: false,
         snapshot_every: 50_000,
         tls: bench_tls(),
+        node_lost_after: berth_controller::core::DEFAULT_NODE_LOST_AFTER,
     })
     .unwrap();
     let leader = Leader::new(ctl.clone(), LeaderConfig::default());

@@ -115,6 +115,11 @@ struct Args {
     /// that (0: no cap).
     #[arg(long, default_value_t = 100)]
     max_submits_per_second: u32,
+    /// A host silent this long has lost its jobs: they fail or run again
+    /// elsewhere (each job's --on-host-lost). Its agent stops them itself
+    /// after half of it (docs/operations.md). At least 2s.
+    #[arg(long, env = "BERTH_NODE_LOST_AFTER", default_value = "30s")]
+    node_lost_after: humantime::Duration,
 }
 
 fn tls_command(cmd: TlsCmd) -> anyhow::Result<()> {
@@ -183,6 +188,9 @@ async fn main() -> anyhow::Result<()> {
         return tls_command(cmd);
     }
     let args = cli.args;
+    if *args.node_lost_after < std::time::Duration::from_secs(2) {
+        bail!("--node-lost-after {} is too short: a host's jobs would be lost at its first slow report; use 2s or more (the default is 30s)", args.node_lost_after);
+    }
     let mut peers = parse_peers(&args.peers)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -202,6 +210,7 @@ async fn main() -> anyhow::Result<()> {
         join: args.join,
         snapshot_every: args.snapshot_every.max(100),
         tls,
+        node_lost_after: *args.node_lost_after,
     })
     .with_context(|| format!("opening data dir {}", args.data_dir.display()))?;
     // Tests and scripts that asked for port 0 read the real address here.

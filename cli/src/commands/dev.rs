@@ -36,6 +36,13 @@ pub struct Args {
     /// Docker socket; defaults to DOCKER_HOST or /var/run/docker.sock.
     #[arg(long, default_value = "")]
     docker: String,
+    /// The host is lost after this long without a report (as
+    /// `berth-controller --node-lost-after`).
+    #[arg(long, default_value = "30s")]
+    node_lost_after: humantime::Duration,
+    /// Container retention, log limits and defaults, as `berth-agent`'s.
+    #[command(flatten)]
+    limits: berth_agent::limits::HostLimits,
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -68,6 +75,7 @@ pub async fn run(args: Args) -> Result<()> {
         join: false,
         snapshot_every: 50_000,
         tls: controller_tls,
+        node_lost_after: *args.node_lost_after,
     })
     .with_context(|| format!("opening {}", data_dir.display()))?;
     let config = crate::config::path();
@@ -99,6 +107,7 @@ pub async fn run(args: Args) -> Result<()> {
                 .context("opening the agent's audit log")?,
         )),
         protected_paths: vec![data_dir.display().to_string()],
+        limits: args.limits.clone(),
     };
     let agent = Agent::new(cfg, Arc::new(docker), gpus);
     tracing::info!(%addr, data_dir = %data_dir.display(), config = %config.display(), "berth dev: controller and agent up (TLS, admin token in the config); try `berth nodes`");

@@ -55,6 +55,13 @@ pub struct Args {
     /// to 60 s; `berth stop` ends it.
     #[arg(long)]
     restart: Option<String>,
+    /// What losing the job's host means: fail, restart (elsewhere) or wait
+    /// (keep it running through a partition; adopted when the host
+    /// returns). Default: restart with a --restart policy, else fail. For
+    /// fail and restart the host's agent stops the job itself first, so two
+    /// copies never run at once.
+    #[arg(long, value_parser = ["fail", "restart", "wait"])]
+    on_host_lost: Option<String>,
     /// Keep the job's stdin open and attach this one to it (docker -i).
     #[arg(short, long, conflicts_with_all = ["detach", "wait"])]
     interactive: bool,
@@ -204,6 +211,7 @@ pub fn job_spec(args: &Args) -> Result<JobSpec> {
         master_port: args.master_port,
         array: args.array.as_deref().map(spec::array).transpose()?,
         restart: args.restart.clone().unwrap_or_default(),
+        on_host_lost: args.on_host_lost.clone().unwrap_or_default(),
     })
 }
 

@@ -105,5 +105,16 @@ pub fn node(n: &NodeRecord, t: Option<&Telemetry>, state: &State, ready: bool) -
         docker_version: n.docker_version.clone(),
         daemon: t.and_then(|t| t.report.daemon.clone()),
         labels: n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        cordoned: state.is_cordoned(&n.name),
+        draining: state
+            .cordons
+            .get(&n.name)
+            .is_some_and(|c| c.drain_deadline_ms.is_some()),
+        drain_deadline_ms: state
+            .cordons
+            .get(&n.name)
+            .and_then(|c| c.drain_deadline_ms)
+            .unwrap_or(0),
+        live_jobs: state.live_jobs_on(&n.name) as u32,
     }
 }

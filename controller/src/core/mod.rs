@@ -22,7 +22,7 @@ pub mod wire;
 pub use agents::agent_client;
 pub use lookup::Target;
 pub use membership::peers_text;
-pub use telemetry::{Telemetry, NODE_DOWN_AFTER};
+pub use telemetry::{down_after, Telemetry, NODE_DOWN_AFTER};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -60,7 +60,13 @@ pub struct ControllerConfig {
     /// This controller's certificate (a controller's) and the cluster CA:
     /// raft, agents' data planes and clients all speak mutual TLS.
     pub tls: Tls,
+    /// A node silent this long has lost its jobs (`--node-lost-after`);
+    /// its agent fences after half of it (docs/operations.md).
+    pub node_lost_after: Duration,
 }
+
+/// `--node-lost-after` by default.
+pub const DEFAULT_NODE_LOST_AFTER: Duration = Duration::from_secs(30);
 
 pub struct Controller {
     pub shared: Arc<Shared>,
@@ -69,6 +75,8 @@ pub struct Controller {
     pub cut: Cut,
     /// What this controller presents and trusts (see `ControllerConfig`).
     pub tls: Tls,
+    /// See `ControllerConfig::node_lost_after`.
+    pub node_lost_after: Duration,
 }
 
 impl Controller {
@@ -155,6 +163,7 @@ impl Controller {
             },
             cut,
             tls: cfg.tls.clone(),
+            node_lost_after: cfg.node_lost_after,
         }))
     }
 

@@ -13,8 +13,15 @@ use berth_proto::internal::v1::NodeReport;
 use super::Controller;
 use crate::{Error, Reason, Result};
 
-/// A node that has not reported for this long is DOWN: nothing new lands on it.
+/// A node that has not reported for this long is DOWN: nothing new lands on
+/// it (sooner when `--node-lost-after` is shorter: see `down_after`). Its
+/// jobs are lost only after `--node-lost-after`.
 pub const NODE_DOWN_AFTER: Duration = Duration::from_secs(15);
+
+/// How long a node may be silent before it is DOWN, given `node_lost_after`.
+pub fn down_after(node_lost_after: Duration) -> Duration {
+    NODE_DOWN_AFTER.min(node_lost_after)
+}
 
 /// The latest report of a node.
 #[derive(Debug, Clone)]
@@ -48,10 +55,15 @@ impl Controller {
         self.shared.lock().telemetry.get(node).cloned()
     }
 
+    /// Drops a removed node's last report.
+    pub fn forget_telemetry(&self, node: &str) {
+        self.shared.lock().telemetry.remove(node);
+    }
+
     /// Whether the node has reported recently.
     pub fn node_ready(&self, node: &str) -> bool {
         self.telemetry(node)
-            .is_some_and(|t| t.at.elapsed() < NODE_DOWN_AFTER)
+            .is_some_and(|t| t.at.elapsed() < down_after(self.node_lost_after))
     }
 
     /// The agent address of `node` if it is ready, else why not.

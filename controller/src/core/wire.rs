@@ -41,9 +41,15 @@ pub fn spec_from_wire(s: pb::JobSpec) -> Result<state::JobSpec> {
         devices,
         network,
         ipc,
+        on_host_lost,
     } = s;
     Ok(state::JobSpec {
         restart: restart_from_wire(&restart)?,
+        on_host_lost: state::OnHostLost::parse(&on_host_lost).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "--on-host-lost {on_host_lost:?}: use fail, restart or wait"
+            ))
+        })?,
         image,
         command,
         entrypoint,
@@ -131,8 +137,10 @@ pub fn spec_to_wire(s: &state::JobSpec) -> pb::JobSpec {
         devices,
         network,
         ipc,
+        on_host_lost,
     } = s;
     pb::JobSpec {
+        on_host_lost: on_host_lost.word().to_string(),
         image: image.clone(),
         command: command.clone(),
         entrypoint: entrypoint.clone(),
@@ -281,12 +289,18 @@ mod tests {
             devices: vec!["/dev/fuse".into()],
             network: "host".into(),
             ipc: "host".into(),
+            on_host_lost: "wait".into(),
         };
         let recorded = spec_from_wire(wire.clone()).unwrap();
         assert_eq!(recorded.restart, RestartPolicy::OnFailure { max: Some(3) });
         assert_eq!(spec_to_wire(&recorded), wire);
         assert!(spec_from_wire(pb::JobSpec {
             restart: "sometimes".into(),
+            ..Default::default()
+        })
+        .is_err());
+        assert!(spec_from_wire(pb::JobSpec {
+            on_host_lost: "panic".into(),
             ..Default::default()
         })
         .is_err());

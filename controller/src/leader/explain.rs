@@ -78,13 +78,24 @@ impl Leader {
     }
 }
 
-/// Registered nodes the snapshot left out: not reporting.
-fn down_nodes(state: &crate::state::State, snapshot: &scheduler::Snapshot) -> Vec<String> {
+/// Registered nodes the snapshot left out, by why: cordoned (or draining)
+/// by an admin, or not reporting.
+fn down_nodes(
+    state: &crate::state::State,
+    snapshot: &scheduler::Snapshot,
+) -> Vec<(String, Vec<String>)> {
     let ready: HashSet<&str> = snapshot.nodes.iter().map(|n| n.name.as_str()).collect();
-    state
-        .nodes
-        .keys()
-        .filter(|n| !ready.contains(n.as_str()))
-        .cloned()
-        .collect()
+    let (mut cordoned, mut draining, mut down) = (Vec::new(), Vec::new(), Vec::new());
+    for n in state.nodes.keys().filter(|n| !ready.contains(n.as_str())) {
+        match state.cordons.get(n) {
+            Some(c) if c.drain_deadline_ms.is_some() => draining.push(n.clone()),
+            Some(_) => cordoned.push(n.clone()),
+            None => down.push(n.clone()),
+        }
+    }
+    vec![
+        ("cordoned (berth node uncordon)".to_string(), cordoned),
+        ("draining".to_string(), draining),
+        ("not reporting (agent down)".to_string(), down),
+    ]
 }

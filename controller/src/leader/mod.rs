@@ -1,7 +1,7 @@
 //! What only the leader does: schedule queued jobs (`pass`, from the
 //! scheduler's `snapshot` of the state with the `queue` kept in step as
 //! commands apply), fail or restart the jobs of hosts that went silent
-//! (`lost`), collect images on full hosts (`gc`), forget finished jobs
+//! (`lost`) and stop what outlived a drain, collect images on full hosts (`gc`), forget finished jobs
 //! past the retention (`retention`), and answer the questions that need the
 //! scheduler's view (`explain`, dry runs).
 //!
@@ -130,6 +130,9 @@ async fn lead_loop(leader: Arc<Leader>) {
             lost_checked = tokio::time::Instant::now();
             if let Err(e) = leader.fail_lost_jobs(since).await {
                 tracing::warn!(error = %e, "lost-host check failed");
+            }
+            if let Err(e) = leader.evict_drained().await {
+                tracing::warn!(error = %e, "drain check failed");
             }
         }
         // Under a burst of submits, one pass every few milliseconds places

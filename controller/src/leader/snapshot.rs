@@ -10,7 +10,7 @@ use berth_proto::internal::v1::NodeReport;
 
 use super::{lock, Leader};
 use crate::core::machine::Inner;
-use crate::core::{Telemetry, NODE_DOWN_AFTER};
+use crate::core::{down_after, Telemetry};
 use crate::scheduler::{normalize_image, GpuUse, GpuView, NodeView, Snapshot, Victim};
 use crate::state::{is_slice, JobState, NodeRecord, State};
 
@@ -28,11 +28,21 @@ impl Leader {
     /// keep it lean; refreshes the caches as it goes.
     pub(super) fn snapshot(&self, inner: &Inner, move_images: bool) -> Snapshot {
         let mut caches = lock(&self.caches);
-        build(inner, &mut caches, move_images)
+        build(
+            inner,
+            &mut caches,
+            move_images,
+            down_after(self.ctl.node_lost_after),
+        )
     }
 }
 
-fn build(inner: &Inner, caches: &mut super::Caches, move_images: bool) -> Snapshot {
+fn build(
+    inner: &Inner,
+    caches: &mut super::Caches,
+    move_images: bool,
+    down_after: std::time::Duration,
+) -> Snapshot {
     let Inner { state, telemetry } = inner;
     let super::Caches {
         queue: sched,
@@ -47,7 +57,8 @@ fn build(inner: &Inner, caches: &mut super::Caches, move_images: bool) -> Snapsh
         let Some(t) = telemetry.get(&node.name) else {
             continue;
         };
-        if t.at.elapsed() >= NODE_DOWN_AFTER {
+        // Down, or cordoned by an admin: nothing new goes there.
+        if t.at.elapsed() >= down_after || state.is_cordoned(&node.name) {
             continue;
         }
         // A node whose jobs and report did not change since the last pass

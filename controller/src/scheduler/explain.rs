@@ -17,16 +17,21 @@ pub struct Explanation {
 }
 
 /// Explains queue entry `id` (a job, or a gang's group id) against
-/// `snapshot`; `down` are registered hosts that are not reporting.
-pub fn explain(snapshot: &Snapshot, id: &str, down: &[String]) -> Option<Explanation> {
+/// `snapshot`; `excluded` are registered hosts the snapshot left out, under
+/// why (not reporting, cordoned).
+pub fn explain(
+    snapshot: &Snapshot,
+    id: &str,
+    excluded: &[(String, Vec<String>)],
+) -> Option<Explanation> {
     let job = snapshot.queue.iter().find(|j| j.id == id)?;
     let mut by_reason: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for n in &snapshot.nodes {
         let reason = host_reason(n, job, snapshot).unwrap_or_else(|| "fits now".into());
         by_reason.entry(reason).or_default().push(n.name.clone());
     }
-    if !down.is_empty() {
-        by_reason.insert("not reporting (agent down)".into(), down.to_vec());
+    for (reason, hosts) in excluded.iter().filter(|(_, h)| !h.is_empty()) {
+        by_reason.insert(reason.clone(), hosts.clone());
     }
     let fits_now = by_reason.get("fits now").map_or(0, Vec::len);
     let tasks = job.gang.len().max(1);

@@ -272,7 +272,15 @@ fn explain_counts_hosts_per_reason() {
          job j gpus=2 model=h100 image=img:1\n\
          job k gpus=2 image=img:1\n----\n",
     );
-    let e = explain(&snap, "k", &["e".to_string()]).unwrap();
+    let e = explain(
+        &snap,
+        "k",
+        &[(
+            "not reporting (agent down)".to_string(),
+            vec!["e".to_string()],
+        )],
+    )
+    .unwrap();
     // k alone: a and b fit, c has one GPU held, d lacks the image.
     let reasons: HashMap<&str, usize> =
         e.hosts.iter().map(|(r, h)| (r.as_str(), h.len())).collect();

@@ -85,6 +85,36 @@ pub enum Command {
     UseJoinToken {
         id: String,
     },
+    /// An admin's cordon (no new placements), or a drain when
+    /// `drain_deadline_ms` is set: at that time what still runs there is
+    /// evicted (the leader proposes `Evict`).
+    Cordon {
+        node: String,
+        drain_deadline_ms: Option<i64>,
+        at_ms: i64,
+    },
+    /// Ends a cordon or drain.
+    Uncordon {
+        node: String,
+    },
+    /// Stops jobs for `reason` (a drain's deadline): those with a restart
+    /// policy are requeued (placed elsewhere), the others end cancelled.
+    Evict {
+        job_ids: Vec<String>,
+        reason: String,
+    },
+    /// Forgets a node; jobs still holding resources there fail.
+    RemoveNode {
+        node: String,
+        at_ms: i64,
+    },
+    /// The job's host stopped reporting for `--node-lost-after`: the job
+    /// fails or restarts elsewhere, as its `on_host_lost` says.
+    Lost {
+        job_id: String,
+        message: String,
+        at_ms: i64,
+    },
 }
 
 /// Why `apply` refused a command. Refusals are deterministic too, so every

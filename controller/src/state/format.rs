@@ -9,6 +9,8 @@
 //! - Version 3: the same encoding; adds the access commands (tokens, the
 //!   mount and privilege policy), jobs' owner role and docker's `-u` and
 //!   privilege fields. A version-2 controller cannot apply those.
+//! - Version 4: the same encoding; adds the node commands (cordon, drain,
+//!   evict, remove, lost) and jobs' `on_host_lost`.
 //!
 //! Readers keep every older version; a controller that meets a newer one
 //! stops rather than misread it (`Decode::TooNew`). The rule for changing
@@ -17,7 +19,7 @@
 use super::{Command, State};
 
 /// This controller writes this version, and reads it and every older one.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 
 /// First byte of every versioned entry and snapshot: never the first byte
 /// of JSON (or of UTF-8 text), so version 1's bytes are told apart.

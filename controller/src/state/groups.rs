@@ -77,6 +77,7 @@ impl State {
                 task_index: *task_index,
                 task_env: env.clone(),
                 requeue: false,
+                requeue_reason: String::new(),
                 preemptions: 0,
                 restarts: 0,
                 not_before_ms: 0,

@@ -62,6 +62,19 @@ impl State {
         how: Finish,
         at_ms: i64,
     ) -> Result<Applied, Rejection> {
+        self.finish_as(index, id, how, at_ms, None)
+    }
+
+    /// `finish`, with the restart decision taken from `restart` when it is
+    /// given (a lost host's `--on-host-lost`) instead of the restart policy.
+    pub(super) fn finish_as(
+        &mut self,
+        index: u64,
+        id: &str,
+        how: Finish,
+        at_ms: i64,
+        restart: Option<bool>,
+    ) -> Result<Applied, Rejection> {
         let job = self.job_mut(id)?;
         let state = job.state;
         if !state.holds_resources() {
@@ -69,15 +82,17 @@ impl State {
         }
         let restart = !job.requeue
             && state != JobState::Stopping
-            && job.spec.restart.restarts_again(
-                match &how {
-                    Finish::Exited(code) => Some(*code),
-                    Finish::Failed(_) if job.started_at_ms > 0 => None,
-                    // Never ran (e.g. a bad mount): starting it again cannot help.
-                    Finish::Failed(_) => Some(0),
-                },
-                job.restarts,
-            );
+            && restart.unwrap_or_else(|| {
+                job.spec.restart.restarts_again(
+                    match &how {
+                        Finish::Exited(code) => Some(*code),
+                        Finish::Failed(_) if job.started_at_ms > 0 => None,
+                        // Never ran (e.g. a bad mount): starting it again cannot help.
+                        Finish::Failed(_) => Some(0),
+                    },
+                    job.restarts,
+                )
+            });
         if restart {
             // Its policy says again: a new attempt, queued with its age,
             // not placed before its backoff is over.
@@ -121,7 +136,10 @@ impl State {
             job.container_id.clear();
             job.exit_code = None;
             job.started_at_ms = 0;
-            job.message = format!("preempted {} time(s); requeued", job.preemptions);
+            job.message = match std::mem::take(&mut job.requeue_reason) {
+                r if r.is_empty() => format!("preempted {} time(s); requeued", job.preemptions),
+                r => format!("{r}; requeued"),
+            };
             self.live_names.insert(job.name.clone(), id.to_string());
             self.queue.push_back(id.to_string());
             return Ok(Applied {

@@ -12,7 +12,8 @@
 //! - `indexes`: derived indexes, rebuilt from the records.
 //! - `place`: the placement re-check, preemption and gang rules; `groups`:
 //!   the tasks of gangs and arrays; `lifecycle`: a job's moves from pulling
-//!   to its end (restarts, requeues); `update`: what changes live.
+//!   to its end (restarts, requeues); `update`: what changes live;
+//!   `nodes`: cordon, drain, removal, and lost hosts.
 
 mod access;
 mod command;
@@ -21,6 +22,7 @@ pub mod format;
 mod groups;
 mod indexes;
 mod lifecycle;
+mod nodes;
 mod place;
 mod records;
 mod spec;
@@ -40,9 +42,11 @@ pub use command::{Applied, Command, Rejection};
 pub use constraint::Constraint;
 pub use groups::{GroupKind, GroupRecord};
 pub use indexes::{norm_proto, proto_eq};
+pub use nodes::Cordon;
 pub use records::{GpuInventory, JobRecord, NodeRecord, Placement};
 pub use spec::{
-    is_slice, ArrayRange, GpuBackend, GpuRef, JobSpec, JobState, Mount, PortMapping, RestartPolicy,
+    is_slice, ArrayRange, GpuBackend, GpuRef, JobSpec, JobState, Mount, OnHostLost, PortMapping,
+    RestartPolicy,
 };
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -72,6 +76,9 @@ pub struct State {
     /// agents' streams send the policy only when it changed.
     #[serde(default)]
     pub policy_index: u64,
+    /// Cordoned and draining hosts, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cordons: BTreeMap<String, Cordon>,
     /// Derived indexes, rebuilt after a snapshot is loaded.
     #[serde(skip)]
     gpu_holder: FxHashMap<String, String>,
@@ -193,6 +200,19 @@ impl State {
                 // Two nodes raced for one one-time token: the second loses.
                 None => Err(Rejection::TokenUsed(id.clone())),
             },
+            Command::Cordon {
+                node,
+                drain_deadline_ms,
+                at_ms,
+            } => self.cordon(node, *drain_deadline_ms, *at_ms),
+            Command::Uncordon { node } => self.uncordon(node),
+            Command::Evict { job_ids, reason } => Ok(self.evict(index, job_ids, reason)),
+            Command::RemoveNode { node, at_ms } => self.remove_node(index, node, *at_ms),
+            Command::Lost {
+                job_id,
+                message,
+                at_ms,
+            } => self.lost(index, job_id, message, *at_ms),
             Command::SetPolicy(p) => {
                 self.policy = Some(p.clone());
                 self.policy_index = index;
@@ -213,6 +233,9 @@ mod tests;
 
 #[cfg(test)]
 mod policy_tests;
+
+#[cfg(test)]
+mod nodes_tests;
 
 #[cfg(test)]
 mod format_view;

@@ -164,6 +164,9 @@ impl State {
             return Err(format!("job is {}", job.state.word()));
         }
         let node = self.nodes.get(&p.node).ok_or("no such node")?;
+        if self.is_cordoned(&p.node) {
+            return Err(format!("node {} is cordoned", p.node));
+        }
         let spec = &job.spec;
         let slice = is_slice(spec);
         let want = if slice { 1 } else { spec.gpus as usize };

@@ -62,9 +62,12 @@ pub struct JobRecord {
     /// Environment the controller adds (array index; gang rendezvous).
     #[serde(default)]
     pub task_env: Vec<String>,
-    /// Stopping because it was preempted: requeue instead of finishing.
+    /// Stopping because it was preempted (or drained): requeue instead of finishing.
     #[serde(default)]
     pub requeue: bool,
+    /// Why it is requeued when not a preemption (a drain), for its message.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub requeue_reason: String,
     #[serde(default)]
     pub preemptions: u32,
     /// Times the restart policy started it again.

@@ -65,6 +65,59 @@ pub struct JobSpec {
     pub network: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub ipc: String,
+    /// What losing its host means (`--on-host-lost`).
+    #[serde(skip_serializing_if = "OnHostLost::is_auto")]
+    pub on_host_lost: OnHostLost,
+}
+
+/// What losing a job's host means: the controller's side of fencing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnHostLost {
+    /// `Restart` with a restart policy, else `Fail`.
+    #[default]
+    Auto,
+    /// The job fails (its agent stopped it when it lost the controllers).
+    Fail,
+    /// A new attempt elsewhere, whatever the restart policy says.
+    Restart,
+    /// Kept as it is until the host returns (it runs on, unfenced), then adopted.
+    Wait,
+}
+
+impl OnHostLost {
+    fn is_auto(&self) -> bool {
+        *self == OnHostLost::Auto
+    }
+
+    /// `fail`, `restart`, `wait`; empty is `Auto`.
+    pub fn parse(s: &str) -> Option<OnHostLost> {
+        Some(match s {
+            "" => OnHostLost::Auto,
+            "fail" => OnHostLost::Fail,
+            "restart" => OnHostLost::Restart,
+            "wait" => OnHostLost::Wait,
+            _ => return None,
+        })
+    }
+
+    pub fn word(&self) -> &'static str {
+        match self {
+            OnHostLost::Auto => "",
+            OnHostLost::Fail => "fail",
+            OnHostLost::Restart => "restart",
+            OnHostLost::Wait => "wait",
+        }
+    }
+
+    /// `Auto` resolved against the job's restart policy.
+    pub fn resolve(&self, restart: &RestartPolicy) -> OnHostLost {
+        match self {
+            OnHostLost::Auto if *restart == RestartPolicy::No => OnHostLost::Fail,
+            OnHostLost::Auto => OnHostLost::Restart,
+            other => *other,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

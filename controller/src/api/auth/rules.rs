@@ -94,7 +94,12 @@ pub fn method(path: &str) -> (Need, bool) {
             "JobLogs" | "StatPath" | "CopyFrom" => (User(Role::User), false),
             _ => (User(Role::User), true),
         },
-        "berth.v1.NodeService" | "berth.v1.EventService" => (User(Role::Viewer), false),
+        "berth.v1.NodeService" => match name {
+            "ListNodes" => (User(Role::Viewer), false),
+            // Cordon, drain, remove: the hosts are the admins'.
+            _ => (User(Role::Admin), true),
+        },
+        "berth.v1.EventService" => (User(Role::Viewer), false),
         "berth.v1.ImageService" => match name {
             "ListImages" => (User(Role::Viewer), false),
             "SaveImage" => (User(Role::User), false),

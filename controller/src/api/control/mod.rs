@@ -92,7 +92,10 @@ impl ControlPlane for Control {
             docker_version: r.docker_version,
         };
         let cluster_id = self.0.register(node).await?;
-        Ok(Response::new(RegisterResponse { cluster_id }))
+        Ok(Response::new(RegisterResponse {
+            cluster_id,
+            node_lost_after_ms: self.0.node_lost_after.as_millis() as u64,
+        }))
     }
 
     type WatchAllocationsStream = AllocStream;
@@ -227,6 +230,8 @@ pub fn desired(state: &State, node: &str) -> Vec<Allocation> {
             extra_env: extra_env(j),
             attempt: j.attempt(),
             owner_role: j.spec.role.clone(),
+            keep_when_lost: j.spec.on_host_lost.resolve(&j.spec.restart)
+                == crate::state::OnHostLost::Wait,
         })
         .collect()
 }

@@ -40,13 +40,15 @@ pub fn transitions(state: &State, report: &NodeReport, now_ms: i64) -> Vec<Comma
     for job in on_node {
         let id = job.id.clone();
         let at = |ms: i64| if ms > 0 { ms } else { now_ms };
-        // A reported failure wins: `docker start` can fail after `create`
-        // succeeded (a taken host port), leaving a container that never ran.
+        // A reported failure wins over a container that is not running:
+        // `docker start` can fail after `create` succeeded (a taken host
+        // port), leaving a container that never ran; the fence stops one
+        // that did, and says why.
         let failure = failures.get(job.id.as_str());
-        match containers
-            .get(&(job.id.as_str(), job.attempt()))
-            .filter(|c| failure.is_none() || c.state() != ContainerState::Created)
-        {
+        let container = containers.get(&(job.id.as_str(), job.attempt()));
+        let ran_then_failed = container
+            .is_some_and(|c| c.state() != ContainerState::Created && !c.state().is_running());
+        match container.filter(|c| failure.is_none() || c.state().is_running()) {
             Some(c) => {
                 let ran = c.state() != ContainerState::Created;
                 let done = !(c.state() == ContainerState::Created || c.state().is_running());
@@ -72,7 +74,9 @@ pub fn transitions(state: &State, report: &NodeReport, now_ms: i64) -> Vec<Comma
                 }
             }
             None => {
-                let message = if let Some(msg) = failure {
+                let message = if let Some(msg) = failure.filter(|_| ran_then_failed) {
+                    msg.to_string()
+                } else if let Some(msg) = failure {
                     format!("container could not start: {msg}")
                 } else {
                     let seen = match job.state {

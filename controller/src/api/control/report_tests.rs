@@ -202,3 +202,28 @@ fn a_job_whose_image_is_arriving_is_pulling_not_failed() {
     );
     s.apply(5, &cmds[0]).unwrap();
 }
+
+#[test]
+fn a_fenced_job_fails_with_the_agents_reason_not_its_exit_code() {
+    let s = placed();
+    let mut r = report(4, vec![container("exited", 143)]);
+    r.failures.push(AllocationFailure {
+        job_id: "a".into(),
+        message: "fenced: its host lost the controllers for 15 s".into(),
+    });
+    let cmds = transitions(&s, &r, 99);
+    assert_eq!(cmds.len(), 1, "{cmds:?}");
+    assert!(
+        matches!(&cmds[0], Command::Failed { message, .. } if message.starts_with("fenced:")),
+        "{cmds:?}"
+    );
+    // While it still runs (the stop is under way), nothing is decided.
+    let mut r = report(4, vec![container("running", 0)]);
+    r.failures.push(AllocationFailure {
+        job_id: "a".into(),
+        message: "fenced".into(),
+    });
+    assert!(!transitions(&s, &r, 99)
+        .iter()
+        .any(|c| matches!(c, Command::Failed { .. } | Command::Exited { .. })),);
+}

@@ -123,6 +123,7 @@ mod tests {
                 task_index: 0,
                 task_env: Vec::new(),
                 requeue: false,
+                requeue_reason: String::new(),
                 preemptions: 0,
                 restarts: 0,
                 not_before_ms: 0,

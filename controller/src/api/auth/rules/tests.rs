@@ -43,6 +43,11 @@ fn method_table() {
         (&alice, "/berth.v1.AccessService/CreateToken", false),
         (&viewer, "/berth.v1.AccessService/WhoAmI", true),
         (&alice, "/berth.v1.ControllerService/AddMember", false),
+        (&viewer, "/berth.v1.NodeService/ListNodes", true),
+        (&alice, "/berth.v1.NodeService/CordonNode", false),
+        (&alice, "/berth.v1.NodeService/DrainNode", false),
+        (&viewer, "/berth.v1.NodeService/RemoveNode", false),
+        (&admin, "/berth.v1.NodeService/RemoveNode", true),
         (&alice, "/berth.v1.Unknown/Thing", false),
         (&admin, "/berth.v1.Unknown/Thing", true),
     ];
