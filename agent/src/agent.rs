@@ -17,7 +17,7 @@ use berth_proto::image_ref;
 
 use crate::gpu::{classify, pid_in_containers, GpuBackend};
 use crate::pulls::{PullContext, Pulls};
-use crate::reconcile::{plan, Action};
+use crate::reconcile::{cleanup, plan, zombies, Action};
 use crate::runtime::{ContainerInfo, Runtime};
 use crate::{container, Error, Result};
 
@@ -52,6 +52,9 @@ pub struct AgentConfig {
     pub protected_paths: Vec<String>,
     /// Where exec, cp and commit sessions are recorded (`--audit-log`).
     pub audit: Option<Arc<crate::audit::Audit>>,
+    /// Log, pids and memory defaults for containers, and how long finished
+    /// ones are kept.
+    pub limits: crate::limits::HostLimits,
 }
 
 pub struct Agent {
@@ -85,6 +88,8 @@ pub struct Agent {
     /// Bumped when the certificate is renewed: the data plane restarts its
     /// TLS with the new one.
     pub cert_generation: tokio::sync::watch::Sender<u64>,
+    /// How long this host may go without a controller before it fences.
+    pub lease: crate::fence::Lease,
 }
 
 /// The control plane of the current leader among `controllers`, dialled
@@ -113,7 +118,6 @@ impl Agent {
         gpus: Arc<dyn GpuBackend>,
     ) -> Arc<Agent> {
         Arc::new(Agent {
-            cfg,
             runtime,
             gpus,
             cluster_id: Arc::new(Mutex::new(String::new())),
@@ -127,11 +131,15 @@ impl Agent {
             daemon: Mutex::default(),
             policy: Mutex::default(),
             cert_generation: tokio::sync::watch::Sender::new(0),
+            lease: crate::fence::Lease::new(cfg.tls_dir.as_deref()),
+            cfg,
         })
     }
 
-    /// Runs sessions until the process ends, reconnecting with backoff.
+    /// Runs sessions until the process ends, reconnecting with backoff;
+    /// the fence watches the lease meanwhile.
     pub async fn run(self: Arc<Self>) {
+        tokio::spawn(self.clone().fence_forever());
         let mut backoff = Duration::from_millis(200);
         loop {
             match self.session().await {
@@ -161,7 +169,8 @@ impl Agent {
         let inventory = self.gpus.sample()?;
         let info = self.runtime.info().await?;
         *self.daemon.lock().unwrap() = info.settings.clone();
-        let cluster = client
+        let sent = std::time::Instant::now();
+        let registered = client
             .register(RegisterRequest {
                 node: self.cfg.node.clone(),
                 agent_addr: self.cfg.advertise_addr.clone(),
@@ -171,8 +180,11 @@ impl Agent {
                 labels: self.cfg.labels.clone(),
             })
             .await?
-            .into_inner()
-            .cluster_id;
+            .into_inner();
+        let cluster = registered.cluster_id;
+        self.lease
+            .learn(Duration::from_millis(registered.node_lost_after_ms));
+        self.lease.renewed(sent);
         if cluster.is_empty() {
             // Containers labelled with no cluster could be adopted by any cluster.
             return Err(Error::Controller(
@@ -210,6 +222,7 @@ impl Agent {
                 .await?;
             // A deadline: a controller that stopped answering (a silent
             // partition) ends the session instead of stalling it.
+            let sent = std::time::Instant::now();
             tokio::time::timeout(
                 REPORT_DEADLINE,
                 client.report(ReportRequest {
@@ -220,6 +233,8 @@ impl Agent {
             .map_err(|_| {
                 Error::Controller(format!("no answer to a report in {REPORT_DEADLINE:?}"))
             })??;
+            // Only a leader answers reports: the lease runs from here.
+            self.lease.renewed(sent);
         }
     }
 
@@ -237,6 +252,7 @@ impl Agent {
             Vec::new()
         });
         let mut observed_revision = 0;
+        let mut zombie_gpus = Vec::new();
         if let Some(d) = desired {
             if !d.policy_toml.is_empty() {
                 match berth_proto::policy::Policy::from_toml(&d.policy_toml) {
@@ -248,12 +264,23 @@ impl Agent {
             }
             let live = |job: &str| d.allocations.iter().any(|a| a.job_id == job);
             failed.retain(|job, _| live(job));
+            // Jobs stopped by the fence are reported failed until their
+            // controller has taken it in.
+            failed.extend(self.lease.fenced_jobs(live));
             let present = |r: &str| images.iter().any(|i| image_ref::names(&i.id, &i.tags, r));
             for (job, why) in self.pulls.settle(present, live) {
                 failed.entry(job).or_insert(why);
             }
             let failed_ids: HashSet<String> = failed.keys().cloned().collect();
-            let actions = plan(&d.allocations, &actual, &failed_ids, &present);
+            let mut actions = plan(&d.allocations, &actual, &failed_ids, &present);
+            actions.extend(cleanup(
+                &d.allocations,
+                &actual,
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64),
+                self.cfg.limits.retention().as_millis() as i64,
+            ));
             if !actions.is_empty() {
                 for action in actions {
                     self.execute(cluster, action, failed).await;
@@ -262,10 +289,16 @@ impl Agent {
                 images = self.runtime.images().await.unwrap_or(images);
             }
             observed_revision = d.revision;
+            zombie_gpus = zombies(&d.allocations, &actual)
+                .into_iter()
+                .flat_map(|c| c.gpus.iter().map(move |g| (g.clone(), c.id.clone())))
+                .collect();
         }
-        Ok(self
+        let mut report = self
             .report(observed_revision, &actual, images, failed)
-            .await)
+            .await;
+        mark_zombie_gpus(&mut report.gpus, &zombie_gpus);
+        Ok(report)
     }
 
     async fn execute(&self, cluster: &str, action: Action, failed: &mut HashMap<String, String>) {
@@ -282,6 +315,7 @@ impl Agent {
                     cluster,
                     &self.cfg.node,
                     self.gpus.kind() == berth_proto::internal::v1::GpuBackend::Nvml,
+                    &self.cfg.limits,
                 );
                 match self.runtime.create_and_start(&spec).await {
                     Ok(id) => {
@@ -355,25 +389,33 @@ impl Agent {
             Action::Stop {
                 job_id,
                 container_id,
-            } => {
-                if !self.stopping.lock().unwrap().insert(container_id.clone()) {
-                    return;
+            } => self.stop_in_background(job_id, container_id, self.cfg.stop_grace),
+            Action::Remove {
+                job_id,
+                container_id,
+            } => match self.runtime.remove(&container_id).await {
+                Ok(()) => {
+                    tracing::info!(job = %job_id, container = %&container_id[..12.min(container_id.len())], "removed its finished container")
                 }
-                tracing::info!(job = %job_id, "stopping");
-                // docker stop waits out the grace period: never block the loop on it.
-                let (runtime, stopping, grace) = (
-                    self.runtime.clone(),
-                    self.stopping.clone(),
-                    self.cfg.stop_grace,
-                );
-                tokio::spawn(async move {
-                    if let Err(e) = runtime.stop(&container_id, grace).await {
-                        tracing::warn!(job = %job_id, error = %e, "stop failed");
-                    }
-                    stopping.lock().unwrap().remove(&container_id);
-                });
-            }
+                Err(e) => tracing::warn!(job = %job_id, error = %e, "container removal failed"),
+            },
         }
+    }
+
+    /// `docker stop` with `grace`, off the loop (it waits the grace out),
+    /// once per container at a time.
+    pub(crate) fn stop_in_background(&self, job_id: String, container_id: String, grace: Duration) {
+        if !self.stopping.lock().unwrap().insert(container_id.clone()) {
+            return;
+        }
+        tracing::info!(job = %job_id, "stopping");
+        let (runtime, stopping) = (self.runtime.clone(), self.stopping.clone());
+        tokio::spawn(async move {
+            if let Err(e) = runtime.stop(&container_id, grace).await {
+                tracing::warn!(job = %job_id, error = %e, "stop failed");
+            }
+            stopping.lock().unwrap().remove(&container_id);
+        });
     }
 
     async fn report(
@@ -425,6 +467,24 @@ impl Agent {
             pulls: self.pulls.report(),
             daemon: Some(self.daemon.lock().unwrap().clone()),
             exports_in_flight: self.exports.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// GPUs of zombie containers (running, wanted by no allocation: being
+/// stopped) are busy until they are gone: each gets a foreign process
+/// naming the container, so the scheduler places nothing there.
+fn mark_zombie_gpus(gpus: &mut [berth_proto::v1::Gpu], zombie_gpus: &[(String, String)]) {
+    for (uuid, container) in zombie_gpus {
+        if let Some(g) = gpus.iter_mut().find(|g| &g.uuid == uuid) {
+            g.foreign_processes.push(berth_proto::v1::GpuProcess {
+                pid: 0,
+                name: format!(
+                    "berth container {} (no job here wants it; stopping)",
+                    &container[..12.min(container.len())]
+                ),
+                used_memory_bytes: 0,
+            });
         }
     }
 }

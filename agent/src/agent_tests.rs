@@ -16,6 +16,7 @@ fn agent(rt: Arc<FakeRuntime>) -> Arc<Agent> {
         tls_dir: None,
         audit: None,
         protected_paths: Vec::new(),
+        limits: Default::default(),
     };
     Agent::new(
         cfg,
@@ -44,6 +45,7 @@ fn desired(state: JobState) -> DesiredAllocations {
             extra_env: Vec::new(),
             attempt: 0,
             owner_role: "user".into(),
+            keep_when_lost: false,
         }],
     }
 }

@@ -6,14 +6,22 @@ use std::collections::HashMap;
 use berth_proto::internal::v1::Allocation;
 use berth_proto::policy::Policy;
 
+use crate::limits::HostLimits;
 use crate::runtime::{
     BindMount, ContainerSpec, LABEL_ATTEMPT, LABEL_CLUSTER, LABEL_GPUS, LABEL_JOB, LABEL_JOB_NAME,
-    LABEL_NODE,
+    LABEL_KEEP_WHEN_LOST, LABEL_NODE,
 };
 
 /// Builds the container for `alloc`. `real_gpus` is true under NVML: only then
 /// does the container get a `DeviceRequest` (simulated GPUs do not exist).
-pub fn spec(alloc: &Allocation, cluster: &str, node: &str, real_gpus: bool) -> ContainerSpec {
+/// `limits`: the host's defaults (log size, pids, memory per GPU).
+pub fn spec(
+    alloc: &Allocation,
+    cluster: &str,
+    node: &str,
+    real_gpus: bool,
+    limits: &HostLimits,
+) -> ContainerSpec {
     let js = alloc.spec.clone().unwrap_or_default();
     let uuids: Vec<String> = alloc.gpus.iter().map(|g| g.uuid.clone()).collect();
     let mut env = js.env.clone();
@@ -43,7 +51,7 @@ pub fn spec(alloc: &Allocation, cluster: &str, node: &str, real_gpus: bool) -> C
     env.push(format!("BERTH_JOB_ID={}", alloc.job_id));
     env.push(format!("BERTH_JOB_NAME={}", alloc.job_name));
     env.push(format!("BERTH_NODE={node}"));
-    let labels = HashMap::from([
+    let mut labels = HashMap::from([
         (LABEL_CLUSTER.to_string(), cluster.to_string()),
         (LABEL_NODE.to_string(), node.to_string()),
         (LABEL_JOB.to_string(), alloc.job_id.clone()),
@@ -51,6 +59,11 @@ pub fn spec(alloc: &Allocation, cluster: &str, node: &str, real_gpus: bool) -> C
         (LABEL_GPUS.to_string(), uuids.join(",")),
         (LABEL_ATTEMPT.to_string(), alloc.attempt.to_string()),
     ]);
+    if alloc.keep_when_lost {
+        // On the container, not only in memory: an agent restarted during a
+        // partition must still know not to fence it.
+        labels.insert(LABEL_KEEP_WHEN_LOST.to_string(), "true".to_string());
+    }
     ContainerSpec {
         name: alloc.job_name.clone(),
         image: js.image,
@@ -84,8 +97,11 @@ pub fn spec(alloc: &Allocation, cluster: &str, node: &str, real_gpus: bool) -> C
             })
             .collect(),
         shm_size_bytes: js.shm_size_bytes,
-        memory_bytes: js.memory_bytes,
+        memory_bytes: limits.memory_for(js.memory_bytes, js.gpus),
         nano_cpus: js.nano_cpus,
+        pids_limit: limits.default_pids_limit,
+        log_max_size: limits.log_max_size,
+        log_max_file: limits.log_max_file,
         device_ids: if real_gpus { uuids } else { Vec::new() },
         workdir: js.workdir,
         tty: js.tty,
@@ -162,12 +178,31 @@ mod tests {
             extra_env: vec!["RANK=1".into(), "A=2".into()],
             attempt: 0,
             owner_role: String::new(),
+            keep_when_lost: false,
         }
     }
 
     #[test]
+    fn every_container_gets_the_hosts_limits_and_wait_jobs_a_label() {
+        let limits = HostLimits {
+            default_memory_per_gpu: Some(8 << 30),
+            ..HostLimits::default()
+        };
+        let mut a = alloc();
+        a.keep_when_lost = true;
+        let s = spec(&a, "cl", "n1", false, &limits);
+        assert_eq!(s.log_max_size, 100 << 20);
+        assert_eq!(s.log_max_file, 3);
+        assert_eq!(s.pids_limit, 32768);
+        assert_eq!(s.memory_bytes, 2 * (8 << 30), "two GPUs, no -m");
+        assert_eq!(s.labels[LABEL_KEEP_WHEN_LOST], "true");
+        let plain = spec(&alloc(), "cl", "n1", false, &limits);
+        assert!(!plain.labels.contains_key(LABEL_KEEP_WHEN_LOST));
+    }
+
+    #[test]
     fn carries_gpus_binds_ports_shm_and_labels() {
-        let s = spec(&alloc(), "cl", "n1", true);
+        let s = spec(&alloc(), "cl", "n1", true, &HostLimits::default());
         // The controller's env comes after the user's, so it wins in docker.
         let a = s.env.iter().rposition(|e| e == "A=2").unwrap();
         assert!(a > s.env.iter().position(|e| e == "A=1").unwrap());
@@ -201,14 +236,14 @@ mod tests {
 
     #[test]
     fn simulated_gpus_get_env_but_no_device_request() {
-        let s = spec(&alloc(), "cl", "n1", false);
+        let s = spec(&alloc(), "cl", "n1", false, &HostLimits::default());
         assert!(s.device_ids.is_empty());
         assert!(s
             .env
             .contains(&"NVIDIA_VISIBLE_DEVICES=GPU-2,GPU-3".to_string()));
         let mut a = alloc();
         a.gpus.clear();
-        let s = spec(&a, "cl", "n1", false);
+        let s = spec(&a, "cl", "n1", false, &HostLimits::default());
         assert!(s.env.contains(&"NVIDIA_VISIBLE_DEVICES=void".to_string()));
     }
 

@@ -46,6 +46,7 @@ async fn serve(rt: Arc<FakeRuntime>) -> String {
             tls_dir: None,
             audit: None,
             protected_paths: Vec::new(),
+            limits: Default::default(),
         },
         rt.clone(),
         Arc::new(SimGpus::new(parse_spec("0").unwrap(), "src", None)),

@@ -14,6 +14,8 @@
 //!   `layers`: leaving out the layers the receiver has (pure tar filter).
 //! - `reconcile`: pure desired + actual → actions; `gc`: pure image GC choice.
 //! - `agent`: the session loop (register, watch, reconcile, report);
+//!   `fence`: the lease, and stopping jobs when it runs out (partitions);
+//!   `limits`: container defaults (log size, pids, memory) and retention;
 //!   `certs`: joining with a token, renewing the node certificate;
 //!   `audit`: the exec/cp/commit audit log.
 //! - `server`: the data-plane gRPC service; `exec`: `docker exec` sessions;
@@ -27,11 +29,13 @@ pub mod container;
 mod error;
 pub mod exec;
 mod faults;
+pub mod fence;
 pub mod files;
 pub mod gc;
 pub mod gpu;
 pub mod images;
 pub mod layers;
+pub mod limits;
 pub mod pulls;
 pub mod reconcile;
 pub mod relay;

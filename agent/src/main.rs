@@ -71,6 +71,8 @@ struct Args {
     /// Append one JSON line per exec, cp and commit session to this file.
     #[arg(long, env = "BERTH_AUDIT_LOG")]
     audit_log: Option<PathBuf>,
+    #[command(flatten)]
+    limits: berth_agent::limits::HostLimits,
 }
 
 #[tokio::main]
@@ -126,6 +128,7 @@ async fn main() -> anyhow::Result<()> {
             None => None,
         },
         protected_paths: vec![args.tls_dir.display().to_string()],
+        limits: args.limits.clone(),
     };
     tracing::info!(node = %cfg.node, data_plane = %advertise, gpus = gpus.kind().word(), "agent starting");
     let agent = Agent::new(cfg, Arc::new(docker), gpus);

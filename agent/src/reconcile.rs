@@ -33,6 +33,55 @@ pub enum Action {
         job_id: String,
         container_id: String,
     },
+    /// A stopped container nobody needs any more (`cleanup`).
+    Remove {
+        job_id: String,
+        container_id: String,
+    },
+}
+
+/// The stopped containers to remove, at `now_ms`: one of an attempt that is
+/// not placed here (a finished job, one forgotten, one restarted elsewhere)
+/// once `retention_ms` passed since it ended — so `berth logs` and `berth
+/// cp` work on a finished job until then — and at once when it never ran,
+/// or when a later attempt of its job is placed here.
+pub fn cleanup(
+    desired: &[Allocation],
+    actual: &[ContainerInfo],
+    now_ms: i64,
+    retention_ms: i64,
+) -> Vec<Action> {
+    let current: HashMap<&str, u32> = desired
+        .iter()
+        .map(|a| (a.job_id.as_str(), a.attempt))
+        .collect();
+    actual
+        .iter()
+        .filter(|c| !c.is_running())
+        .filter(|c| match current.get(c.job_id.as_str()) {
+            Some(&attempt) => c.attempt < attempt,
+            None if c.state == ContainerState::Created => true,
+            None => c.finished_at_ms.saturating_add(retention_ms) <= now_ms,
+        })
+        .map(|c| Action::Remove {
+            job_id: c.job_id.clone(),
+            container_id: c.id.clone(),
+        })
+        .collect()
+}
+
+/// Running containers no allocation here wants (their job ended, moved, or
+/// was never this cluster's to run): they are being stopped, and until
+/// they are gone their GPUs are not free.
+pub fn zombies<'a>(desired: &[Allocation], actual: &'a [ContainerInfo]) -> Vec<&'a ContainerInfo> {
+    let wanted: HashSet<(&str, u32)> = desired
+        .iter()
+        .map(|a| (a.job_id.as_str(), a.attempt))
+        .collect();
+    actual
+        .iter()
+        .filter(|c| c.is_running() && !wanted.contains(&(c.job_id.as_str(), c.attempt)))
+        .collect()
 }
 
 /// `failed`: jobs whose create already failed; they are reported, not retried.
@@ -281,6 +330,53 @@ mod tests {
         // No limit in the spec: whatever the container has is left alone.
         a.spec = None;
         assert!(plan(&[a], &[c], &HashSet::new(), &|_| true).is_empty());
+    }
+
+    #[test]
+    fn finished_containers_go_after_the_retention_and_old_attempts_at_once() {
+        let hour = 3_600_000;
+        let mut next = alloc("a", JobState::Running);
+        next.attempt = 2;
+        let mut old_attempt = container("a", "exited");
+        old_attempt.attempt = 1;
+        let mut finished = container("b", "exited");
+        finished.finished_at_ms = 10 * hour;
+        let mut never_ran = container("c", "created");
+        never_ran.id = "c-never".into();
+        let mut running_gone = container("d", "running");
+        running_gone.finished_at_ms = 0;
+        let mut current = container("a", "running");
+        current.attempt = 2;
+        current.id = "c-a2".into();
+        let actual = [old_attempt, finished, never_ran, running_gone, current];
+        let ids = |now| -> Vec<String> {
+            cleanup(std::slice::from_ref(&next), &actual, now, 24 * hour)
+                .into_iter()
+                .map(|a| match a {
+                    Action::Remove { container_id, .. } => container_id,
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        // Before b's retention: the old attempt and the never-started one.
+        assert_eq!(ids(11 * hour), vec!["c-a", "c-never"]);
+        // After it, b's too; never a running container or the current attempt.
+        assert_eq!(ids(34 * hour), vec!["c-a", "c-b", "c-never"]);
+    }
+
+    #[test]
+    fn zombies_are_running_containers_nothing_wants() {
+        let desired = [alloc("a", JobState::Running)];
+        let actual = [
+            container("a", "running"),
+            container("z", "running"),
+            container("y", "exited"),
+        ];
+        let z: Vec<&str> = zombies(&desired, &actual)
+            .iter()
+            .map(|c| c.job_id.as_str())
+            .collect();
+        assert_eq!(z, vec!["z"]);
     }
 
     #[test]

@@ -7,19 +7,20 @@ use std::time::Duration;
 
 use berth_proto::internal::v1::ContainerState;
 use bollard::models::{
-    ContainerCreateBody, DeviceMapping, DeviceRequest, HostConfig, Mount, MountBindOptions,
-    MountType, PortBinding,
+    ContainerCreateBody, DeviceMapping, DeviceRequest, HostConfig, HostConfigLogConfig, Mount,
+    MountBindOptions, MountType, PortBinding,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
 use super::{
     ContainerInfo, ContainerSpec, Containers, DaemonInfo, LogItem, LABEL_ATTEMPT, LABEL_CLUSTER,
-    LABEL_JOB, LABEL_NODE,
+    LABEL_GPUS, LABEL_JOB, LABEL_KEEP_WHEN_LOST, LABEL_NODE,
 };
 use crate::{Error, Result};
 
@@ -83,6 +84,18 @@ impl Docker {
                 .unwrap_or(0),
             memory_bytes: limit(host.memory),
             nano_cpus: limit(host.nano_cpus),
+            gpus: labels
+                .get(LABEL_GPUS)
+                .map(|g| {
+                    g.split(',')
+                        .filter(|u| !u.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            keep_when_lost: labels
+                .get(LABEL_KEEP_WHEN_LOST)
+                .is_some_and(|v| v == "true"),
         })
     }
 
@@ -232,6 +245,18 @@ impl Containers for Docker {
         }
     }
 
+    async fn remove(&self, id: &str) -> Result<()> {
+        let opts = RemoveContainerOptionsBuilder::default().v(true).build();
+        match self.client.remove_container(id, Some(opts)).await {
+            // 404: already gone.
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(docker_err(e)),
+        }
+    }
+
     async fn update_limits(&self, id: &str, memory: u64, nano_cpus: u64) -> Result<()> {
         let set = |v: u64| (v > 0).then_some(v as i64);
         let body = bollard::models::ContainerUpdateBody {
@@ -323,6 +348,16 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             memory: (spec.memory_bytes > 0).then_some(spec.memory_bytes as i64),
             memory_swap: (spec.memory_bytes > 0).then_some(2 * spec.memory_bytes as i64),
             nano_cpus: (spec.nano_cpus > 0).then_some(spec.nano_cpus as i64),
+            pids_limit: (spec.pids_limit > 0).then_some(spec.pids_limit as i64),
+            // json-file, whatever the daemon's default: rotation needs a
+            // driver that takes max-size, and `berth logs` one it can read.
+            log_config: (spec.log_max_size > 0).then(|| HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([
+                    ("max-size".to_string(), spec.log_max_size.to_string()),
+                    ("max-file".to_string(), spec.log_max_file.max(1).to_string()),
+                ])),
+            }),
             device_requests,
             ..Default::default()
         }),

@@ -78,6 +78,12 @@ impl Containers for FakeRuntime {
             started_at_ms: 1,
             memory_bytes: spec.memory_bytes,
             nano_cpus: spec.nano_cpus,
+            attempt: spec
+                .labels
+                .get(super::LABEL_ATTEMPT)
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(0),
+            keep_when_lost: spec.labels.contains_key(super::LABEL_KEEP_WHEN_LOST),
             ..Default::default()
         });
         Ok(id)
@@ -109,6 +115,12 @@ impl Containers for FakeRuntime {
             c.state = ContainerState::Exited;
             c.exit_code = 143;
         }
+        Ok(())
+    }
+
+    async fn remove(&self, id: &str) -> Result<()> {
+        self.record(format!("rm {id}"));
+        self.containers.lock().unwrap().retain(|c| c.id != id);
         Ok(())
     }
 

@@ -30,6 +30,8 @@ pub const LABEL_JOB_NAME: &str = "berth.job-name";
 pub const LABEL_GPUS: &str = "berth.gpus";
 /// Attempt of the job (bumped by each preemption); absent means 0.
 pub const LABEL_ATTEMPT: &str = "berth.attempt";
+/// Set on containers of `--on-host-lost wait` jobs: never fenced.
+pub const LABEL_KEEP_WHEN_LOST: &str = "berth.keep-when-lost";
 
 /// Everything needed to create one container; built purely from an allocation.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -50,6 +52,11 @@ pub struct ContainerSpec {
     pub memory_bytes: u64,
     /// CPU limit in billionths of a CPU; 0: none.
     pub nano_cpus: u64,
+    /// docker's --pids-limit; 0: none.
+    pub pids_limit: u64,
+    /// json-file log rotation (`max-size`, `max-file`); size 0: unbounded.
+    pub log_max_size: u64,
+    pub log_max_file: u32,
     /// GPU uuids for an NVIDIA `DeviceRequest`; empty means no device request.
     pub device_ids: Vec<String>,
     pub workdir: String,
@@ -91,6 +98,10 @@ pub struct ContainerInfo {
     /// Limits the daemon enforces now (0: none).
     pub memory_bytes: u64,
     pub nano_cpus: u64,
+    /// Uuids of the GPUs it was given (its label).
+    pub gpus: Vec<String>,
+    /// Its job keeps running through a partition (`--on-host-lost wait`).
+    pub keep_when_lost: bool,
 }
 
 impl ContainerInfo {
@@ -161,6 +172,8 @@ pub trait Containers: Send + Sync + 'static {
     async fn start(&self, id: &str) -> Result<()>;
     /// docker stop: SIGTERM, then SIGKILL after `grace`.
     async fn stop(&self, id: &str, grace: Duration) -> Result<()>;
+    /// Removes a stopped container and its anonymous volumes (`docker rm -v`).
+    async fn remove(&self, id: &str) -> Result<()>;
     /// `docker update`: new memory and CPU limits on a live container
     /// (0 leaves one as it is).
     async fn update_limits(&self, id: &str, memory_bytes: u64, nano_cpus: u64) -> Result<()>;

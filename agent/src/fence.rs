@@ -1,0 +1,154 @@
+//! Fencing: an agent cut off from the controllers stops, by itself, the
+//! containers of jobs the controllers will run elsewhere — before they do.
+//!
+//! The controllers declare a silent host's jobs lost after T
+//! (`--node-lost-after`, learnt at registration). The agent's lease is T/2,
+//! counted from when it *sent* the last report a leader answered (so it
+//! starts no later than the controller's own clock for that report). When
+//! it runs out, every running Berth container here is stopped with a grace
+//! of at most T/4, except those of `--on-host-lost wait` jobs (labelled).
+//! The stops are over by 3T/4, a quarter of T before any copy can be
+//! placed elsewhere. The fenced jobs are reported failed ("fenced") when a
+//! controller answers again. The timeline: docs/operations.md.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// What the agent knows of its lease.
+#[derive(Debug)]
+pub struct Lease {
+    /// The controllers' --node-lost-after; `None` until learnt (or read
+    /// from `file`, for an agent restarted during a partition).
+    lost_after: Mutex<Option<Duration>>,
+    /// When the last report a leader answered was sent.
+    answered: Mutex<Instant>,
+    /// Fenced jobs and why, until a controller is told.
+    fenced: Mutex<HashMap<String, String>>,
+    file: Option<PathBuf>,
+}
+
+impl Lease {
+    /// A lease remembered in `dir` (the agent's TLS dir) across restarts.
+    pub fn new(dir: Option<&Path>) -> Lease {
+        let file = dir.map(|d| d.join("node-lost-after-ms"));
+        let lost_after = file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .map(Duration::from_millis);
+        Lease {
+            lost_after: Mutex::new(lost_after),
+            answered: Mutex::new(Instant::now()),
+            fenced: Mutex::default(),
+            file,
+        }
+    }
+
+    /// The controllers' timeout, told at registration.
+    pub fn learn(&self, lost_after: Duration) {
+        if lost_after.is_zero() {
+            return; // an older controller that does not say
+        }
+        let mut known = self.lost_after.lock().unwrap();
+        if *known != Some(lost_after) {
+            *known = Some(lost_after);
+            if let Some(f) = &self.file {
+                if let Err(e) = std::fs::write(f, lost_after.as_millis().to_string()) {
+                    tracing::warn!(error = %e, file = %f.display(), "could not remember the lease");
+                }
+            }
+        }
+    }
+
+    /// A leader answered the report sent at `sent`.
+    pub fn renewed(&self, sent: Instant) {
+        let mut answered = self.answered.lock().unwrap();
+        *answered = (*answered).max(sent);
+    }
+
+    /// How long after the last answered report the agent fences, and the
+    /// longest grace its stops may take. `None`: no lease known.
+    pub fn timing(&self) -> Option<(Duration, Duration)> {
+        self.lost_after.lock().unwrap().map(|t| (t / 2, t / 4))
+    }
+
+    /// Whether the lease ran out: the controllers may consider this host lost.
+    pub fn expired(&self) -> bool {
+        self.timing()
+            .is_some_and(|(lease, _)| self.answered.lock().unwrap().elapsed() >= lease)
+    }
+
+    pub fn silent_for(&self) -> Duration {
+        self.answered.lock().unwrap().elapsed()
+    }
+
+    pub fn fenced(&self, job: &str, why: String) {
+        self.fenced.lock().unwrap().insert(job.to_string(), why);
+    }
+
+    pub fn is_fenced(&self, job: &str) -> bool {
+        self.fenced.lock().unwrap().contains_key(job)
+    }
+
+    /// The fenced jobs still placed here (`live`), to report as failed;
+    /// the others are forgotten (their controller has moved on).
+    pub fn fenced_jobs(&self, live: impl Fn(&str) -> bool) -> HashMap<String, String> {
+        let mut fenced = self.fenced.lock().unwrap();
+        fenced.retain(|job, _| live(job));
+        fenced.clone()
+    }
+}
+
+/// How often the fence looks at the lease.
+pub const CHECK_EVERY: Duration = Duration::from_millis(250);
+
+impl crate::Agent {
+    /// Runs forever: stops what must not outlive the lease.
+    pub async fn fence_forever(self: std::sync::Arc<Self>) {
+        let mut tick = tokio::time::interval(CHECK_EVERY);
+        loop {
+            tick.tick().await;
+            if self.lease.expired() {
+                self.fence_once().await;
+            }
+        }
+    }
+
+    async fn fence_once(&self) {
+        let Some((_, grace)) = self.lease.timing() else {
+            return;
+        };
+        let cluster = self.cluster_id.lock().unwrap().clone();
+        if cluster.is_empty() {
+            return; // never registered: nothing here is this cluster's yet
+        }
+        let containers = match self.runtime.list(&cluster, &self.cfg.node).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "fence: cannot list containers");
+                return;
+            }
+        };
+        let silent = self.lease.silent_for();
+        for c in containers
+            .into_iter()
+            .filter(|c| c.is_running() && !c.keep_when_lost && !self.lease.is_fenced(&c.job_id))
+        {
+            tracing::warn!(job = %c.job_id, silent = ?silent, "no controller quorum for the lease: stopping the job (fencing)");
+            self.lease.fenced(
+                &c.job_id,
+                format!(
+                    "fenced: its host lost the controllers for {} s, so its agent stopped it before it could run elsewhere",
+                    silent.as_secs()
+                ),
+            );
+            self.stop_in_background(
+                c.job_id.clone(),
+                c.id.clone(),
+                grace.min(self.cfg.stop_grace),
+            );
+        }
+    }
+}
