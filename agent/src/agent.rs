@@ -27,7 +27,7 @@ use crate::{container, Error, Result};
 const UPDATE_SETTLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How long a report may wait for the controller's answer.
-const REPORT_DEADLINE: Duration = Duration::from_secs(10);
+const REPORT_DEADLINE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {

@@ -64,6 +64,9 @@ enum Command {
     Quota(commands::quota::Command),
     /// List nodes, one row per GPU.
     Nodes(commands::nodes::Args),
+    /// A host's maintenance (admins): cordon, uncordon, drain, rm.
+    #[command(subcommand)]
+    Node(commands::node::Command),
     /// List images on each node.
     Images,
     /// Images across hosts: push, save, load, rm, gc.
@@ -162,6 +165,7 @@ async fn dispatch(command: Command, addr: Option<&str>, format: Format) -> anyho
         Command::Nodes(args) => commands::nodes::run(&client, args, format)
             .await
             .map(|()| 0),
+        Command::Node(cmd) => commands::node::run(&client, cmd, format).await.map(|()| 0),
         Command::Images => commands::images::run(&client, format).await.map(|()| 0),
         Command::Image(cmd) => commands::image::run(&client, cmd, format).await.map(|()| 0),
         Command::Token(cmd) => commands::token::run(&client, cmd, format).await.map(|()| 0),

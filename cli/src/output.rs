@@ -77,6 +77,7 @@ pub fn job_json(j: &Job) -> Value {
     // Apart: one more field in the literal passes json!'s recursion limit.
     v["spec"]["memory_bytes"] = json!(spec.memory_bytes);
     v["spec"]["nano_cpus"] = json!(spec.nano_cpus);
+    v["spec"]["on_host_lost"] = json!(spec.on_host_lost);
     v
 }
 
@@ -86,6 +87,19 @@ pub fn ago(ms: i64) -> String {
         return "-".into();
     }
     format!("{} ago", since(ms))
+}
+
+/// "in 3 minutes", or "now" once `ms` (unix millis) has passed.
+pub fn until(ms: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(ms);
+    if ms <= now {
+        return "now".into();
+    }
+    // `since` of the mirror image in the past reads the same.
+    format!("in {}", since(2 * now - ms).to_lowercase())
 }
 
 /// "3 seconds", "Less than a second": time elapsed since `ms` (unix millis).

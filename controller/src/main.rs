@@ -24,6 +24,37 @@ enum Sub {
     /// The cluster's certificates.
     #[command(subcommand)]
     Tls(TlsCmd),
+    /// Write a consistent snapshot of the running cluster's state to FILE
+    /// (online; as an admin: BERTH_TOKEN, else DIR/admin.token).
+    Backup {
+        #[arg(long)]
+        out: PathBuf,
+        /// Controllers to ask (the leader among them answers).
+        #[arg(
+            long,
+            env = "BERTH_ADDR",
+            default_value = "127.0.0.1:7450",
+            value_delimiter = ','
+        )]
+        addr: Vec<String>,
+        /// The cluster CA (ca.pem) and, unless BERTH_TOKEN is set, admin.token.
+        #[arg(long, env = "BERTH_TLS_DIR", default_value = "/etc/berth/tls")]
+        tls_dir: PathBuf,
+    },
+    /// Make a new data dir from a backup: a controller started on it has
+    /// every job, node, token and policy of the backup (docs/operations.md).
+    Restore {
+        file: PathBuf,
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The restored controller's id.
+        #[arg(long, default_value_t = 1)]
+        id: u64,
+        /// The new cluster's controllers, as for a start (ID=HOST:PORT,...);
+        /// omitted: this one alone, at 127.0.0.1:7450.
+        #[arg(long, default_value = "")]
+        peers: String,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -155,6 +186,43 @@ fn tls_command(cmd: TlsCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `backup`: as an admin, over TLS, from the leader.
+async fn backup(
+    out: &std::path::Path,
+    addrs: &[String],
+    tls_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let ca = std::fs::read_to_string(tls_dir.join("ca.pem"))
+        .with_context(|| format!("reading the cluster CA {}/ca.pem", tls_dir.display()))?;
+    let token = match std::env::var("BERTH_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => t,
+        _ => std::fs::read_to_string(tls_dir.join("admin.token")).with_context(|| {
+            format!(
+                "no BERTH_TOKEN and no {}/admin.token: an admin's token is needed",
+                tls_dir.display()
+            )
+        })?,
+    };
+    let dial = berth_proto::connect::Dial {
+        tls: berth_proto::tls::Tls {
+            ca_pem: ca,
+            cert_pem: None,
+            key_pem: None,
+        },
+        bearer: berth_proto::connect::Bearer::new(Some(&token)).map_err(anyhow::Error::msg)?,
+    };
+    let s = berth_controller::core::backup::download(&dial, addrs, out).await?;
+    eprintln!(
+        "backed up {} job(s) and {} node(s) as of index {} ({} bytes) to {}",
+        s.jobs,
+        s.nodes,
+        s.index,
+        s.bytes,
+        out.display()
+    );
+    Ok(())
+}
+
 fn parse_peers(s: &str) -> anyhow::Result<BTreeMap<u64, String>> {
     let mut peers = BTreeMap::new();
     for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
@@ -184,8 +252,32 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    if let Some(Sub::Tls(cmd)) = cli.command {
-        return tls_command(cmd);
+    match cli.command {
+        Some(Sub::Tls(cmd)) => return tls_command(cmd),
+        Some(Sub::Backup { out, addr, tls_dir }) => return backup(&out, &addr, &tls_dir).await,
+        Some(Sub::Restore {
+            file,
+            data_dir,
+            id,
+            peers,
+        }) => {
+            let mut peers = parse_peers(&peers)?;
+            if peers.is_empty() {
+                peers.insert(id, "127.0.0.1:7450".into());
+            }
+            let s = berth_controller::core::backup::restore(&file, &data_dir, id, &peers)?;
+            eprintln!(
+                "restored {} job(s) and {} node(s) as of index {} into {}: start berth-controller --data-dir {} --id {id} --peers {}",
+                s.jobs,
+                s.nodes,
+                s.index,
+                data_dir.display(),
+                data_dir.display(),
+                berth_controller::core::peers_text(&peers)
+            );
+            return Ok(());
+        }
+        None => {}
     }
     let args = cli.args;
     if *args.node_lost_after < std::time::Duration::from_secs(2) {

@@ -18,7 +18,7 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(cmd: &mut Command, log: &Path) -> Proc {
+    pub fn spawn(cmd: &mut Command, log: &Path) -> Proc {
         let log = std::fs::File::create(log).expect("log file");
         let child = cmd
             .stdout(log.try_clone().unwrap())
@@ -143,15 +143,21 @@ impl Cluster {
     /// off unless `extra` sets it: it would evict the workload image from
     /// this machine's daemon under the other tests' feet.
     pub fn start_with(n: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_at("127.0.0.1", n, extra)
+    }
+
+    /// As `start_with`, the controllers listening on `host` (the root side
+    /// of a `Netns`, for agents in the namespace to reach them).
+    pub fn start_at(host: &str, n: usize, extra: &[&str]) -> Cluster {
         ensure_image();
         let dir = tempfile::tempdir().unwrap();
         let (tls, admin_token) = init_tls(dir.path());
         let addrs: Vec<String> = if n == 1 {
-            vec!["127.0.0.1:0".into()]
+            vec![format!("{host}:0")]
         } else {
             // Free ports, released just before the controllers bind them.
             let held: Vec<_> = (0..n)
-                .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+                .map(|_| std::net::TcpListener::bind(format!("{host}:0")).unwrap())
                 .collect();
             held.iter()
                 .map(|l| l.local_addr().unwrap().to_string())
@@ -337,13 +343,37 @@ impl Cluster {
         self.spawn_agent_full(name, gpus, extra, &[]);
     }
 
+    /// An agent in network namespace `ns` (its data plane on the
+    /// namespace's address), with `gpus` simulated GPUs; waits until ready.
+    pub fn add_agent_in(&mut self, ns: &crate::Netns, gpus: &str, extra: &[&str]) -> String {
+        let name = unique("node");
+        let listen = format!("{}:0", ns.ns_ip);
+        let mut all = vec!["--listen", listen.as_str()];
+        all.extend_from_slice(extra);
+        self.spawn_agent_cmd(ns.command(&bin("berth-agent")), &name, gpus, &all, &[]);
+        self.wait_node_ready(&name);
+        name
+    }
+
     fn spawn_agent_full(&mut self, name: &str, gpus: &str, extra: &[&str], env: &[(&str, &str)]) {
+        let mut all = vec!["--listen", "127.0.0.1:0"];
+        all.extend_from_slice(extra);
+        self.spawn_agent_cmd(Command::new(bin("berth-agent")), name, gpus, &all, env);
+    }
+
+    fn spawn_agent_cmd(
+        &mut self,
+        mut cmd: Command,
+        name: &str,
+        gpus: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) {
         let foreign = self.foreign_file(name);
         if !foreign.exists() {
             std::fs::write(&foreign, "").unwrap();
         }
         let log = self.log_of(name);
-        let mut cmd = Command::new(bin("berth-agent"));
         // A test that brings its own (a joining agent's) keeps it.
         if !extra.contains(&"--tls-dir") {
             cmd.arg("--tls-dir").arg(self.node_tls(name));
@@ -351,14 +381,7 @@ impl Cluster {
         let p = Proc::spawn(
             cmd.arg("--audit-log")
                 .arg(self.dir.path().join(format!("{name}.audit")))
-                .args([
-                    "--controllers",
-                    &self.addr,
-                    "--name",
-                    name,
-                    "--listen",
-                    "127.0.0.1:0",
-                ])
+                .args(["--controllers", &self.addr, "--name", name])
                 .args(["--fake-gpus", gpus, "--report-every", "0.3"])
                 .args(extra)
                 .envs(env.iter().copied())

@@ -8,7 +8,8 @@
 //!
 //! Layout: `cluster` (controllers and agents as processes, the CLI),
 //! `docker` (what the daemon says), `dockerd` (a second daemon with its own
-//! image store), `gates` (jobs that finish on cue); here, waiting on
+//! image store), `gates` (jobs that finish on cue), `netns` (another
+//! "host" that can be partitioned silently); here, waiting on
 //! conditions and naming.
 
 use std::path::{Path, PathBuf};
@@ -19,11 +20,13 @@ pub mod cluster;
 pub mod docker;
 pub mod dockerd;
 pub mod gates;
+pub mod netns;
 
 pub use cluster::{Cluster, Ctl, Proc};
 pub use docker::*;
 pub use dockerd::{main_image_id, Dockerd};
 pub use gates::*;
+pub use netns::Netns;
 
 /// The image the tests run; built by `deploy/images/build-workload-image.sh`.
 pub const IMAGE: &str = "berth/workload:latest";

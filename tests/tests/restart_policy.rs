@@ -54,7 +54,7 @@ fn on_failure_restarts_up_to_its_limit_and_always_until_stopped() {
 
 #[test]
 fn jobs_on_a_lost_host_fail_or_restart_elsewhere() {
-    let mut c = Cluster::start();
+    let mut c = Cluster::start_with(1, &["--node-lost-after", "6s"]);
     let first = c.add_agent(2);
     let keep = c.run_detached(&["--gpus", "1", "--restart", "always", IMAGE, "sleep", "300"]);
     let once = c.run_detached(&["--gpus", "1", IMAGE, "sleep", "300"]);
@@ -64,7 +64,7 @@ fn jobs_on_a_lost_host_fail_or_restart_elsewhere() {
     let second = c.add_agent(1);
     c.kill_agent(&first);
     remove_node_containers(&first);
-    // After the silence limit (15 s): the job without a policy fails with
+    // After --node-lost-after: the job without a policy fails with
     // the reason; the one with `always` runs again on the other host.
     let failed = c.wait_state(&once, "failed");
     assert!(

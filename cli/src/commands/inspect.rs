@@ -3,7 +3,7 @@
 use anyhow::Result;
 use berth_proto::v1::GetJobRequest;
 
-use crate::client::{status_message, Client};
+use crate::client::Client;
 use crate::output::job_json;
 
 #[derive(clap::Args)]
@@ -16,11 +16,11 @@ pub async fn run(client: &Client, args: Args) -> Result<()> {
     let mut out = Vec::new();
     for job in args.jobs {
         let j = client
-            .jobs()
-            .get_job(GetJobRequest { job })
-            .await
-            .map_err(status_message)?
-            .into_inner()
+            .retry(|c| {
+                let job = job.clone();
+                async move { c.jobs().get_job(GetJobRequest { job }).await }
+            })
+            .await?
             .job
             .unwrap_or_default();
         out.push(job_json(&j));

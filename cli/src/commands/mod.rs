@@ -10,6 +10,7 @@ pub mod image;
 pub mod images;
 pub mod inspect;
 pub mod logs;
+pub mod node;
 pub mod nodes;
 pub mod policy;
 pub mod ps;

@@ -5,7 +5,7 @@ use anyhow::Result;
 use berth_proto::v1::{ListJobsRequest, ListNodesRequest, Node, NodeStatus};
 use serde_json::json;
 
-use crate::client::{status_message, Client};
+use crate::client::Client;
 use crate::output::{bytes, table, Format};
 
 #[derive(clap::Args)]
@@ -18,11 +18,8 @@ pub struct Args {
 
 pub async fn run(client: &Client, args: Args, format: Format) -> Result<()> {
     let nodes = client
-        .nodes()
-        .list_nodes(ListNodesRequest {})
-        .await
-        .map_err(status_message)?
-        .into_inner()
+        .retry(|c| async move { c.nodes().list_nodes(ListNodesRequest {}).await })
+        .await?
         .nodes;
     let jobs = client.all_jobs(ListJobsRequest::default()).await?;
     let job_name = |id: &str| {
@@ -37,6 +34,11 @@ pub async fn run(client: &Client, args: Args, format: Format) -> Result<()> {
                 json!({
                     "name": n.name,
                     "status": status_word(n.status),
+                    "schedulable": super::node::schedulable(n),
+                    "cordoned": n.cordoned,
+                    "draining": n.draining,
+                    "drain_deadline_ms": n.drain_deadline_ms,
+                    "live_jobs": n.live_jobs,
                     "agent_addr": n.agent_addr,
                     "gpu_backend": n.gpu_backend,
                     "docker_version": n.docker_version,
@@ -73,7 +75,10 @@ pub async fn run(client: &Client, args: Args, format: Format) -> Result<()> {
             .disk
             .as_ref()
             .map_or("-".into(), |d| format!("{} free", bytes(d.free_bytes)));
-        let status = status_word(n.status).to_string();
+        let status = match super::node::schedulable(n) {
+            "schedulable" => status_word(n.status).to_string(),
+            admin => format!("{},{admin}", status_word(n.status)),
+        };
         if n.gpus.is_empty() {
             rows.push(vec![
                 n.name.clone(),
@@ -124,6 +129,9 @@ pub async fn run(client: &Client, args: Args, format: Format) -> Result<()> {
             rows
         )
     );
+    for n in nodes.iter().filter(|n| n.cordoned) {
+        println!("{}", super::node::describe(n));
+    }
     if args.verbose {
         for n in &nodes {
             println!();

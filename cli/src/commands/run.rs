@@ -262,18 +262,19 @@ pub async fn run(client: &Client, args: Args, spec: JobSpec, format: Format) -> 
                 .into_inner(),
         )
     };
+    let request = SubmitJobRequest {
+        spec: Some(spec),
+        name: args.name.clone().unwrap_or_default(),
+        // Idempotency key: a retry of this very submit never makes a second job.
+        request_id: format!("{:032x}", rand::random::<u128>()),
+        dry_run: false,
+    };
     let submitted = client
-        .jobs()
-        .submit_job(SubmitJobRequest {
-            spec: Some(spec),
-            name: args.name.clone().unwrap_or_default(),
-            // Idempotency key: a retry of this very submit never makes a second job.
-            request_id: format!("{:032x}", rand::random::<u128>()),
-            dry_run: false,
+        .retry(|c| {
+            let request = request.clone();
+            async move { c.jobs().submit_job(request).await }
         })
-        .await
-        .map_err(status_message)?
-        .into_inner();
+        .await?;
     if !submitted.group_id.is_empty() {
         return group(client, &submitted.group_id, &submitted.tasks, args.detach).await;
     }

@@ -189,17 +189,18 @@ pub async fn run(client: &Client, args: Args, format: Format) -> Result<i32> {
     }
     let mut submitted = Vec::new();
     for (name, spec) in jobs {
+        let request = SubmitJobRequest {
+            spec: Some(spec),
+            name,
+            request_id: format!("{:032x}", rand::random::<u128>()),
+            dry_run: false,
+        };
         let r = client
-            .jobs()
-            .submit_job(SubmitJobRequest {
-                spec: Some(spec),
-                name,
-                request_id: format!("{:032x}", rand::random::<u128>()),
-                dry_run: false,
+            .retry(|c| {
+                let request = request.clone();
+                async move { c.jobs().submit_job(request).await }
             })
-            .await
-            .map_err(status_message)?
-            .into_inner();
+            .await?;
         let id = if r.group_id.is_empty() {
             r.job.clone().unwrap_or_default().id
         } else {

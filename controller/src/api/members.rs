@@ -1,13 +1,13 @@
 //! `berth.v1.ControllerService`: any controller says who the members are and
 //! who leads, so clients and agents can find the leader from any address;
-//! the leader adds and removes members.
+//! the leader adds and removes members, and streams backups.
 
 use std::sync::Arc;
 
 use berth_proto::v1::controller_service_server::ControllerService;
 use berth_proto::v1::{
-    AddMemberRequest, AddMemberResponse, ListMembersRequest, ListMembersResponse, Member,
-    Membership, RemoveMemberRequest, RemoveMemberResponse,
+    AddMemberRequest, AddMemberResponse, BackupChunk, BackupRequest, ListMembersRequest,
+    ListMembersResponse, Member, Membership, RemoveMemberRequest, RemoveMemberResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -57,8 +57,36 @@ impl Members {
     }
 }
 
+/// Backup chunks: well under the message limits.
+const BACKUP_CHUNK: usize = 1 << 20;
+
 #[tonic::async_trait]
 impl ControllerService for Members {
+    type BackupStream = futures::stream::BoxStream<'static, Result<BackupChunk, Status>>;
+
+    async fn backup(
+        &self,
+        _: Request<BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        let (data, summary) = self.0.backup().await?;
+        tracing::info!(index = summary.index, bytes = summary.bytes, "backup taken");
+        let chunks: Vec<Result<BackupChunk, Status>> = data
+            .chunks(BACKUP_CHUNK)
+            .enumerate()
+            .map(|(i, c)| {
+                let first = i == 0;
+                Ok(BackupChunk {
+                    data: c.to_vec(),
+                    index: if first { summary.index } else { 0 },
+                    total_bytes: if first { summary.bytes } else { 0 },
+                    jobs: if first { summary.jobs as u32 } else { 0 },
+                    nodes: if first { summary.nodes as u32 } else { 0 },
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+
     async fn list_members(
         &self,
         _: Request<ListMembersRequest>,

@@ -71,18 +71,29 @@ pub(super) fn write_membership(
     cfg: &ControllerConfig,
     current: &BTreeMap<u64, String>,
 ) -> Result<()> {
+    write_membership_in(&cfg.data_dir, cfg.id, &cfg.peers, current)
+}
+
+/// `write_membership` for a data dir no controller runs on yet (a restore).
+pub(super) fn write_membership_in(
+    data_dir: &Path,
+    id: u64,
+    peers: &BTreeMap<u64, String>,
+    current: &BTreeMap<u64, String>,
+) -> Result<()> {
     let m = Membership {
-        id: cfg.id,
-        peers: cfg.peers.clone(),
+        id,
+        peers: peers.clone(),
         current: current.clone(),
     };
-    let tmp = cfg.data_dir.join("cluster.json.tmp");
+    let file = data_dir.join("cluster.json");
+    let tmp = data_dir.join("cluster.json.tmp");
     std::fs::write(
         &tmp,
         serde_json::to_vec_pretty(&m).expect("membership serialises"),
     )
-    .and_then(|()| std::fs::rename(&tmp, membership_file(cfg)))
-    .map_err(|e| Error::Storage(format!("{}: {e}", membership_file(cfg).display())))
+    .and_then(|()| std::fs::rename(&tmp, &file))
+    .map_err(|e| Error::Storage(format!("{}: {e}", file.display())))
 }
 
 pub fn peers_text(peers: &BTreeMap<u64, String>) -> String {

@@ -10,8 +10,11 @@
 //! - `convert`: state records to `berth.v1` messages; `wire`: the API's
 //!   job spec and states to the state's own, and back.
 //! - `agents`: dialing an agent's data plane.
+//! - `backup`: consistent online snapshots, and restoring one into a new
+//!   data dir.
 
 mod agents;
+pub mod backup;
 pub mod convert;
 mod lookup;
 pub mod machine;

@@ -130,7 +130,7 @@ impl<SM: StateMachine> Loop<SM> {
             }
             if let Err(e) = self.on_ready() {
                 // Storage failure: continuing could acknowledge what is not durable.
-                stop(&format!("raft storage failed: {e}"));
+                stop(&storage_failure(&e.to_string()));
             }
             self.publish_status();
         }
@@ -445,6 +445,19 @@ fn parse_context(ctx: &[u8], id: u64) -> Option<u64> {
         return None;
     }
     Some(u64::from_be_bytes(ctx[8..16].try_into().ok()?))
+}
+
+/// What a storage error means to the operator: a full disk is the common
+/// one, and the fix is theirs (nothing acknowledged is lost by stopping).
+fn storage_failure(e: &str) -> String {
+    let full = ["No space left", "os error 28", "ENOSPC", "Quota exceeded"];
+    if full.iter().any(|w| e.contains(w)) {
+        format!(
+            "the disk under --data-dir is full ({e}): free space there and start this controller again; what it acknowledged is on disk, and the others carry on"
+        )
+    } else {
+        format!("raft storage failed: {e}")
+    }
 }
 
 /// Stops this controller: going on could acknowledge what is not durable,

@@ -89,7 +89,14 @@ async fn attempt_logs(
             tail,
             container_id: job.container_id.clone(),
         })
-        .await?
+        .await
+        .map_err(|s| match s.code() {
+            tonic::Code::NotFound if job.state.is_finished() => Status::failed_precondition(format!(
+                "job {} finished and its container is gone (removed after its host's --container-retention, or by hand), and its logs with it; keep them longer with berth-agent --container-retention, or have the job write them to a mount",
+                job.name
+            )),
+            _ => s,
+        })?
         .into_inner();
     let attempt = job.attempt();
     Ok(Box::pin(upstream.map(move |chunk| {
