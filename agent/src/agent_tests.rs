@@ -142,3 +142,72 @@ async fn limits_follow_the_job_but_not_back_over_a_fresh_update() {
         vec![format!("update c1 memory={} cpus=0", 64 << 20)]
     );
 }
+
+#[tokio::test]
+async fn a_zombie_container_is_stopped_and_its_gpu_reported_busy_meanwhile() {
+    let rt = Arc::new(FakeRuntime::default());
+    let a = agent(rt.clone());
+    let uuid = a.gpus.sample().unwrap()[0].uuid.clone();
+    rt.containers
+        .lock()
+        .unwrap()
+        .push(crate::runtime::ContainerInfo {
+            id: "zombie1".into(),
+            job_id: "gone".into(),
+            state: berth_proto::internal::v1::ContainerState::Running,
+            gpus: vec![uuid.clone()],
+            ..Default::default()
+        });
+    let none = DesiredAllocations::default();
+    let report = a
+        .reconcile("cl", Some(&none), &mut HashMap::new())
+        .await
+        .unwrap();
+    // The stop runs off the loop.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        rt.calls().iter().any(|c| c == "stop zombie1"),
+        "{:?}",
+        rt.calls()
+    );
+    let busy = report.gpus.iter().find(|g| g.uuid == uuid).unwrap();
+    assert!(
+        busy.foreign_processes
+            .iter()
+            .any(|p| p.name.contains("zombie1")),
+        "{busy:?}"
+    );
+    let other = report.gpus.iter().find(|g| g.uuid != uuid).unwrap();
+    assert!(other.foreign_processes.is_empty());
+}
+
+#[tokio::test]
+async fn a_fenced_job_is_reported_failed_until_its_controller_moves_on() {
+    let rt = Arc::new(FakeRuntime::default());
+    let a = agent(rt.clone());
+    a.lease.fenced(
+        "j1",
+        "fenced: its host lost the controllers for 15 s".into(),
+    );
+    let mut failed = HashMap::new();
+    let want = desired(JobState::Running);
+    let report = a.reconcile("cl", Some(&want), &mut failed).await.unwrap();
+    assert!(
+        report
+            .failures
+            .iter()
+            .any(|f| f.job_id == "j1" && f.message.starts_with("fenced")),
+        "{:?}",
+        report.failures
+    );
+    // Once the job is no longer placed here, it is forgotten.
+    let mut failed = HashMap::new();
+    let report = a
+        .reconcile("cl", Some(&DesiredAllocations::default()), &mut failed)
+        .await
+        .unwrap();
+    assert!(report.failures.is_empty());
+    assert!(!a.lease.is_fenced("j1"));
+}

@@ -152,3 +152,39 @@ impl crate::Agent {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lease_is_half_the_timeout_and_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let lease = Lease::new(Some(dir.path()));
+        assert_eq!(lease.timing(), None, "unknown until registration");
+        assert!(!lease.expired(), "no lease known: never fences");
+        lease.learn(Duration::from_secs(8));
+        assert_eq!(
+            lease.timing(),
+            Some((Duration::from_secs(4), Duration::from_secs(2)))
+        );
+        lease.renewed(Instant::now());
+        assert!(!lease.expired());
+        // An agent restarted during a partition still knows it.
+        let again = Lease::new(Some(dir.path()));
+        assert_eq!(again.timing(), lease.timing());
+        // An older controller that does not say changes nothing.
+        again.learn(Duration::ZERO);
+        assert_eq!(again.timing(), lease.timing());
+    }
+
+    #[test]
+    fn a_renewal_never_moves_the_lease_back() {
+        let lease = Lease::new(None);
+        lease.learn(Duration::from_secs(2));
+        let earlier = Instant::now();
+        lease.renewed(Instant::now() + Duration::from_secs(60));
+        lease.renewed(earlier);
+        assert!(!lease.expired());
+    }
+}

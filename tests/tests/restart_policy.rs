@@ -21,11 +21,17 @@ fn on_failure_restarts_up_to_its_limit_and_always_until_stopped() {
         (Some(2), Some(1)),
         "{done}"
     );
-    let ours: Vec<String> = docker_containers(&node)
-        .into_iter()
-        .filter(|id| docker_inspect(id)["Config"]["Labels"]["berth.job"] == job.as_str())
-        .collect();
-    assert_eq!(ours.len(), 3, "one container per attempt");
+    // One container per attempt, each earlier one removed once the next
+    // is placed: the last attempt's is what stays (for logs and cp).
+    let ours = wait_for("only the last attempt's container", DEADLINE, || {
+        let ours: Vec<serde_json::Value> = docker_containers(&node)
+            .into_iter()
+            .filter_map(|id| docker_inspect_opt(&id))
+            .filter(|c| c["Config"]["Labels"]["berth.job"] == job.as_str())
+            .collect();
+        (ours.len() == 1).then_some(ours)
+    });
+    assert_eq!(ours[0]["Config"]["Labels"]["berth.attempt"], "2");
 
     let forever = c.run_detached(&["--restart", "always", IMAGE, "true"]);
     wait_for("two restarts", DEADLINE, || {

@@ -112,7 +112,11 @@ fn a_restart_policy_is_enforced_across_an_agent_restart() {
         (j["state"] == "running" && j["container_id"] != first.as_str()).then_some(j)
     });
     assert_eq!(again["restarts"], 1, "{again}");
-    assert_eq!(docker_inspect(&first)["State"]["Running"], false);
+    // The first attempt's container is not running: gone, or about to be
+    // (an earlier attempt's container is removed once the next is placed).
+    wait_for("the first attempt's container removed", DEADLINE, || {
+        docker_inspect_opt(&first).is_none().then_some(())
+    });
 }
 
 #[test]
