@@ -99,3 +99,120 @@ fn dev_mode_runs_a_gpu_job_and_keeps_state_across_restarts() {
         .args(&ids)
         .output();
 }
+
+/// A tmpfs mounted for one test, unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_the_controller_saying_so_and_it_restarts_with_every_acknowledged_job() {
+    ensure_image();
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("disk");
+    std::fs::create_dir(&mnt).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=48m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "mounting a tmpfs (the tests run as root)");
+    let _disk = Tmpfs(mnt.clone());
+    let data = mnt.join("dev");
+    let node = unique("full");
+    let config = dir.path().join("config.toml");
+    let start = |log: &str| {
+        let _ = std::fs::remove_file(data.join("controller.addr"));
+        let child = Command::new(bin("berth"))
+            .env("BERTH_CONFIG", &config)
+            .args(["dev", "--listen", "127.0.0.1:0", "--name", &node])
+            .arg("--data-dir")
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join(log)).unwrap())
+            .spawn()
+            .unwrap();
+        let addr = wait_for("berth dev address", DEADLINE, || {
+            std::fs::read_to_string(data.join("controller.addr")).ok()
+        });
+        (child, addr)
+    };
+    let (mut dev, addr) = start("first.log");
+    // Fill the disk but 3 MiB, then submit until the controller stops.
+    let df = Command::new("df")
+        .args(["-B1", "--output=avail"])
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    let left: u64 = String::from_utf8_lossy(&df.stdout)
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("df's answer");
+    let fill = Command::new("fallocate")
+        .args(["-l", &(left - (3 << 20)).to_string()])
+        .arg(mnt.join("filler"))
+        .status()
+        .unwrap();
+    assert!(fill.success());
+    let pad = format!("PAD={}", "x".repeat(60_000));
+    let mut acknowledged = Vec::new();
+    for i in 0..300 {
+        let name = format!("{node}-{i}");
+        let out = Command::new(bin("berth"))
+            .env("BERTH_CONFIG", &config)
+            .args([
+                "--addr", &addr, "run", "-d", "-e", &pad, "--name", &name, IMAGE, "true",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            break;
+        }
+        acknowledged.push(name);
+    }
+    let status = wait_for("the controller stopping", DEADLINE, || {
+        dev.try_wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(70), "it stops with its own exit code");
+    let log = std::fs::read_to_string(dir.path().join("first.log")).unwrap();
+    assert!(
+        log.contains("the disk under --data-dir is full") && log.contains("free space there"),
+        "{log}"
+    );
+    assert!(!acknowledged.is_empty());
+    // Space freed: it starts again cleanly, with every acknowledged job.
+    std::fs::remove_file(mnt.join("filler")).unwrap();
+    let (mut dev, addr) = start("second.log");
+    let names: Vec<String> = wait_for("the jobs listed again", DEADLINE, || {
+        let out = Command::new(bin("berth"))
+            .env("BERTH_CONFIG", &config)
+            .args(["--addr", &addr, "ps", "-a", "-o", "json"])
+            .output()
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        Some(
+            v.as_array()?
+                .iter()
+                .map(|j| j["name"].as_str().unwrap_or_default().to_string())
+                .collect(),
+        )
+    });
+    for name in &acknowledged {
+        assert!(names.contains(name), "acknowledged job {name} lost");
+    }
+    eprintln!(
+        "full disk: {} submissions acknowledged before the controller stopped; all {} back after a restart ({} jobs listed)",
+        acknowledged.len(),
+        acknowledged.len(),
+        names.len()
+    );
+    let _ = dev.kill();
+    let _ = dev.wait();
+    remove_node_containers(&node);
+}

@@ -106,7 +106,20 @@ pub fn spawn<SM: StateMachine>(
     };
     std::thread::Builder::new()
         .name("raft".into())
-        .spawn(move || lp.run(rx))
+        .spawn(move || {
+            // raft-rs panics on a storage error it meets inside (a term
+            // read from a full disk): the controller must stop then, not
+            // serve on with a dead raft thread.
+            let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lp.run(rx)));
+            if let Err(panic) = died {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown".into());
+                stop(&storage_failure(&format!("the raft loop panicked: {why}")));
+            }
+        })
         .map_err(|e| raft::Error::Store(raft::StorageError::Other(e.into())))?;
     Ok(status_rx)
 }
