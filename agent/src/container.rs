@@ -99,7 +99,10 @@ pub fn spec(
         shm_size_bytes: js.shm_size_bytes,
         memory_bytes: limits.memory_for(js.memory_bytes, js.gpus),
         nano_cpus: js.nano_cpus,
-        pids_limit: limits.default_pids_limit,
+        pids_limit: match js.pids_limit {
+            0 => limits.default_pids_limit as i64,
+            own => own,
+        },
         log_max_size: limits.log_max_size,
         log_max_file: limits.log_max_file,
         device_ids: if real_gpus { uuids } else { Vec::new() },
@@ -198,6 +201,12 @@ mod tests {
         assert_eq!(s.labels[LABEL_KEEP_WHEN_LOST], "true");
         let plain = spec(&alloc(), "cl", "n1", false, &limits);
         assert!(!plain.labels.contains_key(LABEL_KEEP_WHEN_LOST));
+        // The job's own --pids-limit (and -1, none) wins over the host's.
+        for own in [100, -1] {
+            let mut a = alloc();
+            a.spec.as_mut().unwrap().pids_limit = own;
+            assert_eq!(spec(&a, "cl", "n1", false, &limits).pids_limit, own);
+        }
     }
 
     #[test]

@@ -165,3 +165,29 @@ fn retryable(s: &Status) -> bool {
 pub fn status_message(s: tonic::Status) -> anyhow::Error {
     anyhow!("{}", s.message())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_another_try_can_change_is_retried() {
+        for s in [
+            Status::unavailable("not the leader; the leader is 10.0.0.2:7450"),
+            Status::unavailable("tcp connect error"),
+            Status::cancelled("h2 stream reset"),
+            Status::unknown("transport error"),
+        ] {
+            assert!(retryable(&s), "{s:?}");
+        }
+        for s in [
+            Status::invalid_argument("--gpus 99: no host has 99 GPUs"),
+            Status::permission_denied("only the job's owner"),
+            Status::unauthenticated("bad token"),
+            Status::not_found("no job x"),
+            Status::unknown("the handler failed"),
+        ] {
+            assert!(!retryable(&s), "{s:?}");
+        }
+    }
+}

@@ -78,6 +78,7 @@ pub fn job_json(j: &Job) -> Value {
     v["spec"]["memory_bytes"] = json!(spec.memory_bytes);
     v["spec"]["nano_cpus"] = json!(spec.nano_cpus);
     v["spec"]["on_host_lost"] = json!(spec.on_host_lost);
+    v["spec"]["pids_limit"] = json!(spec.pids_limit);
     v
 }
 

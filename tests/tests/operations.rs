@@ -127,6 +127,23 @@ fn finished_containers_go_logs_are_bounded_and_gc_frees_their_image() {
     let text = String::from_utf8_lossy(&inspect.stdout).trim().to_string();
     assert_eq!(text, format!("json-file {} 3 32768", 100 << 20));
     c.berth(&["stop", &long]);
+    // A job's own --pids-limit wins.
+    let own = c.run_detached(&[
+        "--constraint",
+        "store=second",
+        "--pids-limit",
+        "64",
+        IMAGE,
+        "sleep",
+        "300",
+    ]);
+    let cid = c.wait_state(&own, "running")["container_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let inspect = d2.docker(&["inspect", "-f", "{{.HostConfig.PidsLimit}}", &cid]);
+    assert_eq!(String::from_utf8_lossy(&inspect.stdout).trim(), "64");
+    c.berth(&["stop", &own]);
     // 20 finished jobs, then the retention passes: no container is left.
     let jobs: Vec<String> = (0..20)
         .map(|i| {

@@ -348,7 +348,7 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             memory: (spec.memory_bytes > 0).then_some(spec.memory_bytes as i64),
             memory_swap: (spec.memory_bytes > 0).then_some(2 * spec.memory_bytes as i64),
             nano_cpus: (spec.nano_cpus > 0).then_some(spec.nano_cpus as i64),
-            pids_limit: (spec.pids_limit > 0).then_some(spec.pids_limit as i64),
+            pids_limit: (spec.pids_limit != 0).then_some(spec.pids_limit),
             // json-file, whatever the daemon's default: rotation needs a
             // driver that takes max-size, and `berth logs` one it can read.
             log_config: (spec.log_max_size > 0).then(|| HostConfigLogConfig {

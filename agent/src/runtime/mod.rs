@@ -52,8 +52,8 @@ pub struct ContainerSpec {
     pub memory_bytes: u64,
     /// CPU limit in billionths of a CPU; 0: none.
     pub nano_cpus: u64,
-    /// docker's --pids-limit; 0: none.
-    pub pids_limit: u64,
+    /// docker's --pids-limit; 0: the daemon's default, -1: unlimited.
+    pub pids_limit: i64,
     /// json-file log rotation (`max-size`, `max-file`); size 0: unbounded.
     pub log_max_size: u64,
     pub log_max_file: u32,

@@ -16,11 +16,11 @@ pub struct Args {
 
 pub async fn run(client: &Client, args: Args, format: Format) -> Result<()> {
     let e = client
-        .jobs()
-        .explain_job(ExplainJobRequest { job: args.job })
-        .await
-        .map_err(status_message)?
-        .into_inner()
+        .retry(|c| {
+            let job = args.job.clone();
+            async move { c.jobs().explain_job(ExplainJobRequest { job }).await }
+        })
+        .await?
         .explanation
         .unwrap_or_default();
     let job = e.job.clone().unwrap_or_default();

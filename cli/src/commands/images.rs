@@ -4,16 +4,13 @@ use anyhow::Result;
 use berth_proto::v1::ListImagesRequest;
 use serde_json::json;
 
-use crate::client::{status_message, Client};
+use crate::client::Client;
 use crate::output::{bytes, table, Format};
 
 pub async fn run(client: &Client, format: Format) -> Result<()> {
     let nodes = client
-        .images()
-        .list_images(ListImagesRequest {})
-        .await
-        .map_err(status_message)?
-        .into_inner()
+        .retry(|c| async move { c.images().list_images(ListImagesRequest {}).await })
+        .await?
         .nodes;
     if format == Format::Json {
         let out: Vec<_> = nodes

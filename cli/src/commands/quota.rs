@@ -33,11 +33,8 @@ pub async fn run(client: &Client, cmd: Command, format: Format) -> Result<()> {
 
 async fn list(client: &Client, format: Format) -> Result<()> {
     let quotas = client
-        .jobs()
-        .list_quotas(ListQuotasRequest {})
-        .await
-        .map_err(status_message)?
-        .into_inner()
+        .retry(|c| async move { c.jobs().list_quotas(ListQuotasRequest {}).await })
+        .await?
         .quotas;
     if format == Format::Json {
         let out: Vec<_> = quotas

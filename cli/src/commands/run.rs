@@ -38,6 +38,10 @@ pub struct Args {
     /// it while the job runs.
     #[arg(long)]
     cpus: Option<String>,
+    /// Most processes and threads in the container (docker
+    /// --pids-limit); -1: unlimited. Default: the host's (32768).
+    #[arg(long, allow_negative_numbers = true)]
+    pids_limit: Option<i64>,
     /// Job (and container) name.
     #[arg(long)]
     name: Option<String>,
@@ -212,6 +216,7 @@ pub fn job_spec(args: &Args) -> Result<JobSpec> {
         array: args.array.as_deref().map(spec::array).transpose()?,
         restart: args.restart.clone().unwrap_or_default(),
         on_host_lost: args.on_host_lost.clone().unwrap_or_default(),
+        pids_limit: args.pids_limit.unwrap_or(0),
     })
 }
 

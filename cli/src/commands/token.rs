@@ -128,11 +128,8 @@ pub async fn run(client: &Client, cmd: Command, format: Format) -> Result<()> {
 
 pub async fn whoami(client: &Client, format: Format) -> Result<()> {
     let me = client
-        .access()
-        .who_am_i(WhoAmIRequest {})
-        .await
-        .map_err(status_message)?
-        .into_inner();
+        .retry(|c| async move { c.access().who_am_i(WhoAmIRequest {}).await })
+        .await?;
     if format == Format::Json {
         println!(
             "{}",

@@ -60,6 +60,12 @@ pub fn job(spec: &JobSpec, name: &str) -> Result<()> {
     }
     restart(&spec.restart, spec.nodes)?;
     limits(spec.memory_bytes, spec.nano_cpus)?;
+    if spec.pids_limit < -1 {
+        return bad(format!(
+            "--pids-limit {}: give a positive number, or -1 for no limit",
+            spec.pids_limit
+        ));
+    }
     for m in &spec.mounts {
         if !m.source.starts_with('/') {
             return bad(format!(

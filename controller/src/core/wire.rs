@@ -42,8 +42,10 @@ pub fn spec_from_wire(s: pb::JobSpec) -> Result<state::JobSpec> {
         network,
         ipc,
         on_host_lost,
+        pids_limit,
     } = s;
     Ok(state::JobSpec {
+        pids_limit,
         restart: restart_from_wire(&restart)?,
         on_host_lost: state::OnHostLost::parse(&on_host_lost).ok_or_else(|| {
             Error::InvalidArgument(format!(
@@ -138,8 +140,10 @@ pub fn spec_to_wire(s: &state::JobSpec) -> pb::JobSpec {
         network,
         ipc,
         on_host_lost,
+        pids_limit,
     } = s;
     pb::JobSpec {
+        pids_limit: *pids_limit,
         on_host_lost: on_host_lost.word().to_string(),
         image: image.clone(),
         command: command.clone(),
@@ -290,6 +294,7 @@ mod tests {
             network: "host".into(),
             ipc: "host".into(),
             on_host_lost: "wait".into(),
+            pids_limit: 4096,
         };
         let recorded = spec_from_wire(wire.clone()).unwrap();
         assert_eq!(recorded.restart, RestartPolicy::OnFailure { max: Some(3) });

@@ -68,6 +68,13 @@ pub struct JobSpec {
     /// What losing its host means (`--on-host-lost`).
     #[serde(skip_serializing_if = "OnHostLost::is_auto")]
     pub on_host_lost: OnHostLost,
+    /// docker's `--pids-limit`: -1 unlimited, 0 the host's default.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub pids_limit: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// What losing a job's host means: the controller's side of fencing.
