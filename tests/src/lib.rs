@@ -6,7 +6,8 @@
 //! Every cluster gets unique node and job names, so tests run in parallel on
 //! one daemon. Processes are killed and containers removed on drop.
 //!
-//! Layout: `cluster` (controllers and agents as processes, the CLI),
+//! Layout: `cluster` (controllers and agents as processes), `cli` (the
+//! `berth` CLI against them),
 //! `docker` (what the daemon says), `dockerd` (a second daemon with its own
 //! image store), `gates` (jobs that finish on cue), `netns` (another
 //! "host" that can be partitioned silently); here, waiting on
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod cli;
 pub mod cluster;
 pub mod docker;
 pub mod dockerd;
@@ -84,4 +86,16 @@ pub fn ensure_image() {
             .expect("run image build script");
         assert!(st.success(), "building {IMAGE} failed");
     }
+}
+
+/// One field of every job in `berth ps -o json` output (`id`, `name`);
+/// `None` when it is not such output (a controller not answering yet).
+pub fn job_fields(ps_json: &[u8], field: &str) -> Option<Vec<String>> {
+    let v: serde_json::Value = serde_json::from_slice(ps_json).ok()?;
+    Some(
+        v.as_array()?
+            .iter()
+            .map(|j| j[field].as_str().unwrap_or_default().to_string())
+            .collect(),
+    )
 }

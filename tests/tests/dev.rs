@@ -195,13 +195,7 @@ fn a_full_disk_stops_the_controller_saying_so_and_it_restarts_with_every_acknowl
             .args(["--addr", &addr, "ps", "-a", "-o", "json"])
             .output()
             .ok()?;
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        Some(
-            v.as_array()?
-                .iter()
-                .map(|j| j["name"].as_str().unwrap_or_default().to_string())
-                .collect(),
-        )
+        job_fields(&out.stdout, "name")
     });
     for name in &acknowledged {
         assert!(names.contains(name), "acknowledged job {name} lost");

@@ -204,13 +204,7 @@ fn a_backup_of_a_running_cluster_restores_into_a_new_data_dir() {
                 .map(|_| ())
         });
     }
-    let before: Vec<String> = c
-        .json(&["ps", "-a"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["id"].as_str().unwrap().to_string())
-        .collect();
+    let before = job_fields(&c.berth(&["ps", "-a", "-o", "json"]).stdout, "id").unwrap();
     assert_eq!(before.len(), 4);
 
     let file = c.dir.path().join("backup.berth");
@@ -273,13 +267,7 @@ fn a_backup_of_a_running_cluster_restores_into_a_new_data_dir() {
             .args(["--addr", &addr, "ps", "-a", "--output", "json"])
             .output()
             .ok()?;
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        Some(
-            v.as_array()?
-                .iter()
-                .map(|j| j["id"].as_str().unwrap_or_default().to_string())
-                .collect(),
-        )
+        job_fields(&out.stdout, "id")
     });
     let (mut b, mut a) = (before.clone(), after);
     b.sort();
