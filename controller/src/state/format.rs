@@ -98,4 +98,4 @@ fn payload(data: &[u8], what: impl Fn() -> String) -> Result<&[u8], Decode> {
 
 #[cfg(test)]
 #[path = "format_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -10,7 +10,7 @@ use super::super::format_view::{outcome, view};
 use super::*;
 use crate::state::{Applied, Rejection};
 
-fn fixture(version: &str) -> PathBuf {
+pub(crate) fn fixture(version: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("testdata/log/{version}"))
 }
 
@@ -190,21 +190,27 @@ fn write_v2_log_fixture() {
 
 #[test]
 fn a_version_2_log_and_snapshot_replay_to_the_same_state() {
-    let dir = fixture("v2");
+    replays_to_the_same_state("v2", 2, 22);
+}
+
+/// The fixture in `version` (hex entries, a snapshot after entry `snap`)
+/// replays, from the start and from the snapshot, to its expected state.
+pub(crate) fn replays_to_the_same_state(version: &str, byte: u8, snap: u64) {
+    let dir = fixture(version);
     let log: Vec<Vec<u8>> = std::fs::read_to_string(dir.join("entries.hex"))
         .unwrap()
         .lines()
         .map(unhex)
         .collect();
-    let want = expected("v2");
+    let want = expected(version);
     let mut state = State::default();
     let outcomes = replay(&mut state, 1, &log);
     same_outcomes(&outcomes, want["outcomes"].as_array().unwrap());
     assert_eq!(view(&state), want["state"]);
-    let snap = std::fs::read(dir.join("snapshot-22.bin")).unwrap();
-    assert_eq!(snap[..2], [MAGIC, 2]);
-    let mut state = decode_state(22, &snap).unwrap();
-    replay(&mut state, 23, &log[22..]);
+    let bytes = std::fs::read(dir.join(format!("snapshot-{snap}.bin"))).unwrap();
+    assert_eq!(bytes[..2], [MAGIC, byte]);
+    let mut state = decode_state(snap, &bytes).unwrap();
+    replay(&mut state, snap + 1, &log[snap as usize..]);
     assert_eq!(view(&state), want["state"]);
 }
 

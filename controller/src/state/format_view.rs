@@ -21,7 +21,31 @@ pub fn outcome(r: &Result<Applied, Rejection>) -> Value {
     }
 }
 
+/// `view`, plus what later versions added, only where set: the projection
+/// of a state an older version wrote is unchanged.
 pub fn view(s: &State) -> Value {
+    let mut v = view_v1(s);
+    if !s.cordons.is_empty() {
+        v["cordons"] = json!(s
+            .cordons
+            .iter()
+            .map(|(n, c)| json!([n, c.at_ms, c.drain_deadline_ms]))
+            .collect::<Vec<_>>());
+    }
+    if !s.tokens.is_empty() {
+        v["tokens"] = json!(s
+            .tokens
+            .values()
+            .map(|t| json!([t.id, t.user, t.role, t.hash, t.created_ms, t.expires_ms]))
+            .collect::<Vec<_>>());
+    }
+    if let Some(p) = &s.policy {
+        v["policy"] = json!([p.to_toml(), s.policy_index]);
+    }
+    v
+}
+
+fn view_v1(s: &State) -> Value {
     let uuids: Vec<&str> = s
         .nodes
         .values()
@@ -82,6 +106,9 @@ fn job(j: &JobRecord) -> Value {
         "not_before_ms": j.not_before_ms,
     });
     v["spec"] = spec(j);
+    if !j.requeue_reason.is_empty() {
+        v["requeue_reason"] = json!(j.requeue_reason);
+    }
     v
 }
 
@@ -105,6 +132,18 @@ fn spec(j: &JobRecord) -> Value {
     });
     for (k, x) in more.as_object().expect("an object") {
         v[k] = x.clone();
+    }
+    // Later versions' fields, where set.
+    let later = json!({
+        "role": s.role, "run_as": s.run_as, "privileged": s.privileged,
+        "cap_add": s.cap_add, "devices": s.devices, "network": s.network, "ipc": s.ipc,
+        "on_host_lost": s.on_host_lost.word(), "pids_limit": s.pids_limit,
+    });
+    for (k, x) in later.as_object().expect("an object") {
+        let unset = x == &json!("") || x == &json!(false) || x == &json!(0) || x == &json!([]);
+        if !unset {
+            v[k] = x.clone();
+        }
     }
     v
 }

@@ -238,4 +238,7 @@ mod policy_tests;
 mod nodes_tests;
 
 #[cfg(test)]
+mod format_v4_tests;
+
+#[cfg(test)]
 mod format_view;
