@@ -67,8 +67,8 @@ impl Sampler {
 #[test]
 fn a_partitioned_host_never_leaves_two_copies_and_wait_jobs_are_adopted() {
     let ns = Netns::new();
-    // Lost after 8 s: the agent fences at 4 s, its stops take at most 2 s.
-    let mut c = Cluster::start_at(&ns.host_ip, 1, &["--node-lost-after", "8s"]);
+    // Lost after 12 s: the agent fences at 6 s, its stops take at most 3 s.
+    let mut c = Cluster::start_at(&ns.host_ip, 1, &["--node-lost-after", "12s"]);
     let a = c.add_agent_in(&ns, "2", &[]);
     let moving = c.run_detached(&["--gpus", "1", "--restart", "always", IMAGE, "sleep", "600"]);
     let waiting = c.run_detached(&[
@@ -121,6 +121,9 @@ fn a_partitioned_host_never_leaves_two_copies_and_wait_jobs_are_adopted() {
         healed.as_secs_f64()
     );
     assert!(samples > 50, "the sampler ran ({samples} samples)");
+    // A's own agent stopped the restart job: nothing else could reach it.
+    let log = std::fs::read_to_string(c.log_of(&a)).unwrap();
+    assert!(log.contains("(fencing)"), "the agent fenced");
     for (job, n) in most {
         assert_eq!(n, 1, "job {job}: {n} containers ran at once");
     }
