@@ -142,6 +142,15 @@ fn a_full_disk_stops_the_controller_saying_so_and_it_restarts_with_every_acknowl
         (child, addr)
     };
     let (mut dev, addr) = start("first.log");
+    wait_for("the dev node ready", DEADLINE, || {
+        let out = Command::new(bin("berth"))
+            .env("BERTH_CONFIG", &config)
+            .args(["--addr", &addr, "nodes", "-o", "json"])
+            .output()
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (v[0]["status"] == "ready").then_some(())
+    });
     // Fill the disk but 3 MiB, then submit until the controller stops.
     let df = Command::new("df")
         .args(["-B1", "--output=avail"])
@@ -161,8 +170,25 @@ fn a_full_disk_stops_the_controller_saying_so_and_it_restarts_with_every_acknowl
     assert!(fill.success());
     let pad = format!("PAD={}", "x".repeat(60_000));
     let mut acknowledged = Vec::new();
-    for i in 0..300 {
-        let name = format!("{node}-{i}");
+    let mut failed = Vec::new();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    // Submit until the controller stops; a submit may fail before that
+    // (a slow proposal on a loaded machine) without ending the test.
+    let status = loop {
+        if let Some(status) = dev.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > until {
+            let _ = dev.kill();
+            let log = std::fs::read_to_string(dir.path().join("first.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!(
+                "the controller did not stop; {} acknowledged, failures {failed:?}; its log ends:\n{}",
+                acknowledged.len(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        let name = format!("{node}-{}", acknowledged.len() + failed.len());
         let out = Command::new(bin("berth"))
             .env("BERTH_CONFIG", &config)
             .args([
@@ -171,14 +197,12 @@ fn a_full_disk_stops_the_controller_saying_so_and_it_restarts_with_every_acknowl
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        if !out.status.success() {
-            break;
+        if out.status.success() {
+            acknowledged.push(name);
+        } else {
+            failed.push(String::from_utf8_lossy(&out.stderr).trim().to_string());
         }
-        acknowledged.push(name);
-    }
-    let status = wait_for("the controller stopping", DEADLINE, || {
-        dev.try_wait().unwrap()
-    });
+    };
     assert_eq!(status.code(), Some(70), "it stops with its own exit code");
     let log = std::fs::read_to_string(dir.path().join("first.log")).unwrap();
     assert!(
