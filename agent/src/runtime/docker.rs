@@ -32,6 +32,11 @@ pub struct Docker {
     /// The daemon's data root, asked once: `docker info` is one of the
     /// slowest calls of the Engine API, and the disk is read on every report.
     pub(super) root_dir: tokio::sync::OnceCell<String>,
+    /// Finished containers as last inspected: an exited container does not
+    /// change, so `list` (every reconcile pass) inspects it once, not each
+    /// pass — a host that ran a day of short jobs keeps its passes short,
+    /// and so its reports (the fencing lease) on time.
+    finished: std::sync::Mutex<HashMap<String, ContainerInfo>>,
 }
 
 impl Docker {
@@ -55,6 +60,7 @@ impl Docker {
             client,
             streams,
             root_dir: tokio::sync::OnceCell::new(),
+            finished: Default::default(),
         })
     }
 
@@ -188,10 +194,35 @@ impl Containers for Docker {
             .await
             .map_err(docker_err)?;
         let mut out = Vec::with_capacity(summaries.len());
+        let listed: std::collections::HashSet<String> =
+            summaries.iter().filter_map(|s| s.id.clone()).collect();
+        self.finished
+            .lock()
+            .unwrap()
+            .retain(|id, _| listed.contains(id));
         for s in summaries {
             let Some(id) = s.id else { continue };
+            let exited = matches!(
+                s.state,
+                Some(bollard::models::ContainerSummaryStateEnum::EXITED)
+                    | Some(bollard::models::ContainerSummaryStateEnum::DEAD)
+            );
+            if exited {
+                if let Some(info) = self.finished.lock().unwrap().get(&id) {
+                    out.push(info.clone());
+                    continue;
+                }
+            } else {
+                // Started again (`docker start`): its next exit is news.
+                self.finished.lock().unwrap().remove(&id);
+            }
             match self.inspect(&id).await {
-                Ok(info) => out.push(info),
+                Ok(info) => {
+                    if exited && !info.is_running() {
+                        self.finished.lock().unwrap().insert(id, info.clone());
+                    }
+                    out.push(info)
+                }
                 // Removed between list and inspect: it is simply gone.
                 Err(Error::NotFound(_)) => {}
                 Err(e) => return Err(e),
