@@ -64,6 +64,8 @@ enum Command {
     Quota(commands::quota::Command),
     /// List nodes, one row per GPU.
     Nodes(commands::nodes::Args),
+    /// Job and node events as they happen, or from a revision on.
+    Events(commands::events::Args),
     /// A host's maintenance (admins): cordon, uncordon, drain, rm.
     #[command(subcommand)]
     Node(commands::node::Command),
@@ -163,6 +165,9 @@ async fn dispatch(command: Command, addr: Option<&str>, format: Format) -> anyho
             .map(|()| 0),
         Command::Quota(cmd) => commands::quota::run(&client, cmd, format).await.map(|()| 0),
         Command::Nodes(args) => commands::nodes::run(&client, args, format)
+            .await
+            .map(|()| 0),
+        Command::Events(args) => commands::events::run(&client, args, format)
             .await
             .map(|()| 0),
         Command::Node(cmd) => commands::node::run(&client, cmd, format).await.map(|()| 0),

@@ -82,6 +82,7 @@ async fn committed(hosts: usize, jobs: usize, rounds: usize) -> Committed {
         snapshot_every: 50_000,
         tls: bench_tls(),
         node_lost_after: berth_controller::core::DEFAULT_NODE_LOST_AFTER,
+        event_history: berth_controller::core::history::HISTORY_EVENTS,
     })
     .unwrap();
     let leader = Leader::new(ctl.clone(), LeaderConfig::default());

@@ -151,6 +151,11 @@ struct Args {
     /// after half of it (docs/operations.md). At least 2s.
     #[arg(long, env = "BERTH_NODE_LOST_AFTER", default_value = "30s")]
     node_lost_after: humantime::Duration,
+    /// Events kept in memory for watches that resume from a revision
+    /// (`berth events --since`); older revisions must list again.
+    #[arg(long, default_value_t = berth_controller::core::history::HISTORY_EVENTS as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    event_history: u64,
 }
 
 fn tls_command(cmd: TlsCmd) -> anyhow::Result<()> {
@@ -303,6 +308,7 @@ async fn main() -> anyhow::Result<()> {
         snapshot_every: args.snapshot_every.max(100),
         tls,
         node_lost_after: *args.node_lost_after,
+        event_history: args.event_history as usize,
     })
     .with_context(|| format!("opening data dir {}", args.data_dir.display()))?;
     // Tests and scripts that asked for port 0 read the real address here.

@@ -76,6 +76,7 @@ pub async fn run(args: Args) -> Result<()> {
         snapshot_every: 50_000,
         tls: controller_tls,
         node_lost_after: *args.node_lost_after,
+        event_history: berth_controller::core::history::HISTORY_EVENTS,
     })
     .with_context(|| format!("opening {}", data_dir.display()))?;
     let config = crate::config::path();

@@ -4,6 +4,7 @@ pub mod commit;
 pub mod controller;
 pub mod cp;
 pub mod dev;
+pub mod events;
 pub mod exec;
 pub mod explain;
 pub mod image;

@@ -57,12 +57,16 @@ impl NodeService for Nodes {
         &self,
         _: Request<ListNodesRequest>,
     ) -> Result<Response<ListNodesResponse>, Status> {
-        let names: Vec<String> = self.0.read(|s| s.nodes.keys().cloned().collect());
+        // The revision first: a node read after it may already show a
+        // later change, which a watch from it repeats (never misses).
+        let (names, revision): (Vec<String>, u64) = self
+            .0
+            .read(|s| (s.nodes.keys().cloned().collect(), s.applied_index));
         let nodes = names
             .iter()
             .filter_map(|name| self.node(name).ok())
             .collect();
-        Ok(Response::new(ListNodesResponse { nodes }))
+        Ok(Response::new(ListNodesResponse { nodes, revision }))
     }
 
     async fn cordon_node(

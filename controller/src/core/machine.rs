@@ -10,6 +10,7 @@ use berth_proto::v1::{event, Event};
 use tokio::sync::{broadcast, watch, Notify};
 
 use super::convert;
+use super::history::{History, HISTORY_EVENTS};
 use super::telemetry::Telemetry;
 use crate::raft::handle::{ApplyOutput, Fatal, StateMachine};
 use crate::state::format::{self, Decode};
@@ -29,6 +30,8 @@ pub trait ApplyObserver: Send + Sync {
 pub struct Inner {
     pub state: State,
     pub telemetry: HashMap<String, Telemetry>,
+    /// The recent events, for watches that resume from a revision.
+    pub history: History,
 }
 
 pub struct Shared {
@@ -42,10 +45,16 @@ pub struct Shared {
 
 impl Shared {
     pub fn new() -> Shared {
+        Shared::with_history(HISTORY_EVENTS)
+    }
+
+    /// A state machine keeping the last `events` events for watches.
+    pub fn with_history(events: usize) -> Shared {
         Shared {
             inner: Mutex::new(Inner {
                 state: State::default(),
                 telemetry: HashMap::new(),
+                history: History::new(events),
             }),
             applied: watch::channel(0).0,
             events: broadcast::channel(4096).0,
@@ -113,6 +122,7 @@ impl StateMachine for Shared {
                 tracing::warn!(%rejected, "state machine refused a placement");
             }
             let now = convert::now_ms();
+            let mut events = Vec::with_capacity(applied.jobs.len() + 1);
             for id in &applied.jobs {
                 if let Some(job) = inner.state.jobs.get(id) {
                     // A job that is queued right after a command was just
@@ -122,7 +132,7 @@ impl StateMachine for Shared {
                     } else {
                         0
                     };
-                    let _ = self.events.send(Event {
+                    events.push(Event {
                         index,
                         at_ms: now,
                         kind: Some(event::Kind::Job(convert::job_at(job, position))),
@@ -130,11 +140,17 @@ impl StateMachine for Shared {
                 }
             }
             if let Some(node) = &applied.node {
-                let _ = self.events.send(Event {
+                events.push(Event {
                     index,
                     at_ms: now,
                     kind: Some(event::Kind::NodeRegistered(node.clone())),
                 });
+            }
+            // Kept and sent under the state lock: a watch that reads the
+            // history and subscribes under it sees every event once.
+            for event in events {
+                inner.history.push(event.clone());
+                let _ = self.events.send(event);
             }
         }
         drop(inner);
@@ -157,6 +173,7 @@ impl StateMachine for Shared {
         })?;
         let mut inner = self.lock();
         inner.state = state;
+        inner.history.reset(index);
         self.each_observer(|o| o.restored());
         drop(inner);
         self.applied.send_replace(index);

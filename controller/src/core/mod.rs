@@ -5,6 +5,7 @@
 //!
 //! - `machine`: the state machine raft drives, and the apply observers.
 //! - `telemetry`: the latest report of each node (leader memory only).
+//! - `history`: the recent events, for watches that resume from a revision.
 //! - `membership`: what a data dir remembers of its cluster (`cluster.json`).
 //! - `lookup`: a job or group by id, name or prefix.
 //! - `convert`: state records to `berth.v1` messages; `wire`: the API's
@@ -16,6 +17,7 @@
 mod agents;
 pub mod backup;
 pub mod convert;
+pub mod history;
 mod lookup;
 pub mod machine;
 mod membership;
@@ -66,6 +68,9 @@ pub struct ControllerConfig {
     /// A node silent this long has lost its jobs (`--node-lost-after`);
     /// its agent fences after half of it (docs/operations.md).
     pub node_lost_after: Duration,
+    /// Events kept for watches that resume from a revision
+    /// (`--event-history`; `history::HISTORY_EVENTS` by default).
+    pub event_history: usize,
 }
 
 /// `--node-lost-after` by default.
@@ -111,7 +116,7 @@ impl Controller {
             .map(|m| m.current)
             .unwrap_or_else(|| cfg.peers.clone());
         write_membership(&cfg, &current)?;
-        let shared = Arc::new(Shared::new());
+        let shared = Arc::new(Shared::with_history(cfg.event_history));
         // The state as of the last snapshot; raft re-delivers the committed
         // entries after it. A snapshot this controller cannot read (a newer
         // log format) stops it here, before it serves anything.

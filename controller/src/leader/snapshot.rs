@@ -43,7 +43,9 @@ fn build(
     move_images: bool,
     down_after: std::time::Duration,
 ) -> Snapshot {
-    let Inner { state, telemetry } = inner;
+    let Inner {
+        state, telemetry, ..
+    } = inner;
     let super::Caches {
         queue: sched,
         node_views,

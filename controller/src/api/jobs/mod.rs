@@ -128,10 +128,18 @@ impl JobService for Jobs {
         let who = caller(&req)?;
         self.0.read_barrier().await?;
         let job = self.0.resolve(&req.into_inner().job)?;
-        let mut job = self.0.read(|s| convert::job(&job, s));
+        // The job and the revision read together: a watch from it misses
+        // nothing that changed the job after this answer.
+        let (mut job, revision) = self.0.read(|s| {
+            let now = s.jobs.get(&job.id).unwrap_or(&job);
+            (convert::job(now, s), s.applied_index)
+        });
         job.pull = self.0.pull_of(&job);
         redact::job(&who, &mut job);
-        Ok(Response::new(GetJobResponse { job: Some(job) }))
+        Ok(Response::new(GetJobResponse {
+            job: Some(job),
+            revision,
+        }))
     }
 
     async fn list_jobs(
@@ -141,7 +149,7 @@ impl JobService for Jobs {
         let who = caller(&req)?;
         self.0.read_barrier().await?;
         let req = req.into_inner();
-        let (jobs, next_page_token) = self.0.read(|s| -> crate::Result<_> {
+        let (jobs, next_page_token, revision) = self.0.read(|s| -> crate::Result<_> {
             let (page, next) = list::page(s, &req)?;
             let positions: std::collections::HashMap<&str, u32> = s
                 .queue
@@ -153,7 +161,7 @@ impl JobService for Jobs {
                 .into_iter()
                 .map(|j| convert::job_at(j, positions.get(j.id.as_str()).copied().unwrap_or(0)))
                 .collect();
-            Ok((jobs, next))
+            Ok((jobs, next, s.applied_index))
         })?;
         let jobs = jobs
             .into_iter()
@@ -166,6 +174,7 @@ impl JobService for Jobs {
         Ok(Response::new(ListJobsResponse {
             jobs,
             next_page_token,
+            revision,
         }))
     }
 
