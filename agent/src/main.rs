@@ -73,18 +73,15 @@ struct Args {
     audit_log: Option<PathBuf>,
     #[command(flatten)]
     limits: berth_agent::limits::HostLimits,
+    /// Logs on stderr as text, or as one JSON object per line (json).
+    #[arg(long, env = "BERTH_LOG_FORMAT", default_value = "text")]
+    log_format: berth_proto::logs::LogFormat,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let args = Args::parse();
+    berth_proto::logs::init(args.log_format);
     if args.probe {
         // A hardware check: no cluster, no certificates needed.
         let node = args.name.clone().unwrap_or_else(berth_agent::hostname);

@@ -156,6 +156,9 @@ struct Args {
     #[arg(long, default_value_t = berth_controller::core::history::HISTORY_EVENTS as u64,
           value_parser = clap::value_parser!(u64).range(1..))]
     event_history: u64,
+    /// Logs on stderr as text, or as one JSON object per line (json).
+    #[arg(long, env = "BERTH_LOG_FORMAT", default_value = "text")]
+    log_format: berth_proto::logs::LogFormat,
 }
 
 fn tls_command(cmd: TlsCmd) -> anyhow::Result<()> {
@@ -249,14 +252,8 @@ fn parse_peers(s: &str) -> anyhow::Result<BTreeMap<u64, String>> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    berth_proto::logs::init(cli.args.log_format);
     match cli.command {
         Some(Sub::Tls(cmd)) => return tls_command(cmd),
         Some(Sub::Backup { out, addr, tls_dir }) => return backup(&out, &addr, &tls_dir).await,

@@ -12,6 +12,7 @@
 //! - `image_ref`: image references as Docker resolves them.
 //! - `archive`: image archives as chunks on the wire (the codec every side
 //!   uses); `size`: sizes as docker writes them.
+//! - `logs`: every binary's logger (text, or JSON with `--log-format json`).
 //! - helpers on generated enums used by every crate.
 
 pub mod archive;
@@ -19,6 +20,7 @@ pub mod audit;
 pub mod connect;
 mod error;
 pub mod image_ref;
+pub mod logs;
 pub mod policy;
 pub mod size;
 pub mod tls;

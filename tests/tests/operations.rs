@@ -274,3 +274,42 @@ fn a_backup_of_a_running_cluster_restores_into_a_new_data_dir() {
     a.sort();
     assert_eq!(a, b, "every job is back");
 }
+
+#[test]
+fn logs_come_as_json_lines_with_their_fields() {
+    let c = Cluster::start();
+    let dir = c.dir.path().join("jsonlog");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("controller.log");
+    let mut cmd = Command::new(bin("berth-controller"));
+    cmd.args(["--log-format", "json", "--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(&dir)
+        .arg("--tls-dir")
+        .arg(&c.tls);
+    let _p = Proc::spawn(&mut cmd, &log);
+    wait_for("the controller listening", DEADLINE, || {
+        std::fs::read_to_string(dir.join("controller.addr")).ok()
+    });
+    let text = wait_for("its first lines", DEADLINE, || {
+        let t = std::fs::read_to_string(&log).ok()?;
+        t.contains("controller listening").then_some(t)
+    });
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?} is not JSON: {e}")))
+        .collect();
+    let listening = lines
+        .iter()
+        .find(|l| l["message"] == "controller listening")
+        .expect("the listening line");
+    assert_eq!(listening["level"], "INFO");
+    assert!(
+        listening["addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{listening}"
+    );
+    assert!(listening["timestamp"].is_string(), "{listening}");
+}

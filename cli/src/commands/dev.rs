@@ -43,16 +43,13 @@ pub struct Args {
     /// Container retention, log limits and defaults, as `berth-agent`'s.
     #[command(flatten)]
     limits: berth_agent::limits::HostLimits,
+    /// Logs on stderr as text, or as one JSON object per line (json).
+    #[arg(long, env = "BERTH_LOG_FORMAT", default_value = "text")]
+    log_format: berth_proto::logs::LogFormat,
 }
 
 pub async fn run(args: Args) -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    berth_proto::logs::init(args.log_format);
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
