@@ -78,7 +78,10 @@ impl Position {
 impl Events {
     /// The history after `revision` and a live subscription, taken under
     /// the state lock that events are published under: no gap, no repeat.
-    fn start(&self, revision: u64) -> Result<(Vec<Event>, broadcast::Receiver<Event>), Status> {
+    fn start(
+        &self,
+        revision: u64,
+    ) -> Result<(Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>), Status> {
         let inner = self.0.shared.lock();
         let replay = if revision == 0 {
             Vec::new()
@@ -93,7 +96,10 @@ impl Events {
 
     /// After a lag: what the watcher missed, from the history, and a new
     /// subscription; or why it must list again.
-    fn catch_up(&self, at: &Position) -> Result<(Vec<Event>, broadcast::Receiver<Event>), Status> {
+    fn catch_up(
+        &self,
+        at: &Position,
+    ) -> Result<(Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>), Status> {
         let inner = self.0.shared.lock();
         let missed = inner.history.resume(at.index, at.seen).map_err(|floor| {
             Status::out_of_range(format!(
@@ -104,10 +110,12 @@ impl Events {
     }
 }
 
-fn shown(who: &Identity, filter: &Filter, mut ev: Event) -> Option<Event> {
-    if !filter.keeps(&ev) {
+/// The event as `who` may see it, if the filter keeps it (copied only then).
+fn shown(who: &Identity, filter: &Filter, ev: &Event) -> Option<Event> {
+    if !filter.keeps(ev) {
         return None;
     }
+    let mut ev = ev.clone();
     if let Some(event::Kind::Job(j)) = ev.kind.as_mut() {
         redact::job(who, j);
     }
@@ -149,7 +157,7 @@ impl EventService for Events {
             loop {
                 for ev in std::mem::take(&mut backlog) {
                     at.advance(&ev);
-                    if let Some(ev) = shown(&who, &filter, ev) {
+                    if let Some(ev) = shown(&who, &filter, &ev) {
                         yield Ok(ev);
                     }
                 }

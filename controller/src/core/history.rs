@@ -7,6 +7,7 @@
 //! Pure: filled under the state lock as commands apply, read under it.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use berth_proto::v1::Event;
 
@@ -15,7 +16,7 @@ pub const HISTORY_EVENTS: usize = 10_000;
 
 #[derive(Debug)]
 pub struct History {
-    events: VecDeque<Event>,
+    events: VecDeque<Arc<Event>>,
     /// Every event of a log index above this is kept; at or below it,
     /// some may be gone (evicted, or before this controller's snapshot).
     floor: u64,
@@ -37,7 +38,7 @@ impl History {
         self.floor = index;
     }
 
-    pub fn push(&mut self, event: Event) {
+    pub fn push(&mut self, event: Arc<Event>) {
         if self.events.len() == self.cap {
             if let Some(old) = self.events.pop_front() {
                 self.floor = self.floor.max(old.index);
@@ -53,7 +54,7 @@ impl History {
 
     /// The events after `revision`, oldest first; `Err(floor)` when some
     /// of them are no longer kept.
-    pub fn since(&self, revision: u64) -> Result<Vec<Event>, u64> {
+    pub fn since(&self, revision: u64) -> Result<Vec<Arc<Event>>, u64> {
         if revision < self.floor {
             return Err(self.floor);
         }
@@ -67,7 +68,7 @@ impl History {
 
     /// The events from log index `index` on, less the first `seen` of
     /// `index` itself (a watcher that fell behind mid-index resumes exactly).
-    pub fn resume(&self, index: u64, seen: usize) -> Result<Vec<Event>, u64> {
+    pub fn resume(&self, index: u64, seen: usize) -> Result<Vec<Arc<Event>>, u64> {
         if index <= self.floor {
             return Err(self.floor);
         }
@@ -92,15 +93,15 @@ impl History {
 mod tests {
     use super::*;
 
-    fn ev(index: u64, at: i64) -> Event {
-        Event {
+    fn ev(index: u64, at: i64) -> Arc<Event> {
+        Arc::new(Event {
             index,
             at_ms: at,
             kind: None,
-        }
+        })
     }
 
-    fn ats(v: Vec<Event>) -> Vec<i64> {
+    fn ats(v: Vec<Arc<Event>>) -> Vec<i64> {
         v.into_iter().map(|e| e.at_ms).collect()
     }
 

@@ -37,7 +37,9 @@ pub struct Inner {
 pub struct Shared {
     inner: Mutex<Inner>,
     applied: watch::Sender<u64>,
-    events: broadcast::Sender<Event>,
+    /// Shared, not copied: one allocation per event for the history and
+    /// every watcher, whatever their number.
+    events: broadcast::Sender<Arc<Event>>,
     observers: RwLock<Vec<Arc<dyn ApplyObserver>>>,
     /// Poked whenever something may let a queued job start.
     pub schedule_needed: Notify,
@@ -71,7 +73,7 @@ impl Shared {
         self.applied.subscribe()
     }
 
-    pub fn subscribe_events(&self) -> broadcast::Receiver<Event> {
+    pub fn subscribe_events(&self) -> broadcast::Receiver<Arc<Event>> {
         self.events.subscribe()
     }
 
@@ -149,6 +151,7 @@ impl StateMachine for Shared {
             // Kept and sent under the state lock: a watch that reads the
             // history and subscribes under it sees every event once.
             for event in events {
+                let event = Arc::new(event);
                 inner.history.push(event.clone());
                 let _ = self.events.send(event);
             }

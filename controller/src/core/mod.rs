@@ -232,7 +232,7 @@ impl Controller {
         self.shared.subscribe_applied()
     }
 
-    pub fn subscribe_events(&self) -> broadcast::Receiver<Event> {
+    pub fn subscribe_events(&self) -> broadcast::Receiver<std::sync::Arc<Event>> {
         self.shared.subscribe_events()
     }
 
