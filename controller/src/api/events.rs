@@ -18,6 +18,9 @@ pub struct Events(pub Arc<Controller>);
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;
 
+/// What a watcher is sent first, and the live events after it.
+type Backlog = (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>);
+
 /// Which events a watcher asked for.
 #[derive(Debug, Clone, Default)]
 struct Filter {
@@ -78,10 +81,7 @@ impl Position {
 impl Events {
     /// The history after `revision` and a live subscription, taken under
     /// the state lock that events are published under: no gap, no repeat.
-    fn start(
-        &self,
-        revision: u64,
-    ) -> Result<(Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>), Status> {
+    fn start(&self, revision: u64) -> Result<Backlog, Status> {
         let inner = self.0.shared.lock();
         let replay = if revision == 0 {
             Vec::new()
@@ -96,10 +96,7 @@ impl Events {
 
     /// After a lag: what the watcher missed, from the history, and a new
     /// subscription; or why it must list again.
-    fn catch_up(
-        &self,
-        at: &Position,
-    ) -> Result<(Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>), Status> {
+    fn catch_up(&self, at: &Position) -> Result<Backlog, Status> {
         let inner = self.0.shared.lock();
         let missed = inner.history.resume(at.index, at.seen).map_err(|floor| {
             Status::out_of_range(format!(
