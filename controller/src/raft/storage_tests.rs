@@ -12,7 +12,22 @@ fn entry(index: u64, term: u64) -> Entry {
 }
 
 fn open(dir: &std::path::Path) -> SledRaftStorage {
-    SledRaftStorage::open(&sled::open(dir.join("db")).unwrap(), dir).unwrap()
+    // A dropped sled Db releases its file lock when its flusher thread
+    // ends, which on a loaded machine can be a moment after the drop.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let db = loop {
+        match sled::open(dir.join("db")) {
+            Ok(db) => break db,
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    SledRaftStorage::open(&db, dir).unwrap()
 }
 
 fn append(s: &mut SledRaftStorage, ents: &[Entry]) {
