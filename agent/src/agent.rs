@@ -182,8 +182,10 @@ impl Agent {
             .await?
             .into_inner();
         let cluster = registered.cluster_id;
-        self.lease
-            .learn(Duration::from_millis(registered.node_lost_after_ms));
+        self.lease.learn(
+            Duration::from_millis(registered.node_lost_after_ms),
+            &cluster,
+        );
         self.lease.renewed(sent);
         if cluster.is_empty() {
             // Containers labelled with no cluster could be adopted by any cluster.

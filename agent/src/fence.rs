@@ -17,11 +17,20 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// What the agent knows of its lease.
+/// What an agent restarted during a partition must still know: the
+/// timeout, and which cluster's containers are its own.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Remembered {
+    node_lost_after_ms: u64,
+    cluster_id: String,
+}
+
 #[derive(Debug)]
 pub struct Lease {
-    /// The controllers' --node-lost-after; `None` until learnt (or read
-    /// from `file`, for an agent restarted during a partition).
-    lost_after: Mutex<Option<Duration>>,
+    /// The controllers' --node-lost-after and the cluster id; unknown
+    /// until learnt at registration (or read from `file`, for an agent
+    /// restarted during a partition).
+    known: Mutex<Option<Remembered>>,
     /// When the last report a leader answered was sent.
     answered: Mutex<Instant>,
     /// Fenced jobs and why, until a controller is told.
@@ -32,34 +41,51 @@ pub struct Lease {
 impl Lease {
     /// A lease remembered in `dir` (the agent's TLS dir) across restarts.
     pub fn new(dir: Option<&Path>) -> Lease {
-        let file = dir.map(|d| d.join("node-lost-after-ms"));
-        let lost_after = file
+        let file = dir.map(|d| d.join("lease.json"));
+        let known = file
             .as_ref()
-            .and_then(|f| std::fs::read_to_string(f).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .map(Duration::from_millis);
+            .and_then(|f| std::fs::read(f).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok());
         Lease {
-            lost_after: Mutex::new(lost_after),
+            known: Mutex::new(known),
             answered: Mutex::new(Instant::now()),
             fenced: Mutex::default(),
             file,
         }
     }
 
-    /// The controllers' timeout, told at registration.
-    pub fn learn(&self, lost_after: Duration) {
-        if lost_after.is_zero() {
+    /// The controllers' timeout and the cluster's id, told at registration.
+    pub fn learn(&self, lost_after: Duration, cluster_id: &str) {
+        if lost_after.is_zero() || cluster_id.is_empty() {
             return; // an older controller that does not say
         }
-        let mut known = self.lost_after.lock().unwrap();
-        if *known != Some(lost_after) {
-            *known = Some(lost_after);
+        let now = Remembered {
+            node_lost_after_ms: lost_after.as_millis() as u64,
+            cluster_id: cluster_id.to_string(),
+        };
+        let mut known = self.known.lock().unwrap();
+        if known.as_ref() != Some(&now) {
             if let Some(f) = &self.file {
-                if let Err(e) = std::fs::write(f, lost_after.as_millis().to_string()) {
+                let tmp = f.with_extension("tmp");
+                let written = serde_json::to_vec(&now)
+                    .map_err(std::io::Error::other)
+                    .and_then(|b| std::fs::write(&tmp, b))
+                    .and_then(|()| std::fs::rename(&tmp, f));
+                if let Err(e) = written {
                     tracing::warn!(error = %e, file = %f.display(), "could not remember the lease");
                 }
             }
+            *known = Some(now);
         }
+    }
+
+    /// The cluster whose containers are this agent's, as last learnt.
+    pub fn cluster(&self) -> Option<String> {
+        self.known
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|k| k.cluster_id.clone())
     }
 
     /// A leader answered the report sent at `sent`.
@@ -71,7 +97,10 @@ impl Lease {
     /// How long after the last answered report the agent fences, and the
     /// longest grace its stops may take. `None`: no lease known.
     pub fn timing(&self) -> Option<(Duration, Duration)> {
-        self.lost_after.lock().unwrap().map(|t| (t / 2, t / 4))
+        self.known.lock().unwrap().as_ref().map(|k| {
+            let t = Duration::from_millis(k.node_lost_after_ms);
+            (t / 2, t / 4)
+        })
     }
 
     /// Whether the lease ran out: the controllers may consider this host lost.
@@ -120,10 +149,14 @@ impl crate::Agent {
         let Some((_, grace)) = self.lease.timing() else {
             return;
         };
-        let cluster = self.cluster_id.lock().unwrap().clone();
-        if cluster.is_empty() {
-            return; // never registered: nothing here is this cluster's yet
-        }
+        // Registered in this run, or remembered from the last one (an
+        // agent restarted while cut off still fences).
+        let cluster = Some(self.cluster_id.lock().unwrap().clone())
+            .filter(|c| !c.is_empty())
+            .or_else(|| self.lease.cluster());
+        let Some(cluster) = cluster else {
+            return; // never registered: nothing here is a cluster's yet
+        };
         let containers = match self.runtime.list(&cluster, &self.cfg.node).await {
             Ok(c) => c,
             Err(e) => {
@@ -163,7 +196,7 @@ mod tests {
         let lease = Lease::new(Some(dir.path()));
         assert_eq!(lease.timing(), None, "unknown until registration");
         assert!(!lease.expired(), "no lease known: never fences");
-        lease.learn(Duration::from_secs(8));
+        lease.learn(Duration::from_secs(8), "c1");
         assert_eq!(
             lease.timing(),
             Some((Duration::from_secs(4), Duration::from_secs(2)))
@@ -173,15 +206,20 @@ mod tests {
         // An agent restarted during a partition still knows it.
         let again = Lease::new(Some(dir.path()));
         assert_eq!(again.timing(), lease.timing());
+        assert_eq!(
+            again.cluster().as_deref(),
+            Some("c1"),
+            "and whose containers to stop"
+        );
         // An older controller that does not say changes nothing.
-        again.learn(Duration::ZERO);
+        again.learn(Duration::ZERO, "c1");
         assert_eq!(again.timing(), lease.timing());
     }
 
     #[test]
     fn a_renewal_never_moves_the_lease_back() {
         let lease = Lease::new(None);
-        lease.learn(Duration::from_secs(2));
+        lease.learn(Duration::from_secs(2), "c1");
         let earlier = Instant::now();
         lease.renewed(Instant::now() + Duration::from_secs(60));
         lease.renewed(earlier);

@@ -23,11 +23,13 @@ use tonic::{Code, Status};
 use crate::config::Settings;
 
 /// How long an idempotent call keeps trying across a failover.
-pub const RETRY_FOR: Duration = Duration::from_secs(10);
+pub const RETRY_FOR: Duration = Duration::from_secs(12);
 
 /// One try of a retried call: a leader that stopped answering (its packets
-/// dropped) must not hold the whole budget.
-const TRY_TIMEOUT: Duration = Duration::from_secs(4);
+/// dropped) must not hold the whole budget. Just over the controller's own
+/// 5 s bound on a proposal, which answers "outcome unknown" itself, so a
+/// slow but healthy submit is not cut short and sent again.
+const TRY_TIMEOUT: Duration = Duration::from_secs(6);
 
 #[derive(Clone)]
 pub struct Client {
