@@ -100,6 +100,18 @@ fn dev_mode_runs_a_gpu_job_and_keeps_state_across_restarts() {
         .output();
 }
 
+/// A `berth dev` process, killed (and its node's containers removed) on
+/// drop, also when an assertion fails first: it holds the tmpfs busy.
+struct Dev(std::process::Child, String);
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        remove_node_containers(&self.1);
+    }
+}
+
 /// A tmpfs mounted for one test, unmounted on drop.
 struct Tmpfs(std::path::PathBuf);
 
@@ -136,10 +148,11 @@ fn a_full_disk_stops_the_controller_saying_so_and_it_restarts_with_every_acknowl
             .stderr(std::fs::File::create(dir.path().join(log)).unwrap())
             .spawn()
             .unwrap();
+        let dev = Dev(child, node.clone());
         let addr = wait_for("berth dev address", DEADLINE, || {
             std::fs::read_to_string(data.join("controller.addr")).ok()
         });
-        (child, addr)
+        (dev, addr)
     };
     let (mut dev, addr) = start("first.log");
     wait_for("the dev node ready", DEADLINE, || {
@@ -175,11 +188,10 @@ fn a_full_disk_stops_the_controller_saying_so_and_it_restarts_with_every_acknowl
     // Submit until the controller stops; a submit may fail before that
     // (a slow proposal on a loaded machine) without ending the test.
     let status = loop {
-        if let Some(status) = dev.try_wait().unwrap() {
+        if let Some(status) = dev.0.try_wait().unwrap() {
             break status;
         }
         if std::time::Instant::now() > until {
-            let _ = dev.kill();
             let log = std::fs::read_to_string(dir.path().join("first.log")).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
             panic!(
@@ -212,7 +224,7 @@ fn a_full_disk_stops_the_controller_saying_so_and_it_restarts_with_every_acknowl
     assert!(!acknowledged.is_empty());
     // Space freed: it starts again cleanly, with every acknowledged job.
     std::fs::remove_file(mnt.join("filler")).unwrap();
-    let (mut dev, addr) = start("second.log");
+    let (_dev, addr) = start("second.log");
     let names: Vec<String> = wait_for("the jobs listed again", DEADLINE, || {
         let out = Command::new(bin("berth"))
             .env("BERTH_CONFIG", &config)
@@ -230,7 +242,4 @@ fn a_full_disk_stops_the_controller_saying_so_and_it_restarts_with_every_acknowl
         acknowledged.len(),
         names.len()
     );
-    let _ = dev.kill();
-    let _ = dev.wait();
-    remove_node_containers(&node);
 }
