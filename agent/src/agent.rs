@@ -278,9 +278,7 @@ impl Agent {
             actions.extend(cleanup(
                 &d.allocations,
                 &actual,
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64),
+                crate::now_ms(),
                 self.cfg.limits.retention().as_millis() as i64,
             ));
             if !actions.is_empty() {

@@ -25,9 +25,7 @@ impl Audit {
         job: &str,
         outcome: &Result<T, tonic::Status>,
     ) {
-        let ts_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let ts_ms = crate::now_ms();
         let (code, message) = match outcome {
             Ok(_) => (tonic::Code::Ok, ""),
             Err(s) => (s.code(), s.message()),

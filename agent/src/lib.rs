@@ -65,6 +65,13 @@ pub fn gpu_backend(
     Ok(Arc::from(backend))
 }
 
+/// Now, in unix millis (the audit log's stamps, the container retention).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// The host's name, the default node name.
 pub fn hostname() -> String {
     nix::unistd::gethostname()

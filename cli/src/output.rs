@@ -90,12 +90,17 @@ pub fn ago(ms: i64) -> String {
     format!("{} ago", since(ms))
 }
 
-/// "in 3 minutes", or "now" once `ms` (unix millis) has passed.
-pub fn until(ms: i64) -> String {
-    let now = std::time::SystemTime::now()
+/// Now, in unix millis (`fallback` if the clock is before 1970).
+fn now_ms(fallback: i64) -> i64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
-        .unwrap_or(ms);
+        .unwrap_or(fallback)
+}
+
+/// "in 3 minutes", or "now" once `ms` (unix millis) has passed.
+pub fn until(ms: i64) -> String {
+    let now = now_ms(ms);
     if ms <= now {
         return "now".into();
     }
@@ -105,10 +110,7 @@ pub fn until(ms: i64) -> String {
 
 /// "3 seconds", "Less than a second": time elapsed since `ms` (unix millis).
 pub fn since(ms: i64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(ms);
+    let now = now_ms(ms);
     let s = ((now - ms) / 1000).max(0);
     match s {
         0..=1 => "Less than a second".into(),

@@ -212,11 +212,7 @@ async fn backup(
         })?,
     };
     let dial = berth_proto::connect::Dial {
-        tls: berth_proto::tls::Tls {
-            ca_pem: ca,
-            cert_pem: None,
-            key_pem: None,
-        },
+        tls: berth_proto::tls::Tls::ca_only(ca),
         bearer: berth_proto::connect::Bearer::new(Some(&token)).map_err(anyhow::Error::msg)?,
     };
     let s = berth_controller::core::backup::download(&dial, addrs, out).await?;

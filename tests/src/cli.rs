@@ -56,33 +56,27 @@ impl Cluster {
             format!("ca = {:?}\n", self.tls.join("ca.pem").display().to_string()),
         )
         .unwrap();
-        Command::new(bin("berth"))
-            .env("BERTH_CONFIG", &config)
-            .env_remove("BERTH_TOKEN")
-            .arg("--addr")
-            .arg(&self.addr)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        self.run_cli(
+            Command::new(bin("berth"))
+                .env("BERTH_CONFIG", &config)
+                .env_remove("BERTH_TOKEN"),
+            args,
+        )
     }
 
     /// Runs the `berth` CLI with `token` instead of the admin's.
     pub fn berth_as(&self, token: &str, args: &[&str]) -> Output {
-        self.cli()
-            .env("BERTH_TOKEN", token)
-            .arg("--addr")
-            .arg(&self.addr)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        self.run_cli(self.cli().env("BERTH_TOKEN", token), args)
     }
 
     /// Runs the `berth` CLI against this cluster.
     pub fn berth(&self, args: &[&str]) -> Output {
-        self.cli()
-            .arg("--addr")
+        self.run_cli(&mut self.cli(), args)
+    }
+
+    /// `cmd ARGS` against this cluster's controllers, with no stdin.
+    fn run_cli(&self, cmd: &mut Command, args: &[&str]) -> Output {
+        cmd.arg("--addr")
             .arg(&self.addr)
             .args(args)
             .stdin(Stdio::null())

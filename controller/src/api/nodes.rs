@@ -49,6 +49,14 @@ impl Nodes {
         self.node(name)?;
         Ok(name.to_string())
     }
+
+    /// Applies an admin's change to `node`, wakes the scheduler (a cordon
+    /// lifted may let a job start), and answers with the node after it.
+    async fn change(&self, node: &str, cmd: Command) -> Result<Option<Node>> {
+        self.0.propose(cmd).await?;
+        self.0.shared.schedule_needed.notify_one();
+        self.node(node).map(Some)
+    }
 }
 
 #[tonic::async_trait]
@@ -84,10 +92,8 @@ impl NodeService for Nodes {
         } else {
             Command::Uncordon { node: node.clone() }
         };
-        self.0.propose(cmd).await?;
-        self.0.shared.schedule_needed.notify_one();
         Ok(Response::new(CordonNodeResponse {
-            node: Some(self.node(&node)?),
+            node: self.change(&node, cmd).await?,
         }))
     }
 
@@ -110,16 +116,13 @@ impl NodeService for Nodes {
             .into());
         }
         let now = convert::now_ms();
-        self.0
-            .propose(Command::Cordon {
-                node: node.clone(),
-                drain_deadline_ms: Some(now + deadline.as_millis() as i64),
-                at_ms: now,
-            })
-            .await?;
-        self.0.shared.schedule_needed.notify_one();
+        let cmd = Command::Cordon {
+            node: node.clone(),
+            drain_deadline_ms: Some(now + deadline.as_millis() as i64),
+            at_ms: now,
+        };
         Ok(Response::new(DrainNodeResponse {
-            node: Some(self.node(&node)?),
+            node: self.change(&node, cmd).await?,
         }))
     }
 

@@ -176,11 +176,22 @@ fn write_v2_log_fixture() {
             )
             .unwrap();
         }
-        // Entries are binary now: one per line, hex.
-        log.push(hex(&bytes));
+        log.push(bytes);
     }
-    std::fs::write(dir.join("entries.hex"), log.join("\n") + "\n").unwrap();
-    let expected = serde_json::json!({ "outcomes": outcomes, "state": view(&state) });
+    write_log_fixture(&dir, &log, outcomes, &state);
+}
+
+/// Writes a fixture's `entries.hex` (entries are binary: one per line,
+/// hex) and `expected.json` (each entry's outcome, the final state's view).
+pub(crate) fn write_log_fixture(
+    dir: &std::path::Path,
+    log: &[Vec<u8>],
+    outcomes: Vec<Value>,
+    state: &State,
+) {
+    let lines: Vec<String> = log.iter().map(|b| hex(b)).collect();
+    std::fs::write(dir.join("entries.hex"), lines.join("\n") + "\n").unwrap();
+    let expected = serde_json::json!({ "outcomes": outcomes, "state": view(state) });
     std::fs::write(
         dir.join("expected.json"),
         serde_json::to_vec_pretty(&expected).unwrap(),

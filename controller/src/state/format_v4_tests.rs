@@ -3,9 +3,9 @@
 //! privileges, cordon, drain, evict, remove, lost hosts — as this version
 //! wrote them, replayed by today's reader to the same state.
 
-use super::format::tests::{fixture, replays_to_the_same_state};
+use super::format::tests::{fixture, replays_to_the_same_state, write_log_fixture};
 use super::format::{encode_command, encode_state};
-use super::format_view::{outcome, view};
+use super::format_view::outcome;
 use super::*;
 
 fn node(name: &str, gpus: u32) -> Command {
@@ -198,15 +198,9 @@ fn write_v4_log_fixture() {
             )
             .unwrap();
         }
-        log.push(bytes.iter().map(|x| format!("{x:02x}")).collect::<String>());
+        log.push(bytes);
     }
-    std::fs::write(dir.join("entries.hex"), log.join("\n") + "\n").unwrap();
-    let expected = serde_json::json!({ "outcomes": outcomes, "state": view(&state) });
-    std::fs::write(
-        dir.join("expected.json"),
-        serde_json::to_vec_pretty(&expected).unwrap(),
-    )
-    .unwrap();
+    write_log_fixture(&dir, &log, outcomes, &state);
 }
 
 #[test]
