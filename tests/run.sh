@@ -10,6 +10,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 docker info >/dev/null 2>&1 || { echo "error: no Docker daemon answers (start dockerd)" >&2; exit 1; }
 deploy/images/build-workload-image.sh berth/workload:latest
+# The Python gRPC example and Prometheus' OpenMetrics parser (the metrics
+# tests) run in the suite.
+python3 -c 'import grpc, grpc_tools, grpc_reflection, grpc_health, prometheus_client' 2>/dev/null ||
+  python3 -m pip install -q grpcio grpcio-tools grpcio-reflection grpcio-health-checking prometheus-client
 # The binaries the suites start carry their test hooks (BERTH_FAULT_*
 # variables: a cut raft link, a full disk, a damaged export); release
 # builds never have them.

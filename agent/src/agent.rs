@@ -219,22 +219,27 @@ impl Agent {
                 // A transfer ended: create the waiting containers now.
                 _ = self.pulls.finished.notified() => {}
             }
+            let start = std::time::Instant::now();
             let report = self
                 .reconcile(&cluster, desired.as_ref(), &mut failed)
                 .await?;
+            crate::metrics::metrics()
+                .pass_seconds
+                .observe(start.elapsed().as_secs_f64());
             // A deadline: a controller that stopped answering (a silent
             // partition) ends the session instead of stalling it.
             let sent = std::time::Instant::now();
-            tokio::time::timeout(
+            let answered = tokio::time::timeout(
                 REPORT_DEADLINE,
                 client.report(ReportRequest {
                     report: Some(report),
                 }),
             )
             .await
-            .map_err(|_| {
-                Error::Controller(format!("no answer to a report in {REPORT_DEADLINE:?}"))
-            })??;
+            .map_err(|_| Error::Controller(format!("no answer to a report in {REPORT_DEADLINE:?}")))
+            .and_then(|r| r.map_err(Error::from));
+            crate::metrics::metrics().report(answered.is_ok());
+            answered?;
             // Only a leader answers reports: the lease runs from here.
             self.lease.renewed(sent);
         }
@@ -302,13 +307,25 @@ impl Agent {
     }
 
     async fn execute(&self, cluster: &str, action: Action, failed: &mut HashMap<String, String>) {
+        let word = action.word();
+        let ok = self.act(cluster, action, failed).await;
+        crate::metrics::metrics().action(word, ok);
+    }
+
+    /// Takes one action; false when it failed.
+    async fn act(
+        &self,
+        cluster: &str,
+        action: Action,
+        failed: &mut HashMap<String, String>,
+    ) -> bool {
         match action {
             Action::Create(alloc) => {
                 let policy = self.policy.lock().unwrap().clone();
                 if let Err(why) = container::admit(&alloc, &policy, &self.cfg.protected_paths) {
                     tracing::warn!(job = %alloc.job_id, error = %why, "refused by policy");
                     failed.insert(alloc.job_id.clone(), why);
-                    return;
+                    return false;
                 }
                 let spec = container::spec(
                     &alloc,
@@ -319,20 +336,22 @@ impl Agent {
                 );
                 match self.runtime.create_and_start(&spec).await {
                     Ok(id) => {
-                        tracing::info!(job = %alloc.job_id, container = %&id[..12.min(id.len())], gpus = ?spec.device_ids, "started")
+                        tracing::info!(job = %alloc.job_id, container = %&id[..12.min(id.len())], gpus = ?spec.device_ids, "started");
+                        true
                     }
                     Err(e) => {
                         tracing::warn!(job = %alloc.job_id, error = %e, "create failed");
                         failed.insert(alloc.job_id.clone(), e.to_string());
+                        false
                     }
                 }
             }
             Action::Pull { job_id, image } => {
                 if !self.pulls.join(&image, &job_id) {
-                    return;
+                    return true;
                 }
                 let Some(control) = self.control.lock().unwrap().clone() else {
-                    return;
+                    return false;
                 };
                 tracing::info!(job = %job_id, %image, "image not here: pulling it from a holder");
                 let cx = PullContext {
@@ -344,15 +363,18 @@ impl Agent {
                     control,
                 };
                 tokio::spawn(crate::pulls::run(cx, image));
+                true
             }
             Action::Start {
                 job_id,
                 container_id,
-            } => {
-                if let Err(e) = self.runtime.start(&container_id).await {
+            } => match self.runtime.start(&container_id).await {
+                Ok(()) => true,
+                Err(e) => {
                     failed.insert(job_id, e.to_string());
+                    false
                 }
-            }
+            },
             Action::Update {
                 job_id,
                 container_id,
@@ -363,13 +385,13 @@ impl Agent {
                 // logged once, not retried every pass; a new value is tried.
                 let key = (container_id.clone(), memory_bytes, nano_cpus);
                 if self.refused_updates.lock().unwrap().contains(&key) {
-                    return;
+                    return true;
                 }
                 {
                     let mut updated = self.updated_at.lock().unwrap();
                     updated.retain(|_, at| at.elapsed() < UPDATE_SETTLE);
                     if updated.contains_key(&container_id) {
-                        return; // a `berth update` whose commit is on its way
+                        return true; // a `berth update` whose commit is on its way
                     }
                 }
                 match self
@@ -378,26 +400,36 @@ impl Agent {
                     .await
                 {
                     Ok(()) => {
-                        tracing::info!(job = %job_id, memory_bytes, nano_cpus, "limits updated")
+                        tracing::info!(job = %job_id, memory_bytes, nano_cpus, "limits updated");
+                        true
                     }
                     Err(e) => {
                         tracing::warn!(job = %job_id, error = %e, "docker update refused");
                         self.refused_updates.lock().unwrap().insert(key);
+                        false
                     }
                 }
             }
             Action::Stop {
                 job_id,
                 container_id,
-            } => self.stop_in_background(job_id, container_id, self.cfg.stop_grace),
+            } => {
+                // Its outcome is counted when the stop ends (in the background).
+                self.stop_in_background(job_id, container_id, self.cfg.stop_grace);
+                true
+            }
             Action::Remove {
                 job_id,
                 container_id,
             } => match self.runtime.remove(&container_id).await {
                 Ok(()) => {
-                    tracing::info!(job = %job_id, container = %&container_id[..12.min(container_id.len())], "removed its finished container")
+                    tracing::info!(job = %job_id, container = %&container_id[..12.min(container_id.len())], "removed its finished container");
+                    true
                 }
-                Err(e) => tracing::warn!(job = %job_id, error = %e, "container removal failed"),
+                Err(e) => {
+                    tracing::warn!(job = %job_id, error = %e, "container removal failed");
+                    false
+                }
             },
         }
     }
@@ -411,9 +443,11 @@ impl Agent {
         tracing::info!(job = %job_id, "stopping");
         let (runtime, stopping) = (self.runtime.clone(), self.stopping.clone());
         tokio::spawn(async move {
-            if let Err(e) = runtime.stop(&container_id, grace).await {
+            let stopped = runtime.stop(&container_id, grace).await;
+            if let Err(e) = &stopped {
                 tracing::warn!(job = %job_id, error = %e, "stop failed");
             }
+            crate::metrics::metrics().action("stop_finished", stopped.is_ok());
             stopping.lock().unwrap().remove(&container_id);
         });
     }

@@ -139,7 +139,9 @@ impl crate::Agent {
         let mut tick = tokio::time::interval(CHECK_EVERY);
         loop {
             tick.tick().await;
-            if self.lease.expired() {
+            let expired = self.lease.expired();
+            crate::metrics::metrics().fenced.set(i64::from(expired));
+            if expired {
                 self.fence_once().await;
             }
         }

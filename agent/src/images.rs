@@ -79,7 +79,9 @@ pub fn export(
                     let mid = raw.len() / 2;
                     raw[mid] ^= 0xff;
                 }
-                yield encode(raw.freeze(), compress)?;
+                let chunk = encode(raw.freeze(), compress)?;
+                crate::metrics::metrics().wire_bytes("sent", chunk.data.len() as u64);
+                yield chunk;
                 if let Some(bps) = pace {
                     // After the chunk: a test sees bytes arrive, then a pause.
                     tokio::time::sleep(std::time::Duration::from_secs_f64(take as f64 / bps)).await;
@@ -137,7 +139,8 @@ pub async fn fetch(
         // Only the first attempt is relayed: downstream agents that saw part
         // of a failed stream start over from a holder of their own.
         let relaying = relay.take();
-        match fetch_from(
+        let start = std::time::Instant::now();
+        let fetched = fetch_from(
             runtime.clone(),
             tls,
             opts,
@@ -146,8 +149,9 @@ pub async fn fetch(
             progress,
             relaying.as_deref(),
         )
-        .await
-        {
+        .await;
+        crate::metrics::metrics().transfer("received", fetched.is_ok(), start.elapsed());
+        match fetched {
             Ok(id) => return Ok(id),
             Err(e) => {
                 if let Some(r) = relaying {
@@ -222,7 +226,11 @@ async fn fetch_from(
             }
             chunk
         });
+    let counted = std::sync::atomic::AtomicU64::new(0);
     let loaded = load_verified(runtime.clone(), chunks, source, |done, wire| {
+        // Counted as it arrives, so a rate() shows a transfer in flight.
+        let before = counted.swap(wire, std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::metrics().wire_bytes("received", wire.saturating_sub(before));
         let _ = progress.try_send(TransferProgress {
             bytes_done: done,
             bytes_total: total.max(done),
@@ -237,6 +245,8 @@ async fn fetch_from(
         loaded.wire_bytes,
         loaded.skipped_bytes,
     );
+    let before = counted.swap(wire, std::sync::atomic::Ordering::Relaxed);
+    crate::metrics::metrics().wire_bytes("received", wire.saturating_sub(before));
     match runtime.image(reference).await? {
         Some((id, _)) if id == want_id => {
             let _ = progress

@@ -16,6 +16,7 @@
 //! - `agent`: the session loop (register, watch, reconcile, report);
 //!   `fence`: the lease, and stopping jobs when it runs out (partitions);
 //!   `limits`: container defaults (log size, pids, memory) and retention;
+//!   `metrics`: what `/metrics` counts, and who may read it;
 //!   `certs`: joining with a token, renewing the node certificate;
 //!   `audit`: the exec/cp/commit audit log.
 //! - `server`: the data-plane gRPC service; `exec`: `docker exec` sessions;
@@ -36,6 +37,7 @@ pub mod gpu;
 pub mod images;
 pub mod layers;
 pub mod limits;
+pub mod metrics;
 pub mod pulls;
 pub mod reconcile;
 pub mod relay;

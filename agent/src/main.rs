@@ -76,6 +76,12 @@ struct Args {
     /// Logs on stderr as text, or as one JSON object per line (json).
     #[arg(long, env = "BERTH_LOG_FORMAT", default_value = "text")]
     log_format: berth_proto::logs::LogFormat,
+    /// Serve Prometheus metrics at https://ADDR/metrics (the node's
+    /// certificate; a user's token, checked with a controller, as
+    /// `Authorization: Bearer`). Its own variable: a host may run a
+    /// controller too, reading the same /etc/default/berth.
+    #[arg(long, env = "BERTH_AGENT_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 #[tokio::main]
@@ -129,6 +135,13 @@ async fn main() -> anyhow::Result<()> {
     };
     tracing::info!(node = %cfg.node, data_plane = %advertise, gpus = gpus.kind().word(), "agent starting");
     let agent = Agent::new(cfg, Arc::new(docker), gpus);
+    if let Some(at) = args.metrics_listen {
+        let l = tokio::net::TcpListener::bind(at)
+            .await
+            .with_context(|| format!("binding --metrics-listen {at}"))?;
+        tracing::info!(url = %format!("https://{}/metrics", l.local_addr()?), "serving metrics");
+        tokio::spawn(berth_agent::metrics::serve(agent.clone(), l));
+    }
     let server = tokio::spawn(berth_agent::server::serve(agent.clone(), listener));
     tokio::spawn(berth_agent::certs::renew_forever(agent.clone()));
     tokio::select! {

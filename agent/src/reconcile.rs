@@ -40,6 +40,20 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The action's name in metrics and logs.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Action::Create(_) => "create",
+            Action::Pull { .. } => "pull",
+            Action::Start { .. } => "start",
+            Action::Update { .. } => "update",
+            Action::Stop { .. } => "stop",
+            Action::Remove { .. } => "remove",
+        }
+    }
+}
+
 /// The stopped containers to remove, at `now_ms`: one of an attempt that is
 /// not placed here (a finished job, one forgotten, one restarted elsewhere)
 /// once `retention_ms` passed since it ended — so `berth logs` and `berth

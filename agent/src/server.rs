@@ -302,6 +302,9 @@ impl DataPlane {
         }
         out.free_bytes_after = free;
         if !req.dry_run && !out.removed.is_empty() {
+            let m = crate::metrics::metrics();
+            m.images_removed.inc_by(out.removed.len() as u64);
+            m.image_bytes_freed.inc_by(out.freed_bytes);
             tracing::info!(
                 removed = out.removed.len(),
                 freed = out.freed_bytes,

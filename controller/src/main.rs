@@ -159,6 +159,11 @@ struct Args {
     /// Logs on stderr as text, or as one JSON object per line (json).
     #[arg(long, env = "BERTH_LOG_FORMAT", default_value = "text")]
     log_format: berth_proto::logs::LogFormat,
+    /// Serve Prometheus metrics at https://ADDR/metrics (this controller's
+    /// certificate; a viewer's token or better as `Authorization: Bearer`).
+    /// Port 0 picks one (written to DATA_DIR/metrics.addr).
+    #[arg(long, env = "BERTH_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 fn tls_command(cmd: TlsCmd) -> anyhow::Result<()> {
@@ -304,6 +309,21 @@ async fn main() -> anyhow::Result<()> {
         event_history: args.event_history as usize,
     })
     .with_context(|| format!("opening data dir {}", args.data_dir.display()))?;
+    if let Some(at) = args.metrics_listen {
+        let l = tokio::net::TcpListener::bind(at)
+            .await
+            .with_context(|| format!("binding --metrics-listen {at}"))?;
+        let bound = l.local_addr()?;
+        std::fs::write(args.data_dir.join("metrics.addr"), bound.to_string())?;
+        tracing::info!(url = %format!("https://{bound}/metrics"), "serving metrics");
+        let hash = berth_controller::api::auth::bootstrap::bootstrap_hash(&args.tls_dir);
+        tokio::spawn(berth_controller::api::web::serve(
+            ctl.clone(),
+            hash,
+            l,
+            Vec::new(),
+        ));
+    }
     // Tests and scripts that asked for port 0 read the real address here.
     std::fs::write(args.data_dir.join("controller.addr"), addr.to_string())?;
     tracing::info!(%addr, id = args.id, peers = %berth_controller::core::peers_text(&peers), data_dir = %args.data_dir.display(), "controller listening");

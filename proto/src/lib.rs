@@ -13,6 +13,7 @@
 //! - `archive`: image archives as chunks on the wire (the codec every side
 //!   uses); `size`: sizes as docker writes them.
 //! - `logs`: every binary's logger (text, or JSON with `--log-format json`).
+//! - `web`: the HTTPS side (`/metrics`, pages): TLS, tokens, serving.
 //! - helpers on generated enums used by every crate.
 
 pub mod archive;
@@ -24,6 +25,7 @@ pub mod logs;
 pub mod policy;
 pub mod size;
 pub mod tls;
+pub mod web;
 
 pub use error::{Error, Result};
 

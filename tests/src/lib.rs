@@ -23,12 +23,14 @@ pub mod docker;
 pub mod dockerd;
 pub mod gates;
 pub mod netns;
+pub mod scrape;
 
 pub use cluster::{Cluster, Ctl, Proc};
 pub use docker::*;
 pub use dockerd::{main_image_id, Dockerd};
 pub use gates::*;
 pub use netns::Netns;
+pub use scrape::{metric_family, metric_sample, scrape_metrics};
 
 /// The image the tests run; built by `deploy/images/build-workload-image.sh`.
 pub const IMAGE: &str = "berth/workload:latest";

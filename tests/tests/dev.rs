@@ -23,6 +23,8 @@ fn dev_mode_runs_a_gpu_job_and_keeps_state_across_restarts() {
                 "2:A100-SXM4-80GB:80G",
                 "--name",
                 &node,
+                "--metrics-listen",
+                "127.0.0.1:0",
             ])
             .arg("--data-dir")
             .arg(dir.path())
@@ -81,6 +83,31 @@ fn dev_mode_runs_a_gpu_job_and_keeps_state_across_restarts() {
     assert!(
         stdout.contains("epoch 1/1") && stdout.contains("host GPU indexes: 0,1"),
         "{stdout}"
+    );
+
+    // One port serves the controller's and the agent's metrics.
+    let metrics = std::fs::read_to_string(dir.path().join("metrics.addr")).unwrap();
+    let token = std::fs::read_to_string(dir.path().join("tls/admin.token")).unwrap();
+    let m = scrape_metrics(
+        &metrics,
+        "localhost",
+        &dir.path().join("tls/ca.pem"),
+        Some(token.trim()),
+    );
+    assert_eq!(m["status"], 200, "{m}");
+    assert_eq!(
+        metric_family(&m, "berth_raft_is_leader", "gauge")[0]["value"],
+        1.0
+    );
+    let actions = metric_family(&m, "berth_agent_reconcile_actions", "counter");
+    assert!(
+        metric_sample(
+            actions,
+            "berth_agent_reconcile_actions_total",
+            &[("action", "create")]
+        )
+        .is_some(),
+        "{actions:?}"
     );
 
     // The job is still there after a restart of the whole dev process.

@@ -22,6 +22,9 @@ pub struct GpuSample {
     pub processes: Vec<GpuProcess>,
     /// GPUs sharing a non-empty group are close (NVLink / one PCIe switch).
     pub topology_group: String,
+    /// 0 when the driver does not say.
+    pub temperature_celsius: u32,
+    pub power_milliwatts: u32,
 }
 
 pub trait GpuBackend: Send + Sync {
@@ -68,6 +71,8 @@ pub fn classify(samples: Vec<GpuSample>, is_berth: impl Fn(u32) -> bool) -> Vec<
             job_id: String::new(),
             topology_group: s.topology_group,
             slices: Vec::new(),
+            temperature_celsius: s.temperature_celsius,
+            power_milliwatts: s.power_milliwatts,
         })
         .collect()
 }

@@ -1,7 +1,7 @@
 //! Real GPUs through NVML (`libnvidia-ml.so.1`, loaded at run time).
 
 use berth_proto::v1::GpuProcess;
-use nvml_wrapper::enum_wrappers::device::TopologyLevel;
+use nvml_wrapper::enum_wrappers::device::{TemperatureSensor, TopologyLevel};
 use nvml_wrapper::enums::device::UsedGpuMemory;
 use nvml_wrapper::Nvml;
 
@@ -75,6 +75,8 @@ impl GpuBackend for NvmlGpus {
                 utilization_percent: dev.utilization_rates().map(|u| u.gpu).unwrap_or(0),
                 processes,
                 topology_group: self.groups.get(index as usize).cloned().unwrap_or_default(),
+                temperature_celsius: dev.temperature(TemperatureSensor::Gpu).unwrap_or(0),
+                power_milliwatts: dev.power_usage().unwrap_or(0),
             });
         }
         Ok(out)

@@ -106,6 +106,14 @@ impl GpuBackend for SimGpus {
                         .sum::<u64>()
                         .min(*mem),
                     utilization_percent: if processes.is_empty() { 0 } else { 100 },
+                    // Plausible idle and busy figures, so dashboards have
+                    // something to draw; nothing decides on them.
+                    temperature_celsius: if processes.is_empty() { 34 } else { 71 },
+                    power_milliwatts: if processes.is_empty() {
+                        61_000
+                    } else {
+                        296_000
+                    },
                     processes,
                 }
             })

@@ -46,6 +46,11 @@ pub struct Args {
     /// Logs on stderr as text, or as one JSON object per line (json).
     #[arg(long, env = "BERTH_LOG_FORMAT", default_value = "text")]
     log_format: berth_proto::logs::LogFormat,
+    /// Serve the controller's and the agent's Prometheus metrics on one
+    /// port, at https://ADDR/metrics (printed at start, and written to
+    /// DATA_DIR/metrics.addr); the CLI's token reads them.
+    #[arg(long, env = "BERTH_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -108,6 +113,24 @@ pub async fn run(args: Args) -> Result<()> {
         limits: args.limits.clone(),
     };
     let agent = Agent::new(cfg, Arc::new(docker), gpus);
+    if let Some(at) = args.metrics_listen {
+        let l = tokio::net::TcpListener::bind(at)
+            .await
+            .with_context(|| format!("binding --metrics-listen {at}"))?;
+        let bound = l.local_addr()?;
+        std::fs::write(data_dir.join("metrics.addr"), bound.to_string())?;
+        eprintln!(
+            "metrics: https://{bound}/metrics (CA {}; the CLI's token)",
+            tls_dir.join("ca.pem").display()
+        );
+        let agent_registry = Arc::new(berth_agent::metrics::registry(&agent.cfg.node));
+        tokio::spawn(berth_controller::api::web::serve(
+            ctl.clone(),
+            bootstrap::bootstrap_hash(&tls_dir),
+            l,
+            vec![agent_registry],
+        ));
+    }
     tracing::info!(%addr, data_dir = %data_dir.display(), config = %config.display(), "berth dev: controller and agent up (TLS, admin token in the config); try `berth nodes`");
     let leader = berth_controller::LeaderConfig {
         // A workstation's own images are not Berth's to evict unasked:

@@ -13,6 +13,7 @@
 //! - `control`: `ControlPlane`, what agents call — register, report (and
 //!   the pure rules turning reports into job transitions), their desired
 //!   allocations, image sources.
+//! - `web`: the HTTPS port: `/metrics` behind the same tokens.
 
 pub mod access;
 pub mod auth;
@@ -24,6 +25,7 @@ pub mod members;
 pub mod nodes;
 pub mod server;
 pub mod validate;
+pub mod web;
 
 use futures::{Stream, StreamExt};
 

@@ -73,6 +73,8 @@ pub fn node(n: &NodeRecord, t: Option<&Telemetry>, state: &State, ready: bool) -
                 memory_total_bytes: inv.memory_total_bytes,
                 memory_used_bytes: live.map_or(0, |g| g.memory_used_bytes),
                 utilization_percent: live.map_or(0, |g| g.utilization_percent),
+                temperature_celsius: live.map_or(0, |g| g.temperature_celsius),
+                power_milliwatts: live.map_or(0, |g| g.power_milliwatts),
                 foreign_processes: live
                     .map(|g| g.foreign_processes.clone())
                     .unwrap_or_default(),

@@ -13,6 +13,8 @@
 //! - `agents`: dialing an agent's data plane.
 //! - `backup`: consistent online snapshots, and restoring one into a new
 //!   data dir.
+//! - `metrics`: Prometheus counters, and the series read off the state at
+//!   scrape time (`metrics_state`).
 
 mod agents;
 pub mod backup;
@@ -21,6 +23,8 @@ pub mod history;
 mod lookup;
 pub mod machine;
 mod membership;
+pub mod metrics;
+mod metrics_state;
 mod telemetry;
 pub mod wire;
 
@@ -85,6 +89,8 @@ pub struct Controller {
     pub tls: Tls,
     /// See `ControllerConfig::node_lost_after`.
     pub node_lost_after: Duration,
+    /// What `/metrics` counts (see `metrics`).
+    pub metrics: metrics::Metrics,
 }
 
 impl Controller {
@@ -172,19 +178,25 @@ impl Controller {
             cut,
             tls: cfg.tls.clone(),
             node_lost_after: cfg.node_lost_after,
+            metrics: metrics::Metrics::new(),
         }))
     }
 
     /// Proposes `cmd` and waits until it is applied here.
     pub async fn propose(&self, cmd: Command) -> Result<Applied> {
         let data = crate::state::format::encode_command(&cmd);
-        match self.raft.propose(data, PROPOSE_TIMEOUT).await {
-            Ok(Ok(applied)) => Ok(applied),
-            Ok(Err(rejection)) => Err(Error::Rejected(rejection)),
-            Err(ProposeError::NotLeader { .. }) => Err(self.not_leader()),
-            Err(e @ ProposeError::Dropped) => Err(Error::Unavailable(e.to_string())),
-            Err(ProposeError::Raft(e)) => Err(Error::Unavailable(e)),
-        }
+        let start = Instant::now();
+        let (outcome, result) = match self.raft.propose(data, PROPOSE_TIMEOUT).await {
+            Ok(Ok(applied)) => ("applied", Ok(applied)),
+            Ok(Err(rejection)) => ("rejected", Err(Error::Rejected(rejection))),
+            Err(ProposeError::NotLeader { .. }) => ("not_leader", Err(self.not_leader())),
+            Err(e @ ProposeError::Dropped) => ("unknown", Err(Error::Unavailable(e.to_string()))),
+            Err(ProposeError::Raft(e)) => ("unknown", Err(Error::Unavailable(e))),
+        };
+        let applied = matches!(outcome, "applied" | "rejected");
+        self.metrics
+            .proposal(outcome, applied.then(|| start.elapsed()));
+        result
     }
 
     /// The API is served by the leader; others point at it.

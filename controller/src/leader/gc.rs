@@ -117,7 +117,14 @@ impl Leader {
             })
             .await
             .map_err(|e| Error::FailedPrecondition(e.message().to_string()))?;
-        Ok(r.into_inner().result.unwrap_or_default())
+        let r = r.into_inner().result.unwrap_or_default();
+        if !dry_run {
+            self.ctl
+                .metrics
+                .image_gc_removals
+                .inc_by(r.removed.len() as u64);
+        }
+        Ok(r)
     }
 
     /// On the leader: GC every ready node whose Docker disk is past the

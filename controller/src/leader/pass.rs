@@ -16,6 +16,7 @@ impl Leader {
             return Ok(0);
         }
         ctl.ensure_cluster_id().await?;
+        let start = std::time::Instant::now();
         let snapshot = {
             let inner = ctl.shared.lock();
             if inner.state.queue.is_empty() {
@@ -29,6 +30,9 @@ impl Leader {
         // Dropped before the plan applies, so the next pass's queue is
         // updated in place rather than copied (see `queue`).
         drop(snapshot);
+        ctl.metrics
+            .pass_seconds
+            .observe(start.elapsed().as_secs_f64());
         if plan.placements.is_empty() && plan.preemptions.is_empty() {
             return Ok(0);
         }
@@ -43,11 +47,14 @@ impl Leader {
             tracing::info!(%victim, %for_job, "preempting");
         }
         let placed = plan.placements.len();
+        let preempted = plan.preemptions.len();
         ctl.propose(Command::Place {
             placements: plan.placements,
             preemptions: plan.preemptions.into_iter().map(|p| p.0).collect(),
         })
         .await?;
+        ctl.metrics.placements.inc_by(placed as u64);
+        ctl.metrics.preemptions.inc_by(preempted as u64);
         Ok(placed)
     }
 }

@@ -21,6 +21,7 @@ impl Leader {
             return Ok(0);
         }
         ctl.propose(Command::Forget { before_ms }).await?;
+        ctl.metrics.jobs_forgotten.inc_by(gone as u64);
         tracing::info!(jobs = gone, retention = %humantime::format_duration(retention), "forgot finished jobs");
         Ok(gone)
     }
