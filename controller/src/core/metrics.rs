@@ -15,14 +15,12 @@ use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
-use rustc_hash::FxHashMap;
 
 use super::Controller;
-use crate::state::JobState;
 
-pub type Labels = Vec<(&'static str, String)>;
+use super::metrics_state::gauge;
+pub use super::metrics_state::Labels;
 
 /// What the controller counts as it goes.
 #[derive(Debug, Clone)]
@@ -230,40 +228,3 @@ fn raft(ctl: &Controller, enc: &mut DescriptorEncoder) -> std::fmt::Result {
         behind,
     )
 }
-
-/// Writes one gauge family.
-pub(super) fn gauge(
-    enc: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    unit: Option<&Unit>,
-    rows: Vec<(Labels, f64)>,
-) -> std::fmt::Result {
-    let mut m = enc.encode_descriptor(name, help, unit, MetricType::Gauge)?;
-    for (labels, v) in rows {
-        m.encode_family(&labels)?.encode_gauge(&v)?;
-    }
-    Ok(())
-}
-
-/// Counts by a key, for gauges of "how many X per Y".
-pub(super) fn tally<K: std::hash::Hash + Eq>(keys: impl Iterator<Item = K>) -> FxHashMap<K, u64> {
-    let mut out = FxHashMap::default();
-    for k in keys {
-        *out.entry(k).or_insert(0) += 1;
-    }
-    out
-}
-
-/// Every job state, so a state with no jobs still reads 0 (a series that
-/// disappears breaks `rate()` and alerts alike).
-pub(super) const STATES: [JobState; 8] = [
-    JobState::Queued,
-    JobState::Placed,
-    JobState::Pulling,
-    JobState::Running,
-    JobState::Stopping,
-    JobState::Exited,
-    JobState::Failed,
-    JobState::Cancelled,
-];

@@ -2,15 +2,17 @@
 //! telemetry at scrape time: jobs by state, the queue by user and GPU
 //! model, nodes, and each GPU with the job and user holding it (what
 //! DCGM's exporter gives per GPU, plus who holds it).
+//! Also the gauge-writing helpers `metrics` uses for raft.
 //!
 //! GPU series come from the leader only: telemetry lives in the leader's
 //! memory (see `telemetry`). Scrape every controller; the GPU series
 //! follow leadership.
 
 use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
+use rustc_hash::FxHashMap;
 
-use super::metrics::{gauge, tally, Labels, STATES};
 use super::{down_after, Controller};
 use crate::state::JobState;
 
@@ -276,3 +278,42 @@ impl Rows {
         Ok(())
     }
 }
+
+pub type Labels = Vec<(&'static str, String)>;
+
+/// Writes one gauge family.
+pub(super) fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    rows: Vec<(Labels, f64)>,
+) -> std::fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, unit, MetricType::Gauge)?;
+    for (labels, v) in rows {
+        m.encode_family(&labels)?.encode_gauge(&v)?;
+    }
+    Ok(())
+}
+
+/// Counts by a key, for gauges of "how many X per Y".
+fn tally<K: std::hash::Hash + Eq>(keys: impl Iterator<Item = K>) -> FxHashMap<K, u64> {
+    let mut out = FxHashMap::default();
+    for k in keys {
+        *out.entry(k).or_insert(0) += 1;
+    }
+    out
+}
+
+/// Every job state, so a state with no jobs still reads 0 (a series that
+/// disappears breaks `rate()` and alerts alike).
+const STATES: [JobState; 8] = [
+    JobState::Queued,
+    JobState::Placed,
+    JobState::Pulling,
+    JobState::Running,
+    JobState::Stopping,
+    JobState::Exited,
+    JobState::Failed,
+    JobState::Cancelled,
+];
