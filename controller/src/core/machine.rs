@@ -106,7 +106,7 @@ impl Default for Shared {
 
 impl StateMachine for Shared {
     fn apply(&self, index: u64, data: &[u8]) -> Result<ApplyOutput, Fatal> {
-        let cmd: Command = match format::decode_command(index, data) {
+        let (version, cmd): (u8, Command) = match format::decode_entry(index, data) {
             Ok(c) => c,
             Err(e @ Decode::TooNew { .. }) => return Err(Fatal(e.to_string())),
             Err(Decode::Malformed(e)) => {
@@ -117,7 +117,7 @@ impl StateMachine for Shared {
             }
         };
         let mut inner = self.lock();
-        let result = inner.state.apply(index, &cmd);
+        let result = inner.state.apply_entry(index, version, &cmd);
         if let Ok(applied) = &result {
             self.each_observer(|o| o.applied(&inner.state, &applied.jobs));
             for rejected in &applied.rejected {

@@ -115,6 +115,11 @@ pub enum Command {
         message: String,
         at_ms: i64,
     },
+    /// Folds the usage ledger's runs that ended before `before_ms` into
+    /// per-day sums (the leader's `--usage-detail`). Format 5.
+    CompactUsage {
+        before_ms: i64,
+    },
 }
 
 /// Why `apply` refused a command. Refusals are deterministic too, so every

@@ -11,6 +11,9 @@
 //!   privilege fields. A version-2 controller cannot apply those.
 //! - Version 4: the same encoding; adds the node commands (cordon, drain,
 //!   evict, remove, lost) and jobs' `on_host_lost`.
+//! - Version 5: the same encoding; its entries charge the usage ledger as
+//!   runs end (a rule of `apply`, so only for entries written in 5 on:
+//!   see `State::apply_entry`), and `CompactUsage` folds old runs.
 //!
 //! Readers keep every older version; a controller that meets a newer one
 //! stops rather than misread it (`Decode::TooNew`). The rule for changing
@@ -19,7 +22,7 @@
 use super::{Command, State};
 
 /// This controller writes this version, and reads it and every older one.
-pub const VERSION: u8 = 4;
+pub const VERSION: u8 = 5;
 
 /// First byte of every versioned entry and snapshot: never the first byte
 /// of JSON (or of UTF-8 text), so version 1's bytes are told apart.
@@ -47,8 +50,18 @@ pub fn encode_command(cmd: &Command) -> Vec<u8> {
 /// The command in a log entry written by this or an older version.
 /// `index` only names the entry in errors.
 pub fn decode_command(index: u64, data: &[u8]) -> Result<Command, Decode> {
+    decode_entry(index, data).map(|(_, cmd)| cmd)
+}
+
+/// The format version an entry was written in, and its command.
+pub fn decode_entry(index: u64, data: &[u8]) -> Result<(u8, Command), Decode> {
     let body = payload(data, || format!("log entry {index}"))?;
-    serde_json::from_slice(body).map_err(|e| Decode::Malformed(e.to_string()))
+    let version = match data {
+        [MAGIC, v, ..] => *v,
+        _ => 1,
+    };
+    let cmd = serde_json::from_slice(body).map_err(|e| Decode::Malformed(e.to_string()))?;
+    Ok((version, cmd))
 }
 
 /// The bytes of a snapshot of `state`, in the current version.

@@ -42,6 +42,28 @@ pub fn view(s: &State) -> Value {
     if let Some(p) = &s.policy {
         v["policy"] = json!([p.to_toml(), s.policy_index]);
     }
+    if !s.usage.is_empty() {
+        let u = &s.usage;
+        let totals = |t: &super::usage::Totals| {
+            json!([
+                t.runs,
+                t.wall_ms,
+                t.gpu_ms,
+                t.gpu_mib_ms,
+                t.cpu_ms,
+                t.memory_mib_ms
+            ])
+        };
+        v["usage"] = json!({
+            "runs": u.runs.iter().map(|r| json!([
+                r.job_id, r.name, r.user, r.node, r.model, r.gpus, r.gpu_memory_bytes,
+                r.nano_cpus, r.memory_bytes, r.started_at_ms, r.finished_at_ms, r.outcome,
+                r.exit_code,
+            ])).collect::<Vec<_>>(),
+            "days": u.days.iter().map(|d| json!([d.day_ms, d.user, d.node, d.model, totals(&d.totals)])).collect::<Vec<_>>(),
+            "detail_from_ms": u.detail_from_ms,
+        });
+    }
     v
 }
 

@@ -96,6 +96,11 @@ impl State {
         if restart {
             // Its policy says again: a new attempt, queued with its age,
             // not placed before its backoff is over.
+            let code = match &how {
+                Finish::Exited(c) => Some(*c),
+                Finish::Failed(_) => None,
+            };
+            self.charge_as(id, at_ms, "restarted", code);
             self.release(id);
             let job = self.jobs.get_mut(id).expect("checked");
             let why = match &how {
@@ -126,6 +131,7 @@ impl State {
         let job = self.jobs.get_mut(id).expect("checked");
         if job.requeue {
             // Preempted: back in the queue with its age, holding nothing.
+            self.charge_as(id, at_ms, "preempted", None);
             self.release(id);
             let job = self.jobs.get_mut(id).expect("checked");
             job.state = JobState::Queued;
@@ -170,6 +176,8 @@ impl State {
         let stopped = state == JobState::Stopping;
         job.finished_at_ms = at_ms;
         let group = job.group.clone();
+        let (end, code) = (job.state, job.exit_code);
+        self.charge(id, at_ms, end, code);
         self.release(id);
         let mut jobs = vec![id.to_string()];
         if failed || stopped {

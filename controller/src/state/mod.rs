@@ -13,7 +13,8 @@
 //! - `place`: the placement re-check, preemption and gang rules; `groups`:
 //!   the tasks of gangs and arrays; `lifecycle`: a job's moves from pulling
 //!   to its end (restarts, requeues); `update`: what changes live;
-//!   `nodes`: cordon, drain, removal, and lost hosts.
+//!   `nodes`: cordon, drain, removal, and lost hosts; `usage`: the ledger
+//!   of what each run used, kept past retention, and its reports.
 
 mod access;
 mod command;
@@ -27,6 +28,7 @@ mod place;
 mod records;
 mod spec;
 mod update;
+pub mod usage;
 
 pub use lifecycle::restart_backoff_ms;
 use lifecycle::Finish;
@@ -79,6 +81,13 @@ pub struct State {
     /// Cordoned and draining hosts, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub cordons: BTreeMap<String, Cordon>,
+    /// What each run of a job used (format 5 on).
+    #[serde(default, skip_serializing_if = "usage::Ledger::is_empty")]
+    pub usage: usage::Ledger,
+    /// The log format of the entry being applied: rules a format added
+    /// apply only to its entries (see `usage`).
+    #[serde(skip)]
+    entry_version: u8,
     /// Derived indexes, rebuilt after a snapshot is loaded.
     #[serde(skip)]
     gpu_holder: FxHashMap<String, String>,
@@ -113,6 +122,17 @@ pub struct State {
 impl State {
     /// Applies the command at `index`. Commands must arrive in index order.
     pub fn apply(&mut self, index: u64, cmd: &Command) -> Result<Applied, Rejection> {
+        self.apply_entry(index, format::VERSION, cmd)
+    }
+
+    /// `apply` of an entry written in log format `version`.
+    pub fn apply_entry(
+        &mut self,
+        index: u64,
+        version: u8,
+        cmd: &Command,
+    ) -> Result<Applied, Rejection> {
+        self.entry_version = version;
         debug_assert!(index > self.applied_index, "log replayed out of order");
         self.applied_index = index;
         match cmd {
@@ -179,6 +199,10 @@ impl State {
             } => self.finish(index, job_id, Finish::Failed(message.clone()), *at_ms),
             Command::Cancel { job_id, at_ms } => self.cancel(index, job_id, *at_ms),
             Command::Forget { before_ms } => Ok(self.forget(*before_ms)),
+            Command::CompactUsage { before_ms } => {
+                self.usage.compact(*before_ms);
+                Ok(Applied::default())
+            }
             Command::Update {
                 job_id,
                 memory_bytes,
@@ -239,6 +263,9 @@ mod nodes_tests;
 
 #[cfg(test)]
 mod format_v4_tests;
+
+#[cfg(test)]
+mod format_v5_tests;
 
 #[cfg(test)]
 mod format_view;
