@@ -2,7 +2,7 @@
 //! needs a `protoc` binary. The encoded descriptor sets are kept for gRPC
 //! reflection: the public API's alone, and everything a controller serves.
 
-const PUBLIC: [&str; 7] = [
+const PUBLIC: [&str; 8] = [
     "berth/v1/types.proto",
     "berth/v1/jobs.proto",
     "berth/v1/nodes.proto",
@@ -10,6 +10,7 @@ const PUBLIC: [&str; 7] = [
     "berth/v1/events.proto",
     "berth/v1/controllers.proto",
     "berth/v1/access.proto",
+    "berth/v1/usage.proto",
 ];
 const INTERNAL: [&str; 3] = [
     "berth/internal/v1/control.proto",

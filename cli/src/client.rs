@@ -12,6 +12,7 @@ use berth_proto::v1::event_service_client::EventServiceClient;
 use berth_proto::v1::image_service_client::ImageServiceClient;
 use berth_proto::v1::job_service_client::JobServiceClient;
 use berth_proto::v1::node_service_client::NodeServiceClient;
+use berth_proto::v1::usage_service_client::UsageServiceClient;
 use berth_proto::v1::{Job, ListJobsRequest};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -122,6 +123,9 @@ impl Client {
     }
     pub fn controllers(&self) -> ControllerServiceClient<Authed> {
         ControllerServiceClient::new(self.authed())
+    }
+    pub fn usage(&self) -> UsageServiceClient<Authed> {
+        UsageServiceClient::new(self.authed())
     }
 
     /// Every job `req` matches, page after page, newest first. The

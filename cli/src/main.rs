@@ -66,6 +66,9 @@ enum Command {
     Nodes(commands::nodes::Args),
     /// Job and node events as they happen, or from a revision on.
     Events(commands::events::Args),
+    /// GPU-hours and more per user, day, host, model or job (as sreport);
+    /// -o json or -o csv for programs.
+    Usage(commands::usage::Args),
     /// A host's maintenance (admins): cordon, uncordon, drain, rm.
     #[command(subcommand)]
     Node(commands::node::Command),
@@ -121,6 +124,12 @@ fn output(cli: &mut Cli) -> anyhow::Result<Format> {
         *output = cli.output.take().map(std::path::PathBuf::from);
         return Ok(Format::Table);
     }
+    if let Command::Usage(args) = &mut cli.command {
+        if cli.output.as_deref() == Some("csv") {
+            args.csv = true;
+            return Ok(Format::Table);
+        }
+    }
     match cli.output.as_deref() {
         None => Ok(Format::Table),
         Some(s) => Format::from_str(s, true)
@@ -168,6 +177,9 @@ async fn dispatch(command: Command, addr: Option<&str>, format: Format) -> anyho
             .await
             .map(|()| 0),
         Command::Events(args) => commands::events::run(&client, args, format)
+            .await
+            .map(|()| 0),
+        Command::Usage(args) => commands::usage::run(&client, args, format)
             .await
             .map(|()| 0),
         Command::Node(cmd) => commands::node::run(&client, cmd, format).await.map(|()| 0),

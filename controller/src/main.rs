@@ -128,6 +128,10 @@ struct Args {
     /// `ps -a`, `inspect` and the state); 0 keeps them forever.
     #[arg(long, env = "BERTH_JOB_RETENTION", default_value = "7d")]
     job_retention: humantime::Duration,
+    /// The usage ledger keeps each run this long (`berth usage --by job`),
+    /// then sums runs per day, user, host and GPU model; 0 keeps every run.
+    #[arg(long, env = "BERTH_USAGE_DETAIL", default_value = "90d")]
+    usage_detail: humantime::Duration,
     /// The cluster CA (ca.pem, ca.key from `tls init`); this controller
     /// mints its own certificate from it at start.
     #[arg(long, env = "BERTH_TLS_DIR", default_value = "/etc/berth/tls")]
@@ -335,6 +339,7 @@ async fn main() -> anyhow::Result<()> {
             every: std::time::Duration::from_secs(args.image_gc_interval),
         },
         job_retention: Some(*args.job_retention).filter(|d| !d.is_zero()),
+        usage_detail: Some(*args.usage_detail).filter(|d| !d.is_zero()),
     };
     let access = berth_controller::api::auth::guard::Access {
         bootstrap_hash: berth_controller::api::auth::bootstrap::bootstrap_hash(&args.tls_dir),

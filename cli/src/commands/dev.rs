@@ -140,6 +140,7 @@ pub async fn run(args: Args) -> Result<()> {
             ..Default::default()
         },
         job_retention: Some(berth_controller::leader::DEFAULT_JOB_RETENTION),
+        usage_detail: Some(berth_controller::leader::DEFAULT_USAGE_DETAIL),
     };
     let access = Access {
         bootstrap_hash: bootstrap::bootstrap_hash(&tls_dir),

@@ -21,4 +21,5 @@ pub mod stop;
 pub mod submit;
 pub mod token;
 pub mod update;
+pub mod usage;
 pub mod wait;

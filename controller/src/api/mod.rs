@@ -13,6 +13,7 @@
 //! - `control`: `ControlPlane`, what agents call — register, report (and
 //!   the pure rules turning reports into job transitions), their desired
 //!   allocations, image sources.
+//! - `usage`: `UsageService` — the usage ledger's reports.
 //! - `web`: the HTTPS port: `/metrics` behind the same tokens.
 
 pub mod access;
@@ -24,6 +25,7 @@ pub mod jobs;
 pub mod members;
 pub mod nodes;
 pub mod server;
+pub mod usage;
 pub mod validate;
 pub mod web;
 

@@ -14,13 +14,14 @@ use berth_proto::v1::event_service_server::EventServiceServer;
 use berth_proto::v1::image_service_server::ImageServiceServer;
 use berth_proto::v1::job_service_server::JobServiceServer;
 use berth_proto::v1::node_service_server::NodeServiceServer;
+use berth_proto::v1::usage_service_server::UsageServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use super::auth::guard::{Access, GuardLayer};
 use super::{
     access::AccessApi, control::Control, events::Events, images::Images, jobs::Jobs,
-    members::Members, nodes::Nodes,
+    members::Members, nodes::Nodes, usage::UsageApi,
 };
 use crate::core::Controller;
 use crate::leader::{Leader, LeaderConfig};
@@ -89,6 +90,7 @@ pub async fn run(
                 .max_encoding_message_size(MAX_MESSAGE),
         )
         .add_service(EventServiceServer::new(Events(ctl.clone())))
+        .add_service(UsageServiceServer::new(UsageApi(ctl.clone())))
         .add_service(ControlPlaneServer::new(Control(
             ctl.clone(),
             access.clone(),
@@ -108,13 +110,14 @@ pub async fn run(
 }
 
 /// The services a controller serves to clients: berth.v1, the stable API.
-const PUBLIC: [&str; 6] = [
+const PUBLIC: [&str; 7] = [
     "berth.v1.JobService",
     "berth.v1.NodeService",
     "berth.v1.ImageService",
     "berth.v1.EventService",
     "berth.v1.ControllerService",
     "berth.v1.AccessService",
+    "berth.v1.UsageService",
 ];
 
 /// Berth's own wiring, served on the same port (agents and peers call it).

@@ -43,7 +43,13 @@ pub struct LeaderConfig {
     /// Finished jobs are forgotten this long after they ended; `None`
     /// keeps them forever.
     pub job_retention: Option<Duration>,
+    /// Runs in the usage ledger are kept one by one this long, then summed
+    /// per day (`--usage-detail`); `None` keeps every run.
+    pub usage_detail: Option<Duration>,
 }
+
+/// `--usage-detail` by default: a quarter of per-run history.
+pub const DEFAULT_USAGE_DETAIL: Duration = Duration::from_secs(90 * 24 * 3600);
 
 /// What the leader derives from the state and keeps between passes. No
 /// `Default`: the queue must start stale (`IncrementalQueue::new`), or it
@@ -156,16 +162,25 @@ async fn gc_loop(leader: Arc<Leader>) {
 /// On the leader: forgets finished jobs past the retention, looking every
 /// minute (more often for a short retention).
 async fn forget_loop(leader: Arc<Leader>) {
-    let Some(retention) = leader.cfg.job_retention else {
+    let (jobs, usage) = (leader.cfg.job_retention, leader.cfg.usage_detail);
+    let Some(shortest) = jobs.into_iter().chain(usage).min() else {
         return;
     };
-    let every = (retention / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let every = (shortest / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         tick.tick().await;
-        if leader.ctl.is_leader() {
+        if !leader.ctl.is_leader() {
+            continue;
+        }
+        if let Some(retention) = jobs {
             if let Err(e) = leader.forget_old_jobs(retention).await {
                 tracing::warn!(error = %e, "forgetting finished jobs failed");
+            }
+        }
+        if let Some(detail) = usage {
+            if let Err(e) = leader.compact_usage(detail).await {
+                tracing::warn!(error = %e, "summing old usage by day failed");
             }
         }
     }

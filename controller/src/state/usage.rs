@@ -197,9 +197,23 @@ impl State {
         if self.entry_version < 5 {
             return;
         }
-        let Some(job) = self.jobs.get(id) else { return };
+        if let Some(record) = self.run_of(id, at_ms, outcome, exit_code) {
+            self.usage.runs.push(record);
+        }
+    }
+
+    /// Job `id`'s current run as it would be charged ending at `at_ms`;
+    /// `None` when it has not started.
+    fn run_of(
+        &self,
+        id: &str,
+        at_ms: i64,
+        outcome: &str,
+        exit_code: Option<i32>,
+    ) -> Option<UsageRecord> {
+        let job = self.jobs.get(id)?;
         if job.started_at_ms <= 0 {
-            return;
+            return None;
         }
         let node = job.node.clone().unwrap_or_default();
         let model = job
@@ -215,7 +229,7 @@ impl State {
             })
             .unwrap_or_default();
         let slice = is_slice(&job.spec);
-        let record = UsageRecord {
+        Some(UsageRecord {
             job_id: job.id.clone(),
             name: job.name.clone(),
             user: job.spec.user.clone(),
@@ -229,8 +243,17 @@ impl State {
             finished_at_ms: at_ms.max(job.started_at_ms),
             outcome: outcome.to_string(),
             exit_code,
-        };
-        self.usage.runs.push(record);
+        })
+    }
+
+    /// The runs going on now, charged until `now_ms`: what a report adds
+    /// to the ledger (running and stopping jobs).
+    pub fn live_runs(&self, now_ms: i64) -> Vec<UsageRecord> {
+        self.jobs
+            .values()
+            .filter(|j| matches!(j.state, JobState::Running | JobState::Stopping))
+            .filter_map(|j| self.run_of(&j.id, now_ms, "running", None))
+            .collect()
     }
 }
 

@@ -100,6 +100,8 @@ pub fn method(path: &str) -> (Need, bool) {
             _ => (User(Role::Admin), true),
         },
         "berth.v1.EventService" => (User(Role::Viewer), false),
+        // Everyone's usage, as every job is visible to viewers.
+        "berth.v1.UsageService" => (User(Role::Viewer), false),
         "berth.v1.ImageService" => match name {
             "ListImages" => (User(Role::Viewer), false),
             "SaveImage" => (User(Role::User), false),

@@ -50,6 +50,8 @@ fn method_table() {
         (&alice, "/berth.v1.NodeService/DrainNode", false),
         (&viewer, "/berth.v1.NodeService/RemoveNode", false),
         (&admin, "/berth.v1.NodeService/RemoveNode", true),
+        (&viewer, "/berth.v1.UsageService/GetUsage", true),
+        (&node, "/berth.v1.UsageService/GetUsage", false),
         (&alice, "/berth.v1.Unknown/Thing", false),
         (&admin, "/berth.v1.Unknown/Thing", true),
     ];
