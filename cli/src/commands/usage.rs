@@ -100,7 +100,8 @@ const HEADER: [&str; 6] = [
 ];
 
 fn print_table(by: &str, rows: &[UsageRow]) {
-    let h = |s: f64| format!("{:.2}", s / 3600.0);
+    // Three decimals: a short job (11 s is 0.003 h) is not shown as 0.
+    let h = |s: f64| format!("{:.3}", s / 3600.0);
     let line = |r: &UsageRow| {
         vec![
             r.key.clone(),
