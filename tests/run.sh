@@ -14,6 +14,11 @@ deploy/images/build-workload-image.sh berth/workload:latest
 # tests) run in the suite.
 python3 -c 'import grpc, grpc_tools, grpc_reflection, grpc_health, prometheus_client' 2>/dev/null ||
   python3 -m pip install -q grpcio grpcio-tools grpcio-reflection grpcio-health-checking prometheus-client
+# `berth top` is tested in a real terminal: tmux's.
+if ! command -v tmux >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "installing tmux (the terminal berth top is tested in)" >&2
+  apt-get install -y -q tmux >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q tmux >/dev/null; }
+fi
 # The binaries the suites start carry their test hooks (BERTH_FAULT_*
 # variables: a cut raft link, a full disk, a damaged export); release
 # builds never have them.

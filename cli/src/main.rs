@@ -64,6 +64,9 @@ enum Command {
     Quota(commands::quota::Command),
     /// List nodes, one row per GPU.
     Nodes(commands::nodes::Args),
+    /// A live view of every host's GPUs, who holds them, users' shares and
+    /// the queue (q quits; plain lines off a terminal).
+    Top(commands::top::Args),
     /// Job and node events as they happen, or from a revision on.
     Events(commands::events::Args),
     /// GPU-hours and more per user, day, host, model or job (as sreport);
@@ -179,6 +182,7 @@ async fn dispatch(command: Command, addr: Option<&str>, format: Format) -> anyho
         Command::Events(args) => commands::events::run(&client, args, format)
             .await
             .map(|()| 0),
+        Command::Top(args) => commands::top::run(&client, args).await.map(|()| 0),
         Command::Usage(args) => commands::usage::run(&client, args, format)
             .await
             .map(|()| 0),

@@ -20,6 +20,7 @@ pub mod run;
 pub mod stop;
 pub mod submit;
 pub mod token;
+pub mod top;
 pub mod update;
 pub mod usage;
 pub mod wait;
