@@ -70,6 +70,8 @@ pub fn write(path: &Path, file: &File) -> Result<()> {
 pub struct Settings {
     pub addr: String,
     pub dial: Dial,
+    /// The user's token (`berth dashboard` puts it in the link it prints).
+    pub token: Option<String>,
 }
 
 impl Settings {
@@ -104,6 +106,7 @@ impl Settings {
                 tls: Tls::ca_only(ca_pem),
                 bearer,
             },
+            token,
         })
     }
 }

@@ -64,6 +64,8 @@ enum Command {
     Quota(commands::quota::Command),
     /// List nodes, one row per GPU.
     Nodes(commands::nodes::Args),
+    /// Print a link to the leader's web dashboard that signs you in.
+    Dashboard,
     /// A live view of every host's GPUs, who holds them, users' shares and
     /// the queue (q quits; plain lines off a terminal).
     Top(commands::top::Args),
@@ -180,6 +182,9 @@ async fn dispatch(command: Command, addr: Option<&str>, format: Format) -> anyho
             .await
             .map(|()| 0),
         Command::Events(args) => commands::events::run(&client, args, format)
+            .await
+            .map(|()| 0),
+        Command::Dashboard => commands::dashboard::run(&client, &settings, format)
             .await
             .map(|()| 0),
         Command::Top(args) => commands::top::run(&client, args).await.map(|()| 0),

@@ -313,21 +313,21 @@ async fn main() -> anyhow::Result<()> {
         event_history: args.event_history as usize,
     })
     .with_context(|| format!("opening data dir {}", args.data_dir.display()))?;
-    if let Some(at) = args.metrics_listen {
-        let l = tokio::net::TcpListener::bind(at)
-            .await
-            .with_context(|| format!("binding --metrics-listen {at}"))?;
-        let bound = l.local_addr()?;
-        std::fs::write(args.data_dir.join("metrics.addr"), bound.to_string())?;
-        tracing::info!(url = %format!("https://{bound}/metrics"), "serving metrics");
-        let hash = berth_controller::api::auth::bootstrap::bootstrap_hash(&args.tls_dir);
-        tokio::spawn(berth_controller::api::web::serve(
-            ctl.clone(),
-            hash,
-            l,
-            Vec::new(),
-        ));
-    }
+    let web = match args.metrics_listen {
+        Some(at) => {
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("binding --metrics-listen {at}"))?;
+            let bound = listener.local_addr()?;
+            std::fs::write(args.data_dir.join("metrics.addr"), bound.to_string())?;
+            tracing::info!(url = %format!("https://{bound}/"), "serving metrics (/metrics) and the dashboard (/)");
+            Some(berth_controller::api::web::Web {
+                listener,
+                extra: Vec::new(),
+            })
+        }
+        None => None,
+    };
     // Tests and scripts that asked for port 0 read the real address here.
     std::fs::write(args.data_dir.join("controller.addr"), addr.to_string())?;
     tracing::info!(%addr, id = args.id, peers = %berth_controller::core::peers_text(&peers), data_dir = %args.data_dir.display(), "controller listening");
@@ -362,7 +362,7 @@ async fn main() -> anyhow::Result<()> {
         ),
         submit_rate_per_second: args.max_submits_per_second,
     };
-    let server = berth_controller::run(ctl, leader, access, listener, async {
+    let server = berth_controller::run(ctl, leader, access, listener, web, async {
         let _ = stopped.await;
     });
     tokio::select! {

@@ -3,11 +3,12 @@
 parses the answer with the Prometheus project's own OpenMetrics parser
 (prometheus_client.openmetrics.parser, strict: types, suffixes, # EOF).
 
-  scrape_metrics.py ADDR SERVER_NAME CA_FILE [TOKEN]
+  scrape_metrics.py ADDR SERVER_NAME CA_FILE [TOKEN [PATH]]
 
 Prints one JSON object: {"status": N, "content_type": ..., "families":
 {name: {"type": ..., "unit": ..., "samples": [{"name", "labels", "value"}]}}}
-(families only for a 200), or {"status": N, "body": ...} otherwise.
+(families only for a 200), or {"status": N, "body": ...} otherwise, or
+for a PATH other than /metrics (a dashboard page).
 """
 import http.client
 import json
@@ -20,7 +21,8 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 def main():
     addr, server_name, ca = sys.argv[1:4]
-    token = sys.argv[4] if len(sys.argv) > 4 else None
+    token = sys.argv[4] if len(sys.argv) > 4 and sys.argv[4] else None
+    path = sys.argv[5] if len(sys.argv) > 5 else "/metrics"
     host, port = addr.rsplit(":", 1)
     ctx = ssl.create_default_context(cafile=ca)
 
@@ -35,10 +37,10 @@ def main():
     headers = {"Accept": "application/openmetrics-text"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    conn.request("GET", "/metrics", headers=headers)
+    conn.request("GET", path, headers=headers)
     resp = conn.getresponse()
     body = resp.read().decode()
-    if resp.status != 200:
+    if resp.status != 200 or path != "/metrics":
         print(json.dumps({"status": resp.status, "body": body}))
         return
     families = {}

@@ -30,7 +30,7 @@ pub use docker::*;
 pub use dockerd::{main_image_id, Dockerd};
 pub use gates::*;
 pub use netns::Netns;
-pub use scrape::{metric_family, metric_sample, scrape_metrics};
+pub use scrape::{https_get, metric_family, metric_sample, scrape_metrics};
 
 /// The image the tests run; built by `deploy/images/build-workload-image.sh`.
 pub const IMAGE: &str = "berth/workload:latest";

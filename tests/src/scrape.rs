@@ -10,12 +10,22 @@ use serde_json::Value;
 /// Scrapes `addr`, verifying its certificate for `server_name`; the
 /// parsed exposition as JSON (`status`, and `families` for a 200).
 pub fn scrape_metrics(addr: &str, server_name: &str, ca: &Path, token: Option<&str>) -> Value {
+    https_get(addr, server_name, ca, token, "/metrics")
+}
+
+/// GET `path` over HTTPS as `scrape_metrics` does; `status` and `body`
+/// for anything but `/metrics`.
+pub fn https_get(
+    addr: &str,
+    server_name: &str,
+    ca: &Path,
+    token: Option<&str>,
+    path: &str,
+) -> Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/scrape_metrics.py");
     let mut cmd = Command::new("python3");
     cmd.arg(script).arg(addr).arg(server_name).arg(ca);
-    if let Some(t) = token {
-        cmd.arg(t);
-    }
+    cmd.arg(token.unwrap_or("")).arg(path);
     let out = cmd.output().unwrap();
     assert!(
         out.status.success(),

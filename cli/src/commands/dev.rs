@@ -113,24 +113,24 @@ pub async fn run(args: Args) -> Result<()> {
         limits: args.limits.clone(),
     };
     let agent = Agent::new(cfg, Arc::new(docker), gpus);
-    if let Some(at) = args.metrics_listen {
-        let l = tokio::net::TcpListener::bind(at)
-            .await
-            .with_context(|| format!("binding --metrics-listen {at}"))?;
-        let bound = l.local_addr()?;
-        std::fs::write(data_dir.join("metrics.addr"), bound.to_string())?;
-        eprintln!(
-            "metrics: https://{bound}/metrics (CA {}; the CLI's token)",
-            tls_dir.join("ca.pem").display()
-        );
-        let agent_registry = Arc::new(berth_agent::metrics::registry(&agent.cfg.node));
-        tokio::spawn(berth_controller::api::web::serve(
-            ctl.clone(),
-            bootstrap::bootstrap_hash(&tls_dir),
-            l,
-            vec![agent_registry],
-        ));
-    }
+    let web = match args.metrics_listen {
+        Some(at) => {
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("binding --metrics-listen {at}"))?;
+            let bound = listener.local_addr()?;
+            std::fs::write(data_dir.join("metrics.addr"), bound.to_string())?;
+            eprintln!(
+                "dashboard: https://{bound}/ and metrics: https://{bound}/metrics (CA {}; `berth dashboard` prints a link that signs you in)",
+                tls_dir.join("ca.pem").display()
+            );
+            Some(berth_controller::api::web::Web {
+                listener,
+                extra: vec![Arc::new(berth_agent::metrics::registry(&agent.cfg.node))],
+            })
+        }
+        None => None,
+    };
     tracing::info!(%addr, data_dir = %data_dir.display(), config = %config.display(), "berth dev: controller and agent up (TLS, admin token in the config); try `berth nodes`");
     let leader = berth_controller::LeaderConfig {
         // A workstation's own images are not Berth's to evict unasked:
@@ -160,6 +160,7 @@ pub async fn run(args: Args) -> Result<()> {
         leader,
         access,
         listener,
+        web,
         async {
             let _ = tokio::signal::ctrl_c().await;
         },

@@ -3,6 +3,7 @@
 pub mod commit;
 pub mod controller;
 pub mod cp;
+pub mod dashboard;
 pub mod dev;
 pub mod events;
 pub mod exec;

@@ -53,6 +53,7 @@ impl Members {
             leader_id: status.leader,
             leader_addr: peers.get(&status.leader).cloned().unwrap_or_default(),
             members,
+            dashboard_url: self.0.dashboard_url.get().cloned().unwrap_or_default(),
         })
     }
 }

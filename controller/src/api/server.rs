@@ -33,10 +33,23 @@ pub async fn run(
     cfg: LeaderConfig,
     access: Access,
     listener: TcpListener,
+    web: Option<super::web::Web>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let leader = Leader::new(ctl.clone(), cfg);
-    let loops = leader.spawn();
+    let mut loops = leader.spawn();
+    if let Some(web) = web {
+        // The HTTPS port (metrics, dashboard) lives and dies with the API.
+        loops.push(tokio::spawn({
+            let (ctl, leader) = (ctl.clone(), leader.clone());
+            let hash = access.bootstrap_hash.clone();
+            async move {
+                if let Err(e) = super::web::serve(ctl, leader, hash, web).await {
+                    tracing::error!(error = %e, "the metrics and dashboard port stopped");
+                }
+            }
+        }));
+    }
     let raft = RaftServiceServer::new(RaftServer {
         inbox: ctl.raft.inbox.clone(),
         cut: ctl.cut.clone(),

@@ -91,6 +91,8 @@ pub struct Controller {
     pub node_lost_after: Duration,
     /// What `/metrics` counts (see `metrics`).
     pub metrics: metrics::Metrics,
+    /// This controller's dashboard (https://HOST:PORT/), once it serves one.
+    pub dashboard_url: std::sync::OnceLock<String>,
 }
 
 impl Controller {
@@ -179,6 +181,7 @@ impl Controller {
             tls: cfg.tls.clone(),
             node_lost_after: cfg.node_lost_after,
             metrics: metrics::Metrics::new(),
+            dashboard_url: std::sync::OnceLock::new(),
         }))
     }
 

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 
 mod containers;
 mod list;
-mod logs;
+pub(crate) mod logs;
 mod ops;
 
 use crate::api::auth::guard::Access;
