@@ -39,7 +39,10 @@ pub fn init(format: LogFormat) {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
-            .with_current_span(false)
+            // The request a line belongs to (the controller's `request`
+            // span: id, method, caller), as "span".
+            .with_current_span(true)
+            .with_span_list(false)
             .init(),
     }
 }

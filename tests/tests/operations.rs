@@ -288,12 +288,23 @@ fn logs_come_as_json_lines_with_their_fields() {
         .arg("--tls-dir")
         .arg(&c.tls);
     let _p = Proc::spawn(&mut cmd, &log);
-    wait_for("the controller listening", DEADLINE, || {
+    let addr = wait_for("the controller listening", DEADLINE, || {
         std::fs::read_to_string(dir.join("controller.addr")).ok()
     });
+    // A request: its log lines carry its id, method and caller.
+    let out = Command::new(bin("berth"))
+        .env("BERTH_CONFIG", c.config_path())
+        .args(["--addr", &addr, "token", "create", "bob"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = wait_for("its first lines", DEADLINE, || {
         let t = std::fs::read_to_string(&log).ok()?;
-        t.contains("controller listening").then_some(t)
+        (t.contains("controller listening") && t.contains("token created")).then_some(t)
     });
     let lines: Vec<serde_json::Value> = text
         .lines()
@@ -312,4 +323,24 @@ fn logs_come_as_json_lines_with_their_fields() {
         "{listening}"
     );
     assert!(listening["timestamp"].is_string(), "{listening}");
+    let created = lines
+        .iter()
+        .find(|l| l["message"] == "token created")
+        .expect("the request's line");
+    assert_eq!(created["user"], "bob", "{created}");
+    let span = &created["span"];
+    assert_eq!(span["name"], "request", "{created}");
+    assert_eq!(
+        span["method"], "/berth.v1.AccessService/CreateToken",
+        "{created}"
+    );
+    let id = span["id"].as_str().unwrap();
+    assert!(
+        id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{created}"
+    );
+    assert!(
+        span["who"].as_str().unwrap().contains("(admin)"),
+        "{created}"
+    );
 }

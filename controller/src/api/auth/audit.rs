@@ -21,4 +21,6 @@ pub struct Record<'a> {
     pub outcome: &'a str,
     /// The error message, if any.
     pub message: &'a str,
+    /// The request's id (`x-request-id`), as in the controller's logs.
+    pub request_id: &'a str,
 }

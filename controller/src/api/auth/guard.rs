@@ -1,7 +1,11 @@
 //! The guard: a tower layer in front of every service of the controller.
 //! It authenticates (certificate, else bearer token), admits the request to
 //! its method (`rules::admit`), hands the handler an `Identity`, and audits
-//! mutating requests with their outcome.
+//! mutating requests with their outcome. Every request gets an id (the
+//! caller's `x-request-id` when it sends a sane one): the handler runs in a
+//! `request` span carrying it, so each log line of the request names it
+//! (`--log-format json`), as does its audit record and the response's
+//! `x-request-id` header.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -110,13 +114,22 @@ where
                 .and_then(|v| v.to_str().ok())
                 .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_string());
             let (_, mutating) = method(&path);
+            let request_id = request_id(req.headers());
             let identity = match authenticate(&layer, certs.as_deref(), bearer.as_deref()) {
                 Ok(id) => id,
                 Err(status) => {
                     if mutating {
-                        audit(&layer, None, &from, &path, status.code(), status.message());
+                        audit(
+                            &layer,
+                            None,
+                            &from,
+                            &path,
+                            status.code(),
+                            status.message(),
+                            &request_id,
+                        );
                     }
-                    return Ok(status.into_http());
+                    return Ok(with_id(status.into_http(), &request_id));
                 }
             };
             if let Err(denied) = admit(identity.as_ref(), &path) {
@@ -129,19 +142,33 @@ where
                         &path,
                         status.code(),
                         status.message(),
+                        &request_id,
                     );
                 }
-                return Ok(status.into_http());
+                return Ok(with_id(status.into_http(), &request_id));
             }
             if let Some(id) = identity.clone() {
                 req.extensions_mut().insert(id);
             }
-            let resp = inner.call(req).await?;
+            let who = identity
+                .as_ref()
+                .map(Identity::describe)
+                .unwrap_or_default();
+            let span = tracing::info_span!("request", id = %request_id, method = %path, who = %who);
+            let resp = tracing::Instrument::instrument(inner.call(req), span).await?;
             if mutating {
                 let (code, message) = outcome(&resp);
-                audit(&layer, identity.as_ref(), &from, &path, code, &message);
+                audit(
+                    &layer,
+                    identity.as_ref(),
+                    &from,
+                    &path,
+                    code,
+                    &message,
+                    &request_id,
+                );
             }
-            Ok(resp)
+            Ok(with_id(resp, &request_id))
         })
     }
 }
@@ -190,6 +217,31 @@ fn outcome(resp: &HttpResponse) -> (Code, String) {
     }
 }
 
+/// The caller's `x-request-id` if it is short and plain, else a new one.
+fn request_id(headers: &http::HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map_or_else(|| format!("{:016x}", rand::random::<u64>()), str::to_string)
+}
+
+/// The header a request's id travels in, both ways.
+pub const REQUEST_ID: &str = "x-request-id";
+
+fn with_id(mut resp: HttpResponse, id: &str) -> HttpResponse {
+    if let Ok(v) = http::HeaderValue::from_str(id) {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
+    resp
+}
+
+#[allow(clippy::too_many_arguments)]
 fn audit(
     layer: &GuardLayer,
     id: Option<&Identity>,
@@ -197,6 +249,7 @@ fn audit(
     method: &str,
     code: Code,
     message: &str,
+    request_id: &str,
 ) {
     let Some(log) = &layer.access.audit else {
         return;
@@ -211,6 +264,7 @@ fn audit(
         method,
         outcome: berth_proto::audit::code_name(code),
         message,
+        request_id,
     };
     if let Err(e) = log.append(&record) {
         tracing::error!(error = %e, "could not write the audit log");
