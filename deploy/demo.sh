@@ -18,6 +18,7 @@ data="$(mktemp -d)"
 # CLI's config there: the demo keeps it apart from ~/.config/berth.
 export BERTH_CONFIG="$data/config.toml"
 "$berth" dev --data-dir "$data" --listen 127.0.0.1:0 --fake-gpus 2:A100-SXM4-80GB:80G --name demo-node \
+  --metrics-listen 127.0.0.1:0 \
   >"$data/dev.log" 2>&1 &
 dev=$!
 cleanup() {
@@ -55,3 +56,9 @@ say berth logs demo-3
 "$berth" logs demo-3
 say berth ps -a
 "$berth" ps -a
+say "berth usage   (GPU-hours per user, kept after jobs are forgotten)"
+"$berth" usage
+say "berth top -n 1   (live and full-screen on a terminal; plain lines here)"
+"$berth" top -n 1 | cat
+say "berth dashboard   (a link that signs your browser in; metrics at /metrics)"
+"$berth" dashboard

@@ -16,7 +16,7 @@ ssl); Chromium is then told to trust exactly that certificate's key
 "errors" are console errors, uncaught exceptions, and failed loads, but
 for ERR_NETWORK_CHANGED (counted in "network_changed", see below).
 """
-import base64, hashlib, json, os, shutil, socket, ssl, subprocess, sys, tempfile, time
+import atexit, base64, hashlib, json, os, shutil, socket, ssl, subprocess, sys, tempfile, time
 import urllib.parse, urllib.request
 
 import websocket
@@ -65,6 +65,19 @@ proc = subprocess.Popen(
     ],
     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
 )
+
+
+@atexit.register
+def stop_chromium():
+    # Whatever happens here (a failed assertion upstream closes our pipes),
+    # no browser outlives the script.
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    shutil.rmtree(profile, ignore_errors=True)
 
 
 def devtools_port():
@@ -177,9 +190,3 @@ with open(shot, "wb") as f:
     f.write(base64.b64decode(png))
 print(json.dumps({"found": found, "text": text(), "errors": errors, "network_changed": len(network_changed)}), flush=True)
 ws.close()
-proc.terminate()
-try:
-    proc.wait(10)
-except subprocess.TimeoutExpired:
-    proc.kill()
-shutil.rmtree(profile, ignore_errors=True)

@@ -334,6 +334,37 @@ pub fn report(
         .collect()
 }
 
+/// GPU-milliseconds per user per UTC day from `since_ms` on, in one pass
+/// over the ledger (the dashboard's chart: a report per user would walk
+/// the ledger once per user, under the state lock).
+pub fn gpu_ms_by_user_day(
+    ledger: &Ledger,
+    live: &[UsageRecord],
+    since_ms: i64,
+) -> BTreeMap<String, BTreeMap<i64, u64>> {
+    let mut out: BTreeMap<String, BTreeMap<i64, u64>> = BTreeMap::new();
+    for d in ledger.days.iter().filter(|d| d.day_ms >= since_ms) {
+        *out.entry(d.user.clone())
+            .or_default()
+            .entry(d.day_ms)
+            .or_default() += d.totals.gpu_ms;
+    }
+    for r in ledger
+        .runs
+        .iter()
+        .chain(live)
+        .filter(|r| r.finished_at_ms >= since_ms)
+    {
+        for (day, ms) in split_days(r.started_at_ms.max(since_ms), r.finished_at_ms) {
+            *out.entry(r.user.clone())
+                .or_default()
+                .entry(day)
+                .or_default() += u64::from(r.gpus) * ms.max(0) as u64;
+        }
+    }
+    out
+}
+
 fn model_text(m: &str) -> String {
     if m.is_empty() {
         "(no GPU)".into()

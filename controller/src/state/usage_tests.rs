@@ -236,3 +236,22 @@ fn days_print_as_dates() {
         vec![(0, 10), (DAY_MS, 5)]
     );
 }
+
+#[test]
+fn the_charts_one_pass_agrees_with_the_report() {
+    let s = run(
+        5,
+        &[
+            node("a", 2),
+            submit("x", "alice", 2, RestartPolicy::No),
+            place("x", "a", 2),
+            started("x", DAY_MS + 23 * H),
+            exited("x", 0, 2 * DAY_MS + H),
+        ],
+    );
+    let chart = gpu_ms_by_user_day(&s.usage, &[], 0);
+    let days: Vec<(i64, u64)> = chart["alice"].iter().map(|(d, ms)| (*d, *ms)).collect();
+    assert_eq!(days, [(DAY_MS, 2 * H as u64), (2 * DAY_MS, 2 * H as u64)]);
+    let from_day_two = gpu_ms_by_user_day(&s.usage, &[], 2 * DAY_MS);
+    assert_eq!(from_day_two["alice"].len(), 1);
+}

@@ -11,7 +11,7 @@ use super::chart;
 use super::html::{document, esc};
 use crate::core::{convert, down_after, Controller};
 use crate::leader::Leader;
-use crate::state::usage::{report, By, DAY_MS};
+use crate::state::usage::{gpu_ms_by_user_day, DAY_MS};
 use crate::state::{JobRecord, JobState};
 
 /// Queued jobs whose reasons are worked out per page (each is a dry run).
@@ -246,26 +246,16 @@ fn jobs_table(jobs: &[JobRecord], now: i64) -> String {
 fn usage_chart(s: &crate::state::State, now: i64) -> String {
     let today = now.div_euclid(DAY_MS) * DAY_MS;
     let since = today - (DAYS - 1) * DAY_MS;
-    let live = s.live_runs(now);
-    let users: Vec<String> = report(&s.usage, &live, None, since, 0, By::User)
-        .into_iter()
-        .map(|r| r.key)
-        .collect();
+    let by_user = gpu_ms_by_user_day(&s.usage, &s.live_runs(now), since);
     let days: Vec<i64> = (0..DAYS).map(|d| since + d * DAY_MS).collect();
-    let series: Vec<(String, Vec<f64>)> = users
+    let series: Vec<(String, Vec<f64>)> = by_user
         .into_iter()
-        .map(|u| {
-            let rows = report(&s.usage, &live, Some(&u), since, 0, By::Day);
+        .map(|(user, per_day)| {
             let hours = days
                 .iter()
-                .map(|d| {
-                    let key = crate::state::usage::day_text(*d);
-                    rows.iter()
-                        .find(|r| r.key == key)
-                        .map_or(0.0, |r| r.totals.gpu_ms as f64 / 3_600_000.0)
-                })
+                .map(|d| per_day.get(d).copied().unwrap_or(0) as f64 / 3_600_000.0)
                 .collect();
-            (u, hours)
+            (user, hours)
         })
         .collect();
     format!(
