@@ -190,6 +190,32 @@ fn write_v2_log_fixture() {
 
 /// Writes a fixture's `entries.hex` (entries are binary: one per line,
 /// hex) and `expected.json` (each entry's outcome, the final state's view).
+/// Writes fixture `version` from `script` (with `BERTH_WRITE_LOG_FIXTURE`
+/// set; else nothing): each entry as this version encodes it, the state
+/// after entry `snapshot_at`, each outcome and the final state.
+pub(crate) fn write_script_fixture(version: &str, script: &[Command], snapshot_at: u64) {
+    if std::env::var_os("BERTH_WRITE_LOG_FIXTURE").is_none() {
+        return;
+    }
+    let dir = fixture(version);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut state = State::default();
+    let (mut log, mut outcomes) = (Vec::new(), Vec::new());
+    for (i, cmd) in script.iter().enumerate() {
+        let index = i as u64 + 1;
+        log.push(encode_command(cmd));
+        outcomes.push(outcome(&state.apply(index, cmd)));
+        if index == snapshot_at {
+            std::fs::write(
+                dir.join(format!("snapshot-{index}.bin")),
+                encode_state(&state),
+            )
+            .unwrap();
+        }
+    }
+    write_log_fixture(&dir, &log, outcomes, &state);
+}
+
 pub(crate) fn write_log_fixture(
     dir: &std::path::Path,
     log: &[Vec<u8>],

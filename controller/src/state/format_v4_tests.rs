@@ -3,9 +3,7 @@
 //! privileges, cordon, drain, evict, remove, lost hosts — as this version
 //! wrote them, replayed by today's reader to the same state.
 
-use super::format::tests::{fixture, replays_to_the_same_state, write_log_fixture};
-use super::format::{encode_command, encode_state};
-use super::format_view::outcome;
+use super::format::tests::{replays_to_the_same_state, write_script_fixture};
 use super::*;
 
 fn node(name: &str, gpus: u32) -> Command {
@@ -180,27 +178,7 @@ const SNAPSHOT_AT: u64 = 14;
 #[test]
 #[ignore = "one-off: writes the v4 fixture (run once, with BERTH_WRITE_LOG_FIXTURE set)"]
 fn write_v4_log_fixture() {
-    if std::env::var_os("BERTH_WRITE_LOG_FIXTURE").is_none() {
-        return;
-    }
-    let dir = fixture("v4");
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut state = State::default();
-    let (mut log, mut outcomes) = (Vec::new(), Vec::new());
-    for (i, cmd) in script().iter().enumerate() {
-        let index = i as u64 + 1;
-        let bytes = encode_command(cmd);
-        outcomes.push(outcome(&state.apply(index, cmd)));
-        if index == SNAPSHOT_AT {
-            std::fs::write(
-                dir.join(format!("snapshot-{index}.bin")),
-                encode_state(&state),
-            )
-            .unwrap();
-        }
-        log.push(bytes);
-    }
-    write_log_fixture(&dir, &log, outcomes, &state);
+    write_script_fixture("v4", &script(), SNAPSHOT_AT);
 }
 
 #[test]

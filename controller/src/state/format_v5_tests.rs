@@ -4,31 +4,12 @@
 //! folding the older runs into day sums; replayed by today's reader to
 //! the same state and ledger.
 
-use super::format::tests::{fixture, replays_to_the_same_state, write_log_fixture};
-use super::format::{encode_command, encode_state};
-use super::format_view::outcome;
+use super::format::tests::{replays_to_the_same_state, write_script_fixture};
+use super::test_cmds::{exited, node, place, started};
 use super::*;
 
 const H: i64 = 3_600_000;
 const DAY: i64 = 24 * H;
-
-fn node(name: &str, gpus: u32) -> Command {
-    Command::RegisterNode(NodeRecord {
-        name: name.into(),
-        agent_addr: format!("{name}:7451"),
-        gpu_backend: GpuBackend::Simulated,
-        gpus: (0..gpus)
-            .map(|i| GpuInventory {
-                index: i,
-                uuid: format!("{name}-g{i}"),
-                model: "H100".into(),
-                memory_total_bytes: 80 << 30,
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    })
-}
 
 fn submit(id: &str, user: &str, spec: JobSpec) -> Command {
     Command::Submit {
@@ -45,39 +26,6 @@ fn submit(id: &str, user: &str, spec: JobSpec) -> Command {
     }
 }
 
-fn place(id: &str, node: &str, gpus: &[u32], preempt: &[&str]) -> Command {
-    Command::Place {
-        placements: vec![Placement {
-            job_id: id.into(),
-            node: node.into(),
-            gpus: gpus
-                .iter()
-                .map(|i| GpuRef {
-                    index: *i,
-                    uuid: format!("{node}-g{i}"),
-                })
-                .collect(),
-        }],
-        preemptions: preempt.iter().map(|p| p.to_string()).collect(),
-    }
-}
-
-fn started(id: &str, at_ms: i64) -> Command {
-    Command::Started {
-        job_id: id.into(),
-        container_id: format!("c-{id}"),
-        at_ms,
-    }
-}
-
-fn exited(id: &str, code: i32, at_ms: i64) -> Command {
-    Command::Exited {
-        job_id: id.into(),
-        exit_code: code,
-        at_ms,
-    }
-}
-
 fn script() -> Vec<Command> {
     let gpus = |n: u32| JobSpec {
         gpus: n,
@@ -89,8 +37,8 @@ fn script() -> Vec<Command> {
         Command::Init {
             cluster_id: "v5".into(),
         },
-        node("a", 4),
-        node("b", 2),
+        node("a", 4, "H100"),
+        node("b", 2, "H100"),
         // Alice: 2 GPUs from 23:00 to 01:00 (across midnight), exit 0.
         submit("j1", "alice", gpus(2)),
         place("j1", "a", &[0, 1], &[]),
@@ -167,27 +115,7 @@ const SNAPSHOT_AT: u64 = 12;
 #[test]
 #[ignore = "one-off: writes the v5 fixture (run once, with BERTH_WRITE_LOG_FIXTURE set)"]
 fn write_v5_log_fixture() {
-    if std::env::var_os("BERTH_WRITE_LOG_FIXTURE").is_none() {
-        return;
-    }
-    let dir = fixture("v5");
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut state = State::default();
-    let (mut log, mut outcomes) = (Vec::new(), Vec::new());
-    for (i, cmd) in script().iter().enumerate() {
-        let index = i as u64 + 1;
-        let bytes = encode_command(cmd);
-        outcomes.push(outcome(&state.apply(index, cmd)));
-        if index == SNAPSHOT_AT {
-            std::fs::write(
-                dir.join(format!("snapshot-{index}.bin")),
-                encode_state(&state),
-            )
-            .unwrap();
-        }
-        log.push(bytes);
-    }
-    write_log_fixture(&dir, &log, outcomes, &state);
+    write_script_fixture("v5", &script(), SNAPSHOT_AT);
 }
 
 #[test]

@@ -268,4 +268,7 @@ mod format_v4_tests;
 mod format_v5_tests;
 
 #[cfg(test)]
+mod test_cmds;
+
+#[cfg(test)]
 mod format_view;

@@ -1,29 +1,14 @@
 //! The usage ledger through `apply`, as the log drives it, and its reports.
 
 use super::*;
-use crate::state::{
-    Command, GpuBackend, GpuInventory, GpuRef, JobSpec, NodeRecord, Placement, RestartPolicy,
-};
-
-const H: i64 = 3_600_000;
+use crate::state::test_cmds::{exited, place, started};
+use crate::state::{test_cmds, Command, JobSpec, RestartPolicy};
 
 fn node(name: &str, gpus: u32) -> Command {
-    Command::RegisterNode(NodeRecord {
-        name: name.into(),
-        agent_addr: "a".into(),
-        gpu_backend: GpuBackend::Simulated,
-        gpus: (0..gpus)
-            .map(|i| GpuInventory {
-                index: i,
-                uuid: format!("{name}-g{i}"),
-                model: "A100".into(),
-                memory_total_bytes: 80 << 30,
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    })
+    test_cmds::node(name, gpus, "A100")
 }
+
+const H: i64 = 3_600_000;
 
 fn submit(id: &str, user: &str, gpus: u32, restart: RestartPolicy) -> Command {
     Command::Submit {
@@ -44,38 +29,6 @@ fn submit(id: &str, user: &str, gpus: u32, restart: RestartPolicy) -> Command {
     }
 }
 
-fn place(id: &str, node: &str, gpus: u32) -> Command {
-    Command::Place {
-        placements: vec![Placement {
-            job_id: id.into(),
-            node: node.into(),
-            gpus: (0..gpus)
-                .map(|i| GpuRef {
-                    index: i,
-                    uuid: format!("{node}-g{i}"),
-                })
-                .collect(),
-        }],
-        preemptions: Vec::new(),
-    }
-}
-
-fn started(id: &str, at_ms: i64) -> Command {
-    Command::Started {
-        job_id: id.into(),
-        container_id: format!("c-{id}"),
-        at_ms,
-    }
-}
-
-fn exited(id: &str, code: i32, at_ms: i64) -> Command {
-    Command::Exited {
-        job_id: id.into(),
-        exit_code: code,
-        at_ms,
-    }
-}
-
 /// Applies `cmds` from index 1 in log format `version`.
 fn run(version: u8, cmds: &[Command]) -> State {
     let mut s = State::default();
@@ -92,7 +45,7 @@ fn a_run_is_charged_from_its_start_to_its_end() {
         &[
             node("a", 4),
             submit("j", "alice", 2, RestartPolicy::No),
-            place("j", "a", 2),
+            place("j", "a", &[0, 1], &[]),
             started("j", 10 * H),
             exited("j", 0, 12 * H),
         ],
@@ -122,14 +75,14 @@ fn each_run_of_a_restarted_job_is_charged_and_a_run_that_never_started_is_not() 
         &[
             node("a", 1),
             submit("j", "bob", 1, RestartPolicy::OnFailure { max: Some(3) }),
-            place("j", "a", 1),
+            place("j", "a", &[0], &[]),
             started("j", H),
             exited("j", 1, 2 * H),
-            place("j", "a", 1),
+            place("j", "a", &[0], &[]),
             started("j", 3 * H),
             exited("j", 0, 5 * H),
             submit("k", "bob", 1, RestartPolicy::No),
-            place("k", "a", 1),
+            place("k", "a", &[0], &[]),
             Command::Failed {
                 job_id: "k".into(),
                 message: "bad mount".into(),
@@ -150,7 +103,7 @@ fn entries_of_an_older_format_charge_nothing() {
         &[
             node("a", 1),
             submit("j", "alice", 1, RestartPolicy::No),
-            place("j", "a", 1),
+            place("j", "a", &[0], &[]),
             started("j", H),
             exited("j", 0, 2 * H),
         ],
@@ -166,12 +119,12 @@ fn compacting_keeps_every_users_totals_and_splits_runs_at_midnight() {
         &[
             node("a", 2),
             submit("x", "alice", 1, RestartPolicy::No),
-            place("x", "a", 1),
+            place("x", "a", &[0], &[]),
             // 22:00 on day 1 to 02:00 on day 2.
             started("x", day + 22 * H),
             exited("x", 0, 2 * day + 2 * H),
             submit("y", "carol", 1, RestartPolicy::No),
-            place("y", "a", 1),
+            place("y", "a", &[0], &[]),
             started("y", 5 * day),
             exited("y", 0, 5 * day + H),
         ],
@@ -205,7 +158,7 @@ fn a_report_clips_runs_to_its_window_and_counts_live_runs_so_far() {
         &[
             node("a", 1),
             submit("j", "alice", 1, RestartPolicy::No),
-            place("j", "a", 1),
+            place("j", "a", &[0], &[]),
             started("j", H),
             exited("j", 0, 10 * H),
         ],
@@ -244,7 +197,7 @@ fn the_charts_one_pass_agrees_with_the_report() {
         &[
             node("a", 2),
             submit("x", "alice", 2, RestartPolicy::No),
-            place("x", "a", 2),
+            place("x", "a", &[0, 1], &[]),
             started("x", DAY_MS + 23 * H),
             exited("x", 0, 2 * DAY_MS + H),
         ],

@@ -96,12 +96,26 @@ pub fn frame(f: &mut Frame, s: &Snapshot, screen: &Screen) {
             Cell::from(l.users.join(", ")),
         ])
     });
+    // As wide as the longest host name (within reason): a cut name is a
+    // different host to whoever reads it.
+    let host_w = gpus
+        .iter()
+        .map(|l| l.host.chars().count() + if l.up { 0 } else { 7 })
+        .max()
+        .unwrap_or(4)
+        .clamp(4, 40) as u16;
+    let model_w = gpus
+        .iter()
+        .map(|l| l.model.chars().count())
+        .max()
+        .unwrap_or(5)
+        .clamp(5, 28) as u16;
     let table = Table::new(
         rows,
         [
-            Constraint::Length(16),
+            Constraint::Length(host_w),
             Constraint::Length(3),
-            Constraint::Length(16),
+            Constraint::Length(model_w),
             Constraint::Length(16),
             Constraint::Length(20),
             Constraint::Length(5),
