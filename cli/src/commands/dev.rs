@@ -185,7 +185,8 @@ fn credentials(tls_dir: &Path, node: &str) -> Result<(Tls, Tls, String)> {
         bootstrap::init(tls_dir, "dev")?;
     }
     // 127.0.0.1 too: the dashboard link `berth dashboard` prints names it.
-    let controller = bootstrap::controller_tls(tls_dir, 1, &["localhost".into(), "127.0.0.1".into()])?;
+    let controller =
+        bootstrap::controller_tls(tls_dir, 1, &["localhost".into(), "127.0.0.1".into()])?;
     let node_dir = tls_dir.join("node");
     let node_tls = match Tls::load(&node_dir) {
         Ok(t) if t.peer() == Some(Peer::Node(node.to_string())) => t,
