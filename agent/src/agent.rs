@@ -78,6 +78,10 @@ pub struct Agent {
     /// Exports to other agents in flight (reported: holders busy sending
     /// are chosen last as sources).
     pub exports: Arc<AtomicU32>,
+    /// Poked when this host gained an image (commit, load, transfer): the
+    /// next report goes at once, and the controller, which waits for it,
+    /// answers the command so the next one sees the image.
+    pub report_now: tokio::sync::Notify,
     /// The current session's control plane (pulls ask it for holders).
     control: Mutex<Option<ControlPlaneClient<Timed>>>,
     /// The daemon's settings, read when the session started.
@@ -127,6 +131,7 @@ impl Agent {
             relays: Default::default(),
             pulls: Arc::default(),
             exports: Arc::default(),
+            report_now: tokio::sync::Notify::new(),
             control: Mutex::new(None),
             daemon: Mutex::default(),
             policy: Mutex::default(),
@@ -218,6 +223,7 @@ impl Agent {
                 _ = tick.tick() => {}
                 // A transfer ended: create the waiting containers now.
                 _ = self.pulls.finished.notified() => {}
+                _ = self.report_now.notified() => {}
             }
             let start = std::time::Instant::now();
             let report = self

@@ -13,7 +13,10 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(
     version,
-    about = "Berth agent: runs jobs on this host's Docker daemon and GPUs"
+    about = "Berth agent: runs jobs on this host's Docker daemon and GPUs",
+    // A flag given twice takes its last value (a unit file's defaults,
+    // then the operator's), rather than refusing to start.
+    args_override_self = true
 )]
 struct Args {
     /// Controller addresses, comma-separated (host:port,...).

@@ -91,9 +91,10 @@ impl AgentService for DataPlane {
         &self,
         req: Request<ContainerCommitRequest>,
     ) -> Result<Response<ContainerCommitResponse>, Status> {
-        Ok(Response::new(
-            crate::files::commit(&self.0, req.into_inner()).await?,
-        ))
+        let r = crate::files::commit(&self.0, req.into_inner()).await?;
+        // The controller answers the commit once a report lists the image.
+        self.0.report_now.notify_one();
+        Ok(Response::new(r))
     }
 
     async fn update_container(
@@ -155,7 +156,9 @@ impl AgentService for DataPlane {
         &self,
         req: Request<tonic::Streaming<ImageChunk>>,
     ) -> Result<Response<ImportImageResponse>, Status> {
-        Ok(Response::new(self.load(req.into_inner()).await?))
+        let r = self.load(req.into_inner()).await?;
+        self.0.report_now.notify_one();
+        Ok(Response::new(r))
     }
 
     async fn delete_image(
@@ -214,6 +217,9 @@ impl AgentService for DataPlane {
             .await;
             agent.relays.close(&req.image);
             tracing::info!(image = %req.image, ok = r.is_ok(), "image transfer finished");
+            if r.is_ok() {
+                agent.report_now.notify_one();
+            }
             r
         });
         let out = async_stream::stream! {

@@ -72,6 +72,18 @@ fn save_then_load_moves_an_image_through_this_machine_and_refuses_a_truncated_ar
     );
     assert_eq!(d2.image_id(IMAGE), main_image_id(IMAGE), "same image id");
 
+    // Without --to, as `docker load`: one ready host, named in the answer.
+    let out = c.berth(&["image", "load", "-i", tar.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stderr(&out);
+    let host = said
+        .split(&format!("loaded {IMAGE} on "))
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("which host? {said}"))
+        .to_string();
+    assert!(c.agents.iter().any(|(n, _)| *n == host), "{said}");
+
     // Bad input: an image no host has, a file that is not there, a down host.
     let out = c.berth(&[
         "image",

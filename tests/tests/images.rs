@@ -13,28 +13,35 @@ fn an_image_moves_between_daemons_and_keeps_its_id() {
     let d2 = Dockerd::start();
     let _src = c.add_agent(1);
     let sock = d2.socket().display().to_string();
-    let dst = c.add_agent_with("1", &["--docker", &sock, "--label", "store=second"]);
+    // Reports every 5 s: only a push that waits for the target's report
+    // makes the image visible at once (read your writes).
+    let dst = c.add_agent_with(
+        "1",
+        &[
+            "--docker",
+            &sock,
+            "--label",
+            "store=second",
+            "--report-every",
+            "5",
+        ],
+    );
     assert_eq!(d2.image_id(IMAGE), None, "the second store starts empty");
     let out = push(&c, IMAGE, &dst);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains(&format!("{dst}: loaded")), "{err}");
     assert_eq!(d2.image_id(IMAGE), main_image_id(IMAGE), "same image id");
-    // The target reports it; a second push has nothing to do.
-    wait_for("the image in the target's report", DEADLINE, || {
-        // One row per (node, image).
-        let images = c.json(&["images"]);
-        images
-            .as_array()?
-            .iter()
-            .any(|i| {
-                i["node"] == dst.as_str()
-                    && i["tags"]
-                        .as_array()
-                        .is_some_and(|t| t.iter().any(|t| t == IMAGE))
-            })
-            .then_some(())
+    // The image table has it as soon as the push returned (one row per
+    // node and image); a second push has nothing to do.
+    let images = c.json(&["images"]);
+    let listed = images.as_array().unwrap().iter().any(|i| {
+        i["node"] == dst.as_str()
+            && i["tags"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t == IMAGE))
     });
+    assert!(listed, "not in berth images right after the push: {images}");
     let again = push(&c, IMAGE, &dst);
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already has"));

@@ -18,6 +18,9 @@ use crate::{Error, Reason, Result};
 /// jobs are lost only after `--node-lost-after`.
 pub const NODE_DOWN_AFTER: Duration = Duration::from_secs(15);
 
+/// How long a command that made an image waits for its host to report it.
+pub const IMAGE_REPORT_WAIT: Duration = Duration::from_secs(10);
+
 /// How long a node may be silent before it is DOWN, given `node_lost_after`.
 pub fn down_after(node_lost_after: Duration) -> Duration {
     NODE_DOWN_AFTER.min(node_lost_after)
@@ -82,6 +85,32 @@ impl Controller {
             )));
         }
         Ok(addr)
+    }
+
+    /// Waits until `node`'s reports list `image` (a name or an id): read
+    /// your writes after a commit, load or push, so the next command (a
+    /// run, a save) sees the image. The agent reports at once after such a
+    /// change; a host that stays silent past `IMAGE_REPORT_WAIT` is not
+    /// waited for longer (the image shows once it reports). Returns
+    /// whether the image was seen.
+    pub async fn image_seen(&self, node: &str, image: &str) -> bool {
+        let deadline = Instant::now() + IMAGE_REPORT_WAIT;
+        loop {
+            let seen = self.telemetry(node).is_some_and(|t| {
+                t.report
+                    .images
+                    .iter()
+                    .any(|i| berth_proto::image_ref::names(&i.id, &i.tags, image))
+            });
+            if seen {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(%node, %image, "the host has not reported the new image yet; it shows once it does");
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Names of the nodes reporting now.

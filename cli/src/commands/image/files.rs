@@ -142,12 +142,13 @@ pub async fn load(
             (Box::new(f), size)
         }
         None if std::io::stdin().is_terminal() => {
-            bail!("no archive: use -i FILE, or pipe one in (docker save IMAGE | berth image load --to HOST)")
+            bail!("no archive: use -i FILE, or pipe one in (docker save IMAGE | berth image load)")
         }
         None => (Box::new(std::io::stdin()), 0),
     };
-    let node = to[0].clone();
-    let progress = bar(size, &node, format);
+    // No --to: the controller chooses (and says which host in its answer).
+    let node = to.first().cloned().unwrap_or_default();
+    let progress = bar(size, if node.is_empty() { "a host" } else { &node }, format);
     let (tx, rx) = tokio::sync::mpsc::channel::<ImageUpload>(4);
     let reading = {
         let progress = progress.clone();

@@ -46,8 +46,10 @@ pub enum Command {
         /// Archive to read (stdin when omitted).
         #[arg(short, long)]
         input: Option<std::path::PathBuf>,
-        /// Hosts, comma-separated: loaded on the first, then pushed to the rest.
-        #[arg(long, value_delimiter = ',', required = true)]
+        /// Hosts, comma-separated: loaded on the first, then pushed to the
+        /// rest. Omitted: one ready host with room for it, the least busy
+        /// (as `docker load` needs none); the answer says which.
+        #[arg(long, value_delimiter = ',')]
         to: Vec<String>,
     },
     /// Remove IMAGE from hosts (every host holding it by default).

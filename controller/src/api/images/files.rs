@@ -44,14 +44,23 @@ impl Controller {
         Ok(stream.into_inner())
     }
 
-    /// `docker load` onto `node` of an archive of `size` bytes. Refused
-    /// before anything is sent when the node lacks the disk for it.
+    /// `docker load` onto `node` (empty: the host `load_host` picks) of an
+    /// archive of `size` bytes (0: unknown). Refused before anything is
+    /// sent when the node lacks the disk for it. Answers once the node's
+    /// report lists what was loaded, so the next command sees it. Returns
+    /// the node too.
     pub async fn load_image(
         &self,
         node: &str,
         size: u64,
         chunks: impl Stream<Item = ImageChunk> + Send + 'static,
-    ) -> Result<ImportImageResponse> {
+    ) -> Result<(String, ImportImageResponse)> {
+        let node = if node.is_empty() {
+            self.load_host(size)?
+        } else {
+            node.to_string()
+        };
+        let node = node.as_str();
         let addr = self.ready_agent(node)?;
         let free = self
             .telemetry(node)
@@ -70,8 +79,42 @@ impl Controller {
             .await?
             .import_image(chunks)
             .await
-            .map_err(|e| Error::FailedPrecondition(format!("{node}: {}", e.message())))?;
-        Ok(r.into_inner())
+            .map_err(|e| Error::FailedPrecondition(format!("{node}: {}", e.message())))?
+            .into_inner();
+        for name in &r.loaded {
+            self.image_seen(node, name).await;
+        }
+        Ok((node.to_string(), r))
+    }
+
+    /// Where `image load` without `--to` goes, as a placement would
+    /// choose: a ready host that is not cordoned, with room for the archive
+    /// (twice its size while it loads), the least busy, then the one with
+    /// the most free disk.
+    fn load_host(&self, size: u64) -> Result<String> {
+        let ready = self.ready_nodes();
+        let (cordoned, busy): (Vec<String>, Vec<usize>) = self.read(|s| {
+            (
+                s.cordons.keys().cloned().collect(),
+                ready.iter().map(|n| s.live_jobs_on(n)).collect(),
+            )
+        });
+        ready
+            .iter()
+            .zip(busy)
+            .filter(|(n, _)| !cordoned.contains(n))
+            .filter_map(|(n, busy)| {
+                let free = self.telemetry(n)?.report.disk.map_or(0, |d| d.free_bytes);
+                (free >= size.saturating_mul(2)).then_some((busy, std::cmp::Reverse(free), n))
+            })
+            .min()
+            .map(|(_, _, n)| n.clone())
+            .ok_or_else(|| {
+                Error::FailedPrecondition(format!(
+                    "no ready host has room for a {} MiB archive (twice that while it loads): free space (berth image gc) or name a host with --to HOST",
+                    size >> 20
+                ))
+            })
     }
 
     /// Removes `image` from `nodes` (every ready holder when empty).

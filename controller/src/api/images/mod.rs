@@ -58,7 +58,7 @@ impl ImageService for Images {
         let plan = self.0.plan_push(&req.image, &req.to, req.all)?;
         tracing::info!(image = %plan.image, targets = plan.targets.len(), sources = plan.sources.len(), "pushing image");
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(push::run(self.0.tls.clone(), plan, tx));
+        tokio::spawn(push::run(self.0.clone(), plan, tx));
         let out = async_stream::stream! {
             while let Some(p) = rx.recv().await {
                 yield Ok(p);
@@ -87,15 +87,12 @@ impl ImageService for Images {
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("an upload starts with the target node"))?;
-        let node = first.node.clone();
-        if node.is_empty() {
-            return Err(Status::invalid_argument("say which node: --to HOST"));
-        }
+        // No node: the controller picks one, as `docker load` needs none.
         let chunks = futures::stream::iter(first.chunk)
             .chain(super::rest(uploads).filter_map(|u| std::future::ready(u.chunk)));
-        let r = self
+        let (node, r) = self
             .0
-            .load_image(&node, first.archive_bytes, chunks)
+            .load_image(&first.node, first.archive_bytes, chunks)
             .await?;
         Ok(Response::new(LoadImageResponse {
             node,

@@ -7,20 +7,18 @@ use berth_proto::v1::PushProgress;
 use tokio::sync::mpsc;
 
 use super::plan::PushPlan;
-use berth_proto::tls::Tls;
-
-use crate::core::agent_client;
+use crate::core::{agent_client, Controller};
 
 /// Runs every transfer of `plan` at once, forwarding progress to `out`. The
 /// targets form a chain: each reads from the one before it while that one
 /// is still receiving (falling back to the holders), so N targets cost about
 /// one read of the holder and one transfer's time, not N.
-pub async fn run(tls: Tls, plan: PushPlan, out: mpsc::Sender<PushProgress>) {
+pub async fn run(ctl: Arc<Controller>, plan: PushPlan, out: mpsc::Sender<PushProgress>) {
     let plan = Arc::new(plan);
     let mut tasks = Vec::new();
     let n = plan.targets.len();
     for (i, (node, addr)) in plan.targets.clone().into_iter().enumerate() {
-        let (plan, out, tls) = (plan.clone(), out.clone(), tls.clone());
+        let (plan, out, ctl) = (plan.clone(), out.clone(), ctl.clone());
         let mut sources = Vec::new();
         if i > 0 {
             sources.push(plan.targets[i - 1].1.clone());
@@ -28,7 +26,7 @@ pub async fn run(tls: Tls, plan: PushPlan, out: mpsc::Sender<PushProgress>) {
         sources.extend(plan.sources.iter().cloned());
         let downstream = u32::from(i + 1 < n);
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = one(&tls, &plan, &node, &addr, sources, downstream, &out).await {
+            if let Err(e) = one(&ctl, &plan, &node, &addr, sources, downstream, &out).await {
                 let _ = out
                     .send(PushProgress {
                         node,
@@ -45,7 +43,7 @@ pub async fn run(tls: Tls, plan: PushPlan, out: mpsc::Sender<PushProgress>) {
 }
 
 async fn one(
-    tls: &Tls,
+    ctl: &Controller,
     plan: &PushPlan,
     node: &str,
     addr: &str,
@@ -53,7 +51,7 @@ async fn one(
     downstream: u32,
     out: &mpsc::Sender<PushProgress>,
 ) -> std::result::Result<(), String> {
-    let mut client = agent_client(tls, node, addr)
+    let mut client = agent_client(&ctl.tls, node, addr)
         .await
         .map_err(|e| e.to_string())?;
     let mut progress = client
@@ -77,7 +75,12 @@ async fn one(
                     })
                     .await;
             }
-            Ok(None) => return Ok(()),
+            Ok(None) => {
+                // The push ends once the image table has it on every
+                // target: a `berth run` right after lands anywhere.
+                ctl.image_seen(node, &plan.image).await;
+                return Ok(());
+            }
             Err(e) => return Err(e.message().to_string()),
         }
     }

@@ -225,16 +225,19 @@ pub async fn commit(
         .commit(ContainerCommitRequest {
             container_id: job.container_id,
             job_id: job.id,
-            image: req.image,
+            image: req.image.clone(),
             comment: req.comment,
             no_pause: req.no_pause,
             requested_by: who.describe(),
         })
         .await?
         .into_inner();
+    let node = job.node.unwrap_or_default();
+    // Answered once the image table has it: `berth run IMAGE` next works.
+    ctl.image_seen(&node, &req.image).await;
     Ok(CommitResponse {
         image_id: r.image_id,
-        node: job.node.unwrap_or_default(),
+        node,
     })
 }
 /// `docker update` of the running containers among `jobs`, on their hosts.
