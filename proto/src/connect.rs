@@ -107,6 +107,7 @@ fn is_quick(path: &str) -> bool {
                 | "SetPolicy"
                 | "AddMember"
                 | "RemoveMember"
+                | "TransferLeader"
                 | "CordonNode"
                 | "DrainNode"
                 | "RemoveNode"

@@ -34,6 +34,23 @@ impl Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// SIGTERM, as systemd stops a service, and waits for the exit (a
+    /// SIGKILL after 20 s). Returns how long the process took to stop.
+    pub fn term(&mut self) -> std::time::Duration {
+        let start = std::time::Instant::now();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        while start.elapsed() < std::time::Duration::from_secs(20) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return start.elapsed();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        self.kill9();
+        start.elapsed()
+    }
 }
 
 impl Drop for Proc {
@@ -218,6 +235,15 @@ impl Cluster {
 
     pub fn kill_controller(&mut self, i: usize) {
         self.controllers[i].kill9();
+    }
+
+    /// SIGTERM controller `i` (a planned stop) and wait for it to exit;
+    /// how long that took.
+    pub fn stop_controller(&mut self, i: usize) -> std::time::Duration {
+        self.controllers[i]
+            .proc
+            .take()
+            .map_or(std::time::Duration::ZERO, |mut p| p.term())
     }
 
     pub fn start_controller(&mut self, i: usize) {

@@ -8,6 +8,7 @@ use anyhow::{anyhow, Result};
 use berth_proto::v1::controller_service_client::ControllerServiceClient;
 use berth_proto::v1::{
     AddMemberRequest, ListMembersRequest, Member, Membership, RemoveMemberRequest,
+    TransferLeaderRequest,
 };
 
 use crate::client::status_message;
@@ -32,6 +33,9 @@ pub enum Command {
     },
     /// Remove a controller from the cluster.
     Remove { id: u64 },
+    /// Hand leadership to controller ID (default: the most up-to-date
+    /// follower) before maintenance, with no election (admins).
+    TransferLeader { id: Option<u64> },
 }
 
 pub async fn run(settings: &Settings, command: Command, format: Format) -> Result<()> {
@@ -44,6 +48,25 @@ pub async fn run(settings: &Settings, command: Command, format: Format) -> Resul
                 .map_err(status_message)?;
             println!("controller {id} added");
             list(settings, format).await
+        }
+        Command::TransferLeader { id } => {
+            let mut c = leader(settings).await?;
+            let r = c
+                .transfer_leader(TransferLeaderRequest {
+                    id: id.unwrap_or(0),
+                })
+                .await
+                .map_err(status_message)?
+                .into_inner();
+            if format == Format::Json {
+                println!(
+                    "{}",
+                    json!({"leader_id": r.leader_id, "took_ms": r.took_ms})
+                );
+            } else {
+                println!("controller {} leads now ({} ms)", r.leader_id, r.took_ms);
+            }
+            Ok(())
         }
         Command::Remove { id } => {
             let mut c = leader(settings).await?;

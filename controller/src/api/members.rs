@@ -8,6 +8,7 @@ use berth_proto::v1::controller_service_server::ControllerService;
 use berth_proto::v1::{
     AddMemberRequest, AddMemberResponse, BackupChunk, BackupRequest, ListMembersRequest,
     ListMembersResponse, Member, Membership, RemoveMemberRequest, RemoveMemberResponse,
+    TransferLeaderRequest, TransferLeaderResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -111,6 +112,20 @@ impl ControllerService for Members {
         self.0.add_member(r.id, r.addr).await?;
         Ok(Response::new(AddMemberResponse {
             membership: self.view(),
+        }))
+    }
+
+    async fn transfer_leader(
+        &self,
+        req: Request<TransferLeaderRequest>,
+    ) -> Result<Response<TransferLeaderResponse>, Status> {
+        let target = req.into_inner().id;
+        let start = std::time::Instant::now();
+        let leader_id = self.0.transfer_leadership(target).await?;
+        tracing::info!(leader = leader_id, "leadership handed over");
+        Ok(Response::new(TransferLeaderResponse {
+            leader_id,
+            took_ms: start.elapsed().as_millis() as u64,
         }))
     }
 

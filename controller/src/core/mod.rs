@@ -54,6 +54,8 @@ use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
 
 /// A proposal not applied by then is answered "outcome unknown, retry".
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A leader transfer not done by then has failed (the old leader goes on).
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
@@ -289,6 +291,19 @@ impl Controller {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.change(ConfChangeType::AddNode, id, addrs).await
+    }
+
+    /// Hands leadership to `target` (0: the most up-to-date follower) and
+    /// waits for another controller to lead. Returns the new leader.
+    pub async fn transfer_leadership(&self, target: u64) -> Result<u64> {
+        self.raft
+            .transfer_leader(target, TRANSFER_TIMEOUT)
+            .await
+            .map_err(|e| match e {
+                ProposeError::NotLeader { .. } => self.not_leader(),
+                ProposeError::Raft(m) => Error::FailedPrecondition(m),
+                other => Error::Unavailable(other.to_string()),
+            })
     }
 
     pub async fn remove_member(&self, id: u64) -> Result<()> {

@@ -55,6 +55,8 @@ pub enum Input {
     Snapshot(u64, SnapshotStatus),
     /// Replies with an index: once applied reaches it, reads are linearizable.
     ReadIndex(oneshot::Sender<Result<u64, ProposeError>>),
+    /// Hand leadership to this voter (raft's leader transfer).
+    TransferLeader(u64),
     /// A membership change; `addrs` (id → address) travel in its context so
     /// every member learns where new members are. Replies once applied.
     ConfChange {
@@ -140,6 +142,56 @@ impl RaftHandle {
         } else {
             Err(ProposeError::Dropped)
         }
+    }
+
+    /// Hands leadership to `target` (0: the voter that has replicated the
+    /// most), and waits until another controller leads. Returns it.
+    pub async fn transfer_leader(
+        &self,
+        target: u64,
+        timeout: Duration,
+    ) -> Result<u64, ProposeError> {
+        let st = self.status();
+        if st.leader != self.id {
+            return Err(ProposeError::NotLeader { leader: st.leader });
+        }
+        let target = if target != 0 {
+            if target == self.id || !st.voters.contains(&target) {
+                return Err(ProposeError::Raft(format!(
+                    "controller {target} is not another voting member"
+                )));
+            }
+            target
+        } else {
+            st.voters
+                .iter()
+                .filter(|v| **v != self.id)
+                .max_by_key(|v| {
+                    (
+                        st.matched.get(v).copied().unwrap_or(0),
+                        std::cmp::Reverse(**v),
+                    )
+                })
+                .copied()
+                .ok_or_else(|| ProposeError::Raft("no other voting member to lead".into()))?
+        };
+        self.inbox
+            .send(Input::TransferLeader(target))
+            .map_err(|_| ProposeError::Raft("raft thread stopped".into()))?;
+        let mut status = self.status.clone();
+        let me = self.id;
+        let led = tokio::time::timeout(
+            timeout,
+            status.wait_for(|s| s.leader != me && s.leader != 0),
+        )
+        .await
+        .ok()
+        .and_then(|r| r.ok().map(|s| s.leader));
+        led.ok_or_else(|| {
+            ProposeError::Raft(format!(
+                "controller {target} did not take over within {timeout:?} (is it caught up and reachable?)"
+            ))
+        })
     }
 
     pub fn status(&self) -> RaftStatus {

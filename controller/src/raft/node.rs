@@ -186,6 +186,10 @@ impl<SM: StateMachine> Loop<SM> {
                 }
             }
             Input::Unreachable(peer) => self.raw.report_unreachable(peer),
+            Input::TransferLeader(target) => {
+                tracing::info!(to = target, "handing leadership over");
+                self.raw.transfer_leader(target);
+            }
             Input::Snapshot(peer, status) => self.raw.report_snapshot(peer, status),
             Input::ReadIndex(reply) => {
                 let Some((seq, reply)) = self.lead(reply) else {

@@ -45,6 +45,8 @@ fn method_table() {
         (&alice, "/berth.v1.ControllerService/AddMember", false),
         (&viewer, "/berth.v1.ControllerService/Backup", false),
         (&admin, "/berth.v1.ControllerService/Backup", true),
+        (&alice, "/berth.v1.ControllerService/TransferLeader", false),
+        (&admin, "/berth.v1.ControllerService/TransferLeader", true),
         (&viewer, "/berth.v1.NodeService/ListNodes", true),
         (&alice, "/berth.v1.NodeService/CordonNode", false),
         (&alice, "/berth.v1.NodeService/DrainNode", false),
