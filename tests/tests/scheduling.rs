@@ -177,6 +177,31 @@ fn an_array_runs_at_most_its_cap_at_once() {
     // Though 4 GPUs are free, the cap keeps the other two queued.
     let s = states(&c);
     assert_eq!(s.iter().filter(|s| *s == "queued").count(), 2, "{s:?}");
+    // `berth ps` folds the array into one line; --tasks lists each task.
+    let out = c.berth(&["ps"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    let line = table
+        .lines()
+        .find(|l| l.contains(&format!("{name}[0-3]")))
+        .unwrap_or_else(|| panic!("no array line: {table}"));
+    assert!(
+        line.contains("4 tasks: ") && line.contains("2 running") && line.contains("2 queued"),
+        "{table}"
+    );
+    assert_eq!(
+        table.lines().filter(|l| l.contains(&name)).count(),
+        1,
+        "{table}"
+    );
+    let out = c.berth(&["ps", "--tasks"]);
+    let each = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        each.lines()
+            .filter(|l| l.contains(&format!("{name}.")))
+            .count(),
+        4,
+        "{each}"
+    );
     let running: Vec<&String> = tasks
         .iter()
         .zip(&s)
