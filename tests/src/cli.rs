@@ -97,7 +97,15 @@ impl Cluster {
 
     /// `berth run -d ARGS`; returns the job id.
     pub fn run_detached(&self, args: &[&str]) -> String {
-        let out = self.berth(&[&["run", "-d"], args].concat());
+        Self::detached(self.berth(&[&["run", "-d"], args].concat()), args)
+    }
+
+    /// `berth run -d ARGS` as the holder of `token`; returns the job id.
+    pub fn run_detached_as(&self, token: &str, args: &[&str]) -> String {
+        Self::detached(self.berth_as(token, &[&["run", "-d"], args].concat()), args)
+    }
+
+    fn detached(out: Output, args: &[&str]) -> String {
         assert!(
             out.status.success(),
             "berth run -d {args:?}: {}",

@@ -19,11 +19,9 @@ fn the_dashboard_shows_hosts_gpus_and_holders_and_updates_itself() {
     let alice = c.token("alice", "user");
     let bob = c.token("bob", "user");
     let viewer = c.token("watcher", "viewer");
-    let out = c.berth_as(
+    let job = c.run_detached_as(
         &alice,
         &[
-            "run",
-            "-d",
             "--gpus",
             "1",
             "--name",
@@ -34,12 +32,6 @@ fn the_dashboard_shows_hosts_gpus_and_holders_and_updates_itself() {
             "echo epoch 1 of alice; sleep 300",
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let job = String::from_utf8_lossy(&out.stdout).trim().to_string();
     c.wait_state(&job, "running");
 
     let out = c.berth_as(&alice, &["dashboard"]);
@@ -92,16 +84,9 @@ fn the_dashboard_shows_hosts_gpus_and_holders_and_updates_itself() {
     }
 
     // A job that starts now appears without a reload (the event stream).
-    let out = c.berth_as(
+    c.run_detached_as(
         &bob,
-        &[
-            "run", "-d", "--gpus", "1", "--name", "bobs-job", IMAGE, "sleep", "300",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        &["--gpus", "1", "--name", "bobs-job", IMAGE, "sleep", "300"],
     );
     let stdin = browser.stdin.as_mut().unwrap();
     writeln!(stdin, "bobs-job").unwrap();

@@ -21,20 +21,9 @@ fn controller_and_agent_metrics_parse_and_name_who_holds_each_gpu() {
     let alice = c.token("alice", "user");
     let viewer = c.token("watcher", "viewer");
 
-    let out = c.berth_as(&alice, &["run", "-d", "--gpus", "1", IMAGE, "sleep", "300"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let job = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let job = c.run_detached_as(&alice, &["--gpus", "1", IMAGE, "sleep", "300"]);
     // Two GPUs asked with one free: it queues behind the first.
-    let out = c.berth_as(&alice, &["run", "-d", "--gpus", "2", IMAGE, "true"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    c.run_detached_as(&alice, &["--gpus", "2", IMAGE, "true"]);
     c.wait_state(&job, "running");
 
     // Nobody, or a bad token: refused, with what to send.

@@ -63,18 +63,10 @@ fn berth_top_shows_who_holds_each_gpu_and_follows_the_cluster() {
     std::fs::write(c.foreign_file(&node), "1 4242 notebook 2g\n").unwrap();
     let alice = c.token("alice", "user");
     let bob = c.token("bob", "user");
-    let out = c.berth_as(
+    let job = c.run_detached_as(
         &alice,
-        &[
-            "run", "-d", "--gpus", "1", "--name", "train-a", IMAGE, "sleep", "300",
-        ],
+        &["--gpus", "1", "--name", "train-a", IMAGE, "sleep", "300"],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let job = String::from_utf8_lossy(&out.stdout).trim().to_string();
     c.wait_state(&job, "running");
 
     let tmux = Tmux(unique("top"));
@@ -116,16 +108,9 @@ fn berth_top_shows_who_holds_each_gpu_and_follows_the_cluster() {
     );
 
     // A job placed after the screen was drawn shows up (events, then a refresh).
-    let out = c.berth_as(
+    c.run_detached_as(
         &bob,
-        &[
-            "run", "-d", "--gpus", "1", "--name", "bobs-job", IMAGE, "sleep", "300",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        &["--gpus", "1", "--name", "bobs-job", IMAGE, "sleep", "300"],
     );
     tmux.wait_screen("bob's new job on screen", |s| {
         s.contains("bobs-job") && s.contains("bob")

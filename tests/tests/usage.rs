@@ -43,13 +43,7 @@ fn usage_counts_gpu_seconds_per_user_and_outlives_job_retention() {
     let viewer = c.token("watcher", "viewer");
     // Known lengths on known GPU counts: the truth is sleep × GPUs.
     let run = |token: &str, gpus: &str, secs: &str| {
-        let out = c.berth_as(token, &["run", "-d", "--gpus", gpus, IMAGE, "sleep", secs]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
+        c.run_detached_as(token, &["--gpus", gpus, IMAGE, "sleep", secs])
     };
     let a = run(&alice, "2", "4");
     let b = run(&bob, "1", "6");

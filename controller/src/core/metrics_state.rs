@@ -13,39 +13,35 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
 use rustc_hash::FxHashMap;
 
-use super::{down_after, Controller};
+use super::Controller;
 use crate::state::JobState;
 
 pub(super) fn encode(ctl: &Controller, enc: &mut DescriptorEncoder) -> std::fmt::Result {
-    let lost_after = down_after(ctl.node_lost_after);
     // One pass under the lock, formatting after it: a scrape never holds
     // the state longer than a walk over it.
     let rows = {
         let inner = ctl.shared.lock();
         let s = &inner.state;
         let states = tally(s.jobs.values().map(|j| j.state));
-        let queue = tally(s.queue.iter().filter_map(|id| s.jobs.get(id)).map(|j| {
+        // One walk over the queue for both tallies.
+        let mut queue = rustc_hash::FxHashMap::default();
+        let mut queued_gpus = rustc_hash::FxHashMap::default();
+        for j in s.queue.iter().filter_map(|id| s.jobs.get(id)) {
             let model = if j.spec.gpu_model.is_empty() {
                 "any".to_string()
             } else {
                 j.spec.gpu_model.clone()
             };
-            (j.spec.user.clone(), model)
-        }));
-        let queued_gpus = s.queue.iter().filter_map(|id| s.jobs.get(id)).fold(
-            rustc_hash::FxHashMap::default(),
-            |mut m, j| {
-                *m.entry(j.spec.user.clone()).or_insert(0u64) +=
-                    u64::from(j.spec.gpus.max(1)) * u64::from(j.spec.nodes.max(1));
-                m
-            },
-        );
+            *queue.entry((j.spec.user.clone(), model)).or_insert(0u64) += 1;
+            *queued_gpus.entry(j.spec.user.clone()).or_insert(0u64) +=
+                u64::from(j.spec.gpus.max(1)) * u64::from(j.spec.nodes.max(1));
+        }
         let mut nodes = Vec::new();
         let mut gpus = Vec::new();
         let mut disks = Vec::new();
         for n in s.nodes.values() {
             let t = inner.telemetry.get(&n.name);
-            let up = t.is_some_and(|t| t.at.elapsed() < lost_after);
+            let up = ctl.reported_recently(t);
             let status = match (up, s.cordons.contains_key(&n.name)) {
                 (false, _) => "down",
                 (true, true) => "cordoned",
@@ -89,15 +85,7 @@ pub(super) fn encode(ctl: &Controller, enc: &mut DescriptorEncoder) -> std::fmt:
 /// `job_id`, not `job`: Prometheus gives every series a `job` label of its
 /// own (the scrape job) and would rename ours `exported_job`.
 fn holders(s: &crate::state::State, uuid: &str) -> (String, String, String) {
-    let jobs: Vec<&crate::state::JobRecord> = match s.gpu_holder(uuid) {
-        Some(id) => s.jobs.get(id).into_iter().collect(),
-        None => s
-            .gpu_slices(uuid)
-            .into_iter()
-            .flat_map(|sl| sl.keys())
-            .filter_map(|id| s.jobs.get(id))
-            .collect(),
-    };
+    let jobs: Vec<&crate::state::JobRecord> = s.gpu_jobs(uuid).collect();
     let join = |f: &dyn Fn(&crate::state::JobRecord) -> &str| {
         let mut v: Vec<&str> = jobs.iter().map(|j| f(j)).collect();
         v.dedup();

@@ -65,8 +65,13 @@ impl Controller {
 
     /// Whether the node has reported recently.
     pub fn node_ready(&self, node: &str) -> bool {
-        self.telemetry(node)
-            .is_some_and(|t| t.at.elapsed() < down_after(self.node_lost_after))
+        self.reported_recently(self.telemetry(node).as_ref())
+    }
+
+    /// Whether `t`, a node's last report, is recent enough for it to be up
+    /// (for callers that already hold the state lock).
+    pub fn reported_recently(&self, t: Option<&Telemetry>) -> bool {
+        t.is_some_and(|t| t.at.elapsed() < down_after(self.node_lost_after))
     }
 
     /// The agent address of `node` if it is ready, else why not.

@@ -4,24 +4,11 @@
 //! wrote them, replayed by today's reader to the same state.
 
 use super::format::tests::{replays_to_the_same_state, write_script_fixture};
+use super::test_cmds;
 use super::*;
 
 fn node(name: &str, gpus: u32) -> Command {
-    Command::RegisterNode(NodeRecord {
-        name: name.into(),
-        agent_addr: format!("{name}:7451"),
-        gpu_backend: GpuBackend::Simulated,
-        gpus: (0..gpus)
-            .map(|i| GpuInventory {
-                index: i,
-                uuid: format!("{name}-g{i}"),
-                model: "A100".into(),
-                memory_total_bytes: 80 << 30,
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    })
+    test_cmds::node(name, gpus, "A100")
 }
 
 fn submit(id: &str, spec: JobSpec) -> Command {
@@ -41,17 +28,7 @@ fn submit(id: &str, spec: JobSpec) -> Command {
 }
 
 fn place(id: &str, node: &str, gpu: u32) -> Command {
-    Command::Place {
-        placements: vec![Placement {
-            job_id: id.into(),
-            node: node.into(),
-            gpus: vec![GpuRef {
-                index: gpu,
-                uuid: format!("{node}-g{gpu}"),
-            }],
-        }],
-        preemptions: Vec::new(),
-    }
+    test_cmds::place(id, node, &[gpu], &[])
 }
 
 fn script() -> Vec<Command> {

@@ -125,6 +125,19 @@ impl State {
         self.gpu_holder.get(uuid).map(String::as_str)
     }
 
+    /// Every job on GPU `uuid`: its whole-GPU holder, or the jobs sharing
+    /// it by slices.
+    pub fn gpu_jobs<'a>(&'a self, uuid: &str) -> impl Iterator<Item = &'a JobRecord> + 'a {
+        self.gpu_holder(uuid)
+            .into_iter()
+            .chain(
+                self.gpu_slices(uuid)
+                    .into_iter()
+                    .flat_map(|m| m.keys().map(String::as_str)),
+            )
+            .filter_map(|id| self.jobs.get(id))
+    }
+
     /// Slice jobs sharing a GPU, and the bytes each reserved.
     pub fn gpu_slices(&self, uuid: &str) -> Option<&BTreeMap<String, u64>> {
         self.slices.get(uuid).filter(|s| !s.is_empty())

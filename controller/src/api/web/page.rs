@@ -9,7 +9,7 @@ use berth_proto::web::Viewer;
 
 use super::chart;
 use super::html::{document, esc};
-use crate::core::{convert, down_after, Controller};
+use crate::core::{convert, Controller};
 use crate::leader::Leader;
 use crate::state::usage::{gpu_ms_by_user_day, DAY_MS};
 use crate::state::{JobRecord, JobState};
@@ -78,7 +78,7 @@ fn heat_map(ctl: &Controller, inner: &crate::core::machine::Inner, leading: bool
     let mut out = String::from("<section><h2>GPUs</h2><div class=\"hosts\">");
     for n in s.nodes.values() {
         let t = inner.telemetry.get(&n.name);
-        let up = t.is_some_and(|t| t.at.elapsed() < down_after(ctl.node_lost_after));
+        let up = ctl.reported_recently(t);
         let status = match (up, s.cordons.contains_key(&n.name)) {
             (false, _) if !leading => "status unknown here",
             (false, _) => "down",
@@ -96,16 +96,7 @@ fn heat_map(ctl: &Controller, inner: &crate::core::machine::Inner, leading: bool
             let g = t.and_then(|t| t.report.gpus.iter().find(|g| g.uuid == inv.uuid));
             let util = g.map_or(0, |g| g.utilization_percent);
             let used = g.map_or(0, |g| g.memory_used_bytes);
-            let holders: Vec<&JobRecord> = s
-                .gpu_holder(&inv.uuid)
-                .into_iter()
-                .chain(
-                    s.gpu_slices(&inv.uuid)
-                        .into_iter()
-                        .flat_map(|m| m.keys().map(String::as_str)),
-                )
-                .filter_map(|id| s.jobs.get(id))
-                .collect();
+            let holders: Vec<&JobRecord> = s.gpu_jobs(&inv.uuid).collect();
             let foreign: Vec<String> = g
                 .map(|g| {
                     g.foreign_processes
