@@ -252,6 +252,7 @@ async fn agent_with(d: &Daemon, name: &str, images: ImageOptions) -> String {
             audit: None,
             protected_paths: Vec::new(),
             limits: Default::default(),
+            resources: Default::default(),
         },
         Arc::new(docker),
         Arc::new(SimGpus::new(parse_spec("0").unwrap(), name, None)),

@@ -55,6 +55,8 @@ pub struct AgentConfig {
     /// Log, pids and memory defaults for containers, and how long finished
     /// ones are kept.
     pub limits: crate::limits::HostLimits,
+    /// CPU and memory offered to the scheduler, and the gang interface.
+    pub resources: crate::resources::HostResources,
 }
 
 pub struct Agent {
@@ -183,6 +185,9 @@ impl Agent {
                 gpus: classify(inventory, |_| true),
                 docker_version: info.version,
                 labels: self.cfg.labels.clone(),
+                millicpus: self.cfg.resources.millicpus(),
+                memory_bytes: self.cfg.resources.memory_bytes(),
+                numa_nodes: crate::resources::numa_nodes(),
             })
             .await?
             .into_inner();
@@ -333,12 +338,23 @@ impl Agent {
                     failed.insert(alloc.job_id.clone(), why);
                     return false;
                 }
+                // Each GPU's close CPUs, for pinning: sampled at create only.
+                let affinity = self
+                    .gpus
+                    .sample()
+                    .map(|s| s.into_iter().map(|g| (g.uuid, g.cpu_affinity)).collect())
+                    .unwrap_or_default();
+                let host = container::HostSide {
+                    limits: &self.cfg.limits,
+                    affinity,
+                    nccl_socket_ifname: self.cfg.resources.nccl_socket_ifname.as_deref(),
+                };
                 let spec = container::spec(
                     &alloc,
                     cluster,
                     &self.cfg.node,
                     self.gpus.kind() == berth_proto::internal::v1::GpuBackend::Nvml,
-                    &self.cfg.limits,
+                    &host,
                 );
                 match self.runtime.create_and_start(&spec).await {
                     Ok(id) => {

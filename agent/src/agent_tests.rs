@@ -17,6 +17,7 @@ fn agent(rt: Arc<FakeRuntime>) -> Arc<Agent> {
         audit: None,
         protected_paths: Vec::new(),
         limits: Default::default(),
+        resources: Default::default(),
     };
     Agent::new(
         cfg,

@@ -9,24 +9,40 @@ use berth_proto::policy::Policy;
 use crate::limits::HostLimits;
 use crate::runtime::{
     BindMount, ContainerSpec, LABEL_ATTEMPT, LABEL_CLUSTER, LABEL_GPUS, LABEL_JOB, LABEL_JOB_NAME,
-    LABEL_KEEP_WHEN_LOST, LABEL_NODE,
+    LABEL_AUTO_REMOVE, LABEL_KEEP_WHEN_LOST, LABEL_NODE,
 };
+
+/// What the host adds to every container: its defaults (log size, pids,
+/// memory per GPU), each GPU's close CPUs, and the gang interface.
+#[derive(Debug, Clone)]
+pub struct HostSide<'a> {
+    pub limits: &'a HostLimits,
+    /// GPU uuid → its CPU affinity list (from NVML; absent when unknown).
+    pub affinity: HashMap<String, String>,
+    pub nccl_socket_ifname: Option<&'a str>,
+}
 
 /// Builds the container for `alloc`. `real_gpus` is true under NVML: only then
 /// does the container get a `DeviceRequest` (simulated GPUs do not exist).
-/// `limits`: the host's defaults (log size, pids, memory per GPU).
 pub fn spec(
     alloc: &Allocation,
     cluster: &str,
     node: &str,
     real_gpus: bool,
-    limits: &HostLimits,
+    host: &HostSide,
 ) -> ContainerSpec {
+    let limits = host.limits;
     let js = alloc.spec.clone().unwrap_or_default();
     let uuids: Vec<String> = alloc.gpus.iter().map(|g| g.uuid.clone()).collect();
     let mut env = js.env.clone();
     // Array index, gang rendezvous, slice size: after the user's, so they win.
     env.extend(alloc.extra_env.iter().cloned());
+    let gang = alloc.extra_env.iter().any(|e| e.starts_with("BERTH_GANG_ID="));
+    if let Some(ifname) = host.nccl_socket_ifname.filter(|_| gang) {
+        if !env.iter().any(|e| e.starts_with("NCCL_SOCKET_IFNAME=")) {
+            env.push(format!("NCCL_SOCKET_IFNAME={ifname}"));
+        }
+    }
     // With nvidia as the default runtime (the seeds' daemon.json), a CUDA image
     // that says NVIDIA_VISIBLE_DEVICES=all would see every GPU: always set it,
     // to the job's GPUs or to "void" for a job without GPUs.
@@ -51,7 +67,15 @@ pub fn spec(
     env.push(format!("BERTH_JOB_ID={}", alloc.job_id));
     env.push(format!("BERTH_JOB_NAME={}", alloc.job_name));
     env.push(format!("BERTH_NODE={node}"));
-    let mut labels = HashMap::from([
+    // The user's labels first: Berth's own keys below overwrite any that
+    // try to pass for them (the controller refuses those at submit too).
+    let mut labels: HashMap<String, String> = js
+        .labels
+        .iter()
+        .filter(|(k, _)| !k.starts_with("berth."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    labels.extend([
         (LABEL_CLUSTER.to_string(), cluster.to_string()),
         (LABEL_NODE.to_string(), node.to_string()),
         (LABEL_JOB.to_string(), alloc.job_id.clone()),
@@ -64,6 +88,19 @@ pub fn spec(
         // partition must still know not to fence it.
         labels.insert(LABEL_KEEP_WHEN_LOST.to_string(), "true".to_string());
     }
+    if js.auto_remove {
+        labels.insert(LABEL_AUTO_REMOVE.to_string(), "true".to_string());
+    }
+    // Pinned near its GPUs only when every one's affinity is known.
+    let cpuset_cpus = if uuids.is_empty() {
+        String::new()
+    } else {
+        crate::resources::cpuset_for(
+            uuids
+                .iter()
+                .map(|u| host.affinity.get(u).map_or("", String::as_str)),
+        )
+    };
     ContainerSpec {
         name: alloc.job_name.clone(),
         image: js.image,
@@ -115,6 +152,19 @@ pub fn spec(
         devices: js.devices,
         network: js.network,
         ipc: js.ipc,
+        hostname: js.hostname,
+        ulimits: js
+            .ulimits
+            .iter()
+            .map(|u| (u.name.clone(), u.soft, u.hard))
+            .collect(),
+        cap_drop: js.cap_drop,
+        expose: js
+            .expose
+            .iter()
+            .map(|e| if e.contains('/') { e.clone() } else { format!("{e}/tcp") })
+            .collect(),
+        cpuset_cpus,
     }
 }
 
@@ -185,6 +235,14 @@ mod tests {
         }
     }
 
+    fn side(limits: &HostLimits) -> HostSide<'_> {
+        HostSide {
+            limits,
+            affinity: HashMap::new(),
+            nccl_socket_ifname: None,
+        }
+    }
+
     #[test]
     fn every_container_gets_the_hosts_limits_and_wait_jobs_a_label() {
         let limits = HostLimits {
@@ -193,25 +251,25 @@ mod tests {
         };
         let mut a = alloc();
         a.keep_when_lost = true;
-        let s = spec(&a, "cl", "n1", false, &limits);
+        let s = spec(&a, "cl", "n1", false, &side(&limits));
         assert_eq!(s.log_max_size, 100 << 20);
         assert_eq!(s.log_max_file, 3);
         assert_eq!(s.pids_limit, 32768);
         assert_eq!(s.memory_bytes, 2 * (8 << 30), "two GPUs, no -m");
         assert_eq!(s.labels[LABEL_KEEP_WHEN_LOST], "true");
-        let plain = spec(&alloc(), "cl", "n1", false, &limits);
+        let plain = spec(&alloc(), "cl", "n1", false, &side(&limits));
         assert!(!plain.labels.contains_key(LABEL_KEEP_WHEN_LOST));
         // The job's own --pids-limit (and -1, none) wins over the host's.
         for own in [100, -1] {
             let mut a = alloc();
             a.spec.as_mut().unwrap().pids_limit = own;
-            assert_eq!(spec(&a, "cl", "n1", false, &limits).pids_limit, own);
+            assert_eq!(spec(&a, "cl", "n1", false, &side(&limits)).pids_limit, own);
         }
     }
 
     #[test]
     fn carries_gpus_binds_ports_shm_and_labels() {
-        let s = spec(&alloc(), "cl", "n1", true, &HostLimits::default());
+        let s = spec(&alloc(), "cl", "n1", true, &side(&HostLimits::default()));
         // The controller's env comes after the user's, so it wins in docker.
         let a = s.env.iter().rposition(|e| e == "A=2").unwrap();
         assert!(a > s.env.iter().position(|e| e == "A=1").unwrap());
@@ -245,14 +303,14 @@ mod tests {
 
     #[test]
     fn simulated_gpus_get_env_but_no_device_request() {
-        let s = spec(&alloc(), "cl", "n1", false, &HostLimits::default());
+        let s = spec(&alloc(), "cl", "n1", false, &side(&HostLimits::default()));
         assert!(s.device_ids.is_empty());
         assert!(s
             .env
             .contains(&"NVIDIA_VISIBLE_DEVICES=GPU-2,GPU-3".to_string()));
         let mut a = alloc();
         a.gpus.clear();
-        let s = spec(&a, "cl", "n1", false, &HostLimits::default());
+        let s = spec(&a, "cl", "n1", false, &side(&HostLimits::default()));
         assert!(s.env.contains(&"NVIDIA_VISIBLE_DEVICES=void".to_string()));
     }
 

@@ -47,6 +47,7 @@ async fn serve(rt: Arc<FakeRuntime>) -> String {
             audit: None,
             protected_paths: Vec::new(),
             limits: Default::default(),
+            resources: Default::default(),
         },
         rt.clone(),
         Arc::new(SimGpus::new(parse_spec("0").unwrap(), "src", None)),

@@ -40,6 +40,7 @@ pub mod limits;
 pub mod metrics;
 pub mod pulls;
 pub mod reconcile;
+pub mod resources;
 pub mod relay;
 pub mod runtime;
 pub mod server;

@@ -76,6 +76,8 @@ struct Args {
     audit_log: Option<PathBuf>,
     #[command(flatten)]
     limits: berth_agent::limits::HostLimits,
+    #[command(flatten)]
+    resources: berth_agent::resources::HostResources,
     /// Logs on stderr as text, or as one JSON object per line (json).
     #[arg(long, env = "BERTH_LOG_FORMAT", default_value = "text")]
     log_format: berth_proto::logs::LogFormat,
@@ -98,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
             berth_agent::gpu_backend(&node, args.fake_gpus.as_deref(), args.fake_foreign.clone())?;
         return probe(gpus.as_ref());
     }
+    args.resources.check().map_err(anyhow::Error::msg)?;
     let (tls, node) = identity(&args).await?;
     let gpus =
         berth_agent::gpu_backend(&node, args.fake_gpus.as_deref(), args.fake_foreign.clone())?;
@@ -135,6 +138,7 @@ async fn main() -> anyhow::Result<()> {
         },
         protected_paths: vec![args.tls_dir.display().to_string()],
         limits: args.limits.clone(),
+        resources: args.resources.clone(),
     };
     tracing::info!(node = %cfg.node, data_plane = %advertise, gpus = gpus.kind().word(), "agent starting");
     let agent = Agent::new(cfg, Arc::new(docker), gpus);

@@ -75,6 +75,9 @@ pub fn cleanup(
         .filter(|c| match current.get(c.job_id.as_str()) {
             Some(&attempt) => c.attempt < attempt,
             None if c.state == ContainerState::Created => true,
+            // `--rm`: its end is recorded (the job no longer holds this
+            // host), so nothing needs it.
+            None if c.auto_remove => true,
             None => c.finished_at_ms.saturating_add(retention_ms) <= now_ms,
         })
         .map(|c| Action::Remove {

@@ -79,7 +79,44 @@ pub fn job_json(j: &Job) -> Value {
     v["spec"]["nano_cpus"] = json!(spec.nano_cpus);
     v["spec"]["on_host_lost"] = json!(spec.on_host_lost);
     v["spec"]["pids_limit"] = json!(spec.pids_limit);
+    v["spec"]["run_as"] = json!(spec.run_as);
+    v["spec"]["network"] = json!(spec.network);
+    v["spec"]["ipc"] = json!(spec.ipc);
+    v["spec"]["privileged"] = json!(spec.privileged);
+    v["spec"]["cap_add"] = json!(spec.cap_add);
+    v["spec"]["cap_drop"] = json!(spec.cap_drop);
+    v["spec"]["devices"] = json!(spec.devices);
+    v["spec"]["hostname"] = json!(spec.hostname);
+    v["spec"]["ulimits"] = json!(spec
+        .ulimits
+        .iter()
+        .map(|u| json!({"name": u.name, "soft": u.soft, "hard": u.hard}))
+        .collect::<Vec<_>>());
+    v["spec"]["labels"] = json!(spec.labels);
+    v["spec"]["rm"] = json!(spec.auto_remove);
+    v["spec"]["expose"] = json!(spec.expose);
+    v["spec"]["gpus_all"] = json!(spec.gpus_all);
+    // Where it is reachable once placed, with the ports Berth picked.
+    v["published"] = json!(j
+        .published
+        .iter()
+        .map(|p| json!({"host_ip": p.host_ip, "host_port": p.host_port, "container_port": p.container_port, "protocol": p.protocol}))
+        .collect::<Vec<_>>());
+    v["reserved"] = json!({"cpus": j.reserved_millicpus as f64 / 1000.0, "memory_bytes": j.reserved_memory_bytes});
     v
+}
+
+/// docker ps's PORTS column: "0.0.0.0:30001->8080/tcp, ...".
+pub fn ports_text(j: &Job) -> String {
+    j.published
+        .iter()
+        .map(|p| {
+            let proto = if p.protocol.is_empty() { "tcp" } else { &p.protocol };
+            let ip = if p.host_ip.is_empty() { "0.0.0.0" } else { &p.host_ip };
+            format!("{ip}:{}->{}/{proto}", p.host_port, p.container_port)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// "3 seconds ago", docker-style.

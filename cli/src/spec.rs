@@ -2,7 +2,7 @@
 //! here, before any request is sent, so a typo creates nothing.
 
 use anyhow::{bail, Context, Result};
-use berth_proto::v1::{ArrayRange, Mount, PortMapping};
+use berth_proto::v1::{ArrayRange, Mount, PortMapping, Ulimit};
 
 /// `-v SRC:DST[:ro|rw]`. SRC must be an absolute host path (a relative one
 /// would mean different things on different hosts).
@@ -63,7 +63,8 @@ pub fn array(s: &str) -> Result<ArrayRange> {
     })
 }
 
-/// `-p [IP:]HOST:CONTAINER[/tcp|udp]`.
+/// `-p [IP:]HOST:CONTAINER[/tcp|udp]`, or `-p CONTAINER` and
+/// `-p IP::CONTAINER`: Berth picks the host port (host_port 0).
 pub fn port(s: &str) -> Result<PortMapping> {
     let (addr, protocol) = match s.rsplit_once('/') {
         Some((a, p @ ("tcp" | "udp"))) => (a, p),
@@ -72,9 +73,10 @@ pub fn port(s: &str) -> Result<PortMapping> {
     };
     let parts: Vec<&str> = addr.split(':').collect();
     let (host_ip, host, ctr) = match parts.as_slice() {
+        [ctr] => ("", "", *ctr),
         [host, ctr] => ("", *host, *ctr),
         [ip, host, ctr] => (*ip, *host, *ctr),
-        _ => bail!("-p {s:?}: expected HOST:CONTAINER, e.g. -p 16006:6006"),
+        _ => bail!("-p {s:?}: expected [HOST:]CONTAINER, e.g. -p 16006:6006 or -p 6006"),
     };
     let num = |p: &str, what: &str| -> Result<u32> {
         let n: u32 = p
@@ -90,10 +92,122 @@ pub fn port(s: &str) -> Result<PortMapping> {
     }
     Ok(PortMapping {
         host_ip: host_ip.to_string(),
-        host_port: num(host, "host")?,
+        // Empty: Berth picks one from the cluster's --host-ports range.
+        host_port: if host.is_empty() { 0 } else { num(host, "host")? },
         container_port: num(ctr, "container")?,
         protocol: protocol.to_string(),
     })
+}
+
+/// `--ulimit NAME=SOFT[:HARD]` as docker reads it: one number sets both;
+/// -1 (or "unlimited") is no limit.
+pub fn ulimit(s: &str) -> Result<Ulimit> {
+    const NAMES: [&str; 16] = [
+        "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc",
+        "rss", "rtprio", "rttime", "sigpending", "stack", "as",
+    ];
+    let Some((name, values)) = s.split_once('=') else {
+        bail!("--ulimit {s:?}: expected NAME=SOFT[:HARD], e.g. --ulimit memlock=-1 or nofile=65536:65536");
+    };
+    if !NAMES.contains(&name) {
+        bail!(
+            "--ulimit {s:?}: unknown limit {name:?}; one of {}",
+            NAMES.join(", ")
+        );
+    }
+    let num = |v: &str| -> Result<i64> {
+        if v == "unlimited" {
+            return Ok(-1);
+        }
+        let n: i64 = v.parse().map_err(|_| {
+            anyhow::anyhow!("--ulimit {s:?}: {v:?} is not a number (use -1 for unlimited)")
+        })?;
+        if n < -1 {
+            bail!("--ulimit {s:?}: {n} is below -1 (unlimited)");
+        }
+        Ok(n)
+    };
+    let (soft, hard) = match values.split_once(':') {
+        Some((a, b)) => (num(a)?, num(b)?),
+        None => (num(values)?, num(values)?),
+    };
+    if hard != -1 && (soft == -1 || soft > hard) {
+        bail!("--ulimit {s:?}: the soft limit is above the hard one");
+    }
+    Ok(Ulimit {
+        name: name.to_string(),
+        soft,
+        hard,
+    })
+}
+
+/// `--env-file FILE` as docker reads it: `KEY=VALUE` lines, a bare `KEY`
+/// passes the local value (skipped when unset), `#` comments and blank
+/// lines ignored, no quote processing.
+pub fn env_file(path: &str) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--env-file {path}: cannot read it"))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.split_once('=') {
+            Some(("", _)) => bail!("--env-file {path}:{}: a variable needs a name", n + 1),
+            Some(_) => out.push(line.to_string()),
+            None => {
+                if line.contains(char::is_whitespace) {
+                    bail!("--env-file {path}:{}: {line:?} has whitespace in its name", n + 1);
+                }
+                if let Ok(v) = std::env::var(line) {
+                    out.push(format!("{line}={v}"));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `--label KEY=VALUE` (a bare KEY is an empty value, as docker's).
+pub fn label(s: &str) -> Result<(String, String)> {
+    let (k, v) = s.split_once('=').unwrap_or((s, ""));
+    if k.is_empty() {
+        bail!("--label {s:?}: expected KEY=VALUE");
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// `--gpus N`, `--gpus all` or `--gpus count=N` (docker's forms without
+/// device ids): (whole GPUs, all of one host).
+pub fn gpus(s: &str) -> Result<(u32, bool)> {
+    let v = s.trim_matches('"');
+    let v = v.strip_prefix("count=").unwrap_or(v);
+    if v == "all" {
+        return Ok((0, true));
+    }
+    if v.starts_with("device=") {
+        bail!("--gpus {s:?}: Berth chooses the GPUs; ask for a number (--gpus 2) or all, and --gpu-model for a kind");
+    }
+    let n: u32 = v
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--gpus {s:?}: give a number of GPUs or all"))?;
+    Ok((n, false))
+}
+
+/// `--expose PORT[/tcp|udp]`.
+pub fn expose(s: &str) -> Result<String> {
+    let (port, proto) = s.split_once('/').unwrap_or((s, "tcp"));
+    let n: u32 = port
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--expose {s:?}: expected PORT[/tcp|udp], e.g. 8888"))?;
+    if !(1..=65535).contains(&n) {
+        bail!("--expose {s:?}: port {n} is out of range 1..65535");
+    }
+    if proto != "tcp" && proto != "udp" {
+        bail!("--expose {s:?}: protocol {proto:?} must be tcp or udp");
+    }
+    Ok(format!("{n}/{proto}"))
 }
 
 /// `--shm-size` as docker reads it: a number with an optional b/k/m/g unit
@@ -171,6 +285,30 @@ mod tests {
     }
 
     #[test]
+    fn ulimits_env_files_labels_and_gpus_parse_as_docker_reads_them() {
+        let u = ulimit("memlock=-1").unwrap();
+        assert_eq!((u.name.as_str(), u.soft, u.hard), ("memlock", -1, -1));
+        let u = ulimit("nofile=1024:65536").unwrap();
+        assert_eq!((u.soft, u.hard), (1024, 65536));
+        assert!(ulimit("nofile=abc").unwrap_err().to_string().contains("not a number"));
+        assert!(ulimit("files=1").unwrap_err().to_string().contains("unknown limit"));
+        assert!(ulimit("nofile=10:5").is_err());
+        assert!(ulimit("nofile").is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("env");
+        std::fs::write(&f, "# comment\nA=1\n\nB=two words\nBERTH_SURELY_UNSET_VAR\n").unwrap();
+        assert_eq!(env_file(f.to_str().unwrap()).unwrap(), vec!["A=1", "B=two words"]);
+        assert!(env_file("/no/such/file").unwrap_err().to_string().contains("cannot read"));
+        assert_eq!(label("team=vision").unwrap(), ("team".into(), "vision".into()));
+        assert_eq!(gpus("all").unwrap(), (0, true));
+        assert_eq!(gpus("2").unwrap(), (2, false));
+        assert_eq!(gpus("count=4").unwrap(), (4, false));
+        assert!(gpus("device=1").is_err() && gpus("many").is_err());
+        assert_eq!(expose("8888").unwrap(), "8888/tcp");
+        assert!(expose("0").is_err() && expose("53/sctp").is_err());
+    }
+
+    #[test]
     fn ports() {
         let p = port("16006:6006").unwrap();
         assert_eq!(
@@ -182,7 +320,11 @@ mod tests {
             (p.host_ip.as_str(), p.protocol.as_str()),
             ("127.0.0.1", "udp")
         );
-        assert!(port("80").is_err());
+        // A container port alone (or IP::PORT): Berth picks the host port.
+        assert_eq!(port("80").unwrap().host_port, 0);
+        assert_eq!(port("80").unwrap().container_port, 80);
+        assert_eq!(port("127.0.0.1::80").unwrap().host_port, 0);
+        assert!(port(":80").is_ok_and(|p| p.host_port == 0));
         assert!(port("x:80").is_err());
         assert!(port("70000:80").is_err());
         assert!(port("1:80/sctp").is_err());
@@ -219,7 +361,8 @@ mod tests {
             #[test]
             fn ports_are_in_range_or_refused(s in "([0-9.]{0,15}:)?[0-9]{0,6}:[0-9]{0,6}(/tcp|/udp|/sctp)?") {
                 if let Ok(p) = port(&s) {
-                    prop_assert!((1..=65535).contains(&p.host_port));
+                    // 0: Berth picks it.
+                    prop_assert!(p.host_port <= 65535);
                     prop_assert!((1..=65535).contains(&p.container_port));
                     prop_assert!(p.protocol == "tcp" || p.protocol == "udp");
                 }

@@ -83,6 +83,7 @@ async fn committed(hosts: usize, jobs: usize, rounds: usize) -> Committed {
         tls: bench_tls(),
         node_lost_after: berth_controller::core::DEFAULT_NODE_LOST_AFTER,
         event_history: berth_controller::core::history::HISTORY_EVENTS,
+        hosts: Default::default(),
     })
     .unwrap();
     let leader = Leader::new(ctl.clone(), LeaderConfig::default());

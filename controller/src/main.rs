@@ -168,6 +168,8 @@ struct Args {
     /// Port 0 picks one (written to DATA_DIR/metrics.addr).
     #[arg(long, env = "BERTH_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    hosts: berth_controller::scheduler::host::HostArgs,
 }
 
 fn tls_command(cmd: TlsCmd) -> anyhow::Result<()> {
@@ -311,6 +313,7 @@ async fn main() -> anyhow::Result<()> {
         tls,
         node_lost_after: *args.node_lost_after,
         event_history: args.event_history as usize,
+        hosts: args.hosts.policy().map_err(anyhow::Error::msg)?,
     })
     .with_context(|| format!("opening data dir {}", args.data_dir.display()))?;
     let web = match args.metrics_listen {

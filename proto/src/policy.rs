@@ -68,6 +68,9 @@ pub struct Privileges {
     pub device: Vec<String>,
     /// `--network host`.
     pub network_host: Vec<String>,
+    /// The host network for a gang (`--nodes N`), which is its default:
+    /// its ranks must reach each other across hosts (NCCL).
+    pub gang_network_host: Vec<String>,
     /// `--ipc host`.
     pub ipc_host: Vec<String>,
     /// Running as root: `-u 0`, `-u root`, or no `-u` (most images' default).
@@ -99,6 +102,7 @@ impl Default for Privileges {
             cap_add: admin(),
             device: admin(),
             network_host: admin(),
+            gang_network_host: vec!["admin".into(), "user".into()],
             ipc_host: admin(),
             // Docker's default: most images run as root.
             root: vec!["admin".into(), "user".into()],
@@ -173,6 +177,7 @@ impl Policy {
             ("cap_add", &p.cap_add),
             ("device", &p.device),
             ("network_host", &p.network_host),
+            ("gang_network_host", &p.gang_network_host),
             ("ipc_host", &p.ipc_host),
             ("root", &p.root),
         ] {
@@ -257,8 +262,14 @@ impl Policy {
             (
                 "privileges.network_host",
                 "--network host",
-                spec.network == "host",
+                spec.network == "host" && spec.nodes <= 1,
                 &privs.network_host,
+            ),
+            (
+                "privileges.gang_network_host",
+                "the host network for a gang (--nodes; --network bridge opts out)",
+                spec.network == "host" && spec.nodes > 1,
+                &privs.gang_network_host,
             ),
             (
                 "privileges.ipc_host",

@@ -25,6 +25,8 @@ pub struct GpuSample {
     /// 0 when the driver does not say.
     pub temperature_celsius: u32,
     pub power_milliwatts: u32,
+    /// CPUs close to the GPU ("0-15"); empty when the driver does not say.
+    pub cpu_affinity: String,
 }
 
 pub trait GpuBackend: Send + Sync {
@@ -73,6 +75,7 @@ pub fn classify(samples: Vec<GpuSample>, is_berth: impl Fn(u32) -> bool) -> Vec<
             slices: Vec::new(),
             temperature_celsius: s.temperature_celsius,
             power_milliwatts: s.power_milliwatts,
+            cpu_affinity: s.cpu_affinity,
         })
         .collect()
 }

@@ -38,6 +38,8 @@ impl GpuBackend for NvmlGpus {
     }
 
     fn sample(&self) -> Result<Vec<GpuSample>> {
+        // 64 words of 64 bits: hosts of up to 4,096 CPUs.
+        const CPU_MASK_WORDS: usize = 64;
         let nvml_err = |e: nvml_wrapper::error::NvmlError| Error::Gpu(e.to_string());
         let count = self.nvml.device_count().map_err(nvml_err)?;
         let mut out = Vec::with_capacity(count as usize);
@@ -77,6 +79,13 @@ impl GpuBackend for NvmlGpus {
                 topology_group: self.groups.get(index as usize).cloned().unwrap_or_default(),
                 temperature_celsius: dev.temperature(TemperatureSensor::Gpu).unwrap_or(0),
                 power_milliwatts: dev.power_usage().unwrap_or(0),
+                cpu_affinity: dev
+                    .cpu_affinity(CPU_MASK_WORDS)
+                    .map(|words| {
+                        let words: Vec<u64> = words.into_iter().map(|w| w as u64).collect();
+                        crate::resources::mask_to_list(&words)
+                    })
+                    .unwrap_or_default(),
             });
         }
         Ok(out)

@@ -96,6 +96,8 @@ impl GpuBackend for SimGpus {
                 GpuSample {
                     // Simulated GPUs have no topology: adjacent indexes count as close.
                     topology_group: String::new(),
+                    // Nor CPU affinity: their jobs are not pinned.
+                    cpu_affinity: String::new(),
                     index,
                     uuid: sim_uuid(&self.uuid_seed, index),
                     model: model.clone(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use berth_proto::internal::v1::ContainerState;
 use bollard::models::{
     ContainerCreateBody, DeviceMapping, DeviceRequest, HostConfig, HostConfigLogConfig, Mount,
-    MountBindOptions, MountType, PortBinding,
+    MountBindOptions, MountType, PortBinding, ResourcesUlimits,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
@@ -101,6 +101,9 @@ impl Docker {
                 .unwrap_or_default(),
             keep_when_lost: labels
                 .get(LABEL_KEEP_WHEN_LOST)
+                .is_some_and(|v| v == "true"),
+            auto_remove: labels
+                .get(super::LABEL_AUTO_REMOVE)
                 .is_some_and(|v| v == "true"),
         })
     }
@@ -335,7 +338,10 @@ impl Containers for Docker {
 fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     let non_empty = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
     let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
-    for (ctr, host_ip, host_port) in &spec.ports {
+    // On the host network a port is the host's already: docker would
+    // discard the bindings (with a warning).
+    let host_network = spec.network == "host";
+    for (ctr, host_ip, host_port) in spec.ports.iter().filter(|_| !host_network) {
         port_bindings
             .entry(ctr.clone())
             .or_insert_with(|| Some(Vec::new()))
@@ -364,12 +370,33 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         open_stdin: Some(spec.stdin),
         stdin_once: Some(spec.stdin),
         attach_stdin: Some(spec.stdin),
-        exposed_ports: (!port_bindings.is_empty()).then(|| port_bindings.keys().cloned().collect()),
+        exposed_ports: {
+            let mut exposed: Vec<String> = port_bindings.keys().cloned().collect();
+            for e in &spec.expose {
+                if !exposed.contains(e) {
+                    exposed.push(e.clone());
+                }
+            }
+            (!exposed.is_empty()).then_some(exposed)
+        },
         user: (!spec.user.is_empty()).then(|| spec.user.clone()),
+        hostname: (!spec.hostname.is_empty()).then(|| spec.hostname.clone()),
         host_config: Some(HostConfig {
             mounts: (!spec.mounts.is_empty()).then(|| spec.mounts.iter().map(bind).collect()),
             privileged: spec.privileged.then_some(true),
             cap_add: non_empty(&spec.cap_add),
+            cap_drop: non_empty(&spec.cap_drop),
+            ulimits: (!spec.ulimits.is_empty()).then(|| {
+                spec.ulimits
+                    .iter()
+                    .map(|(name, soft, hard)| ResourcesUlimits {
+                        name: Some(name.clone()),
+                        soft: Some(*soft),
+                        hard: Some(*hard),
+                    })
+                    .collect()
+            }),
+            cpuset_cpus: (!spec.cpuset_cpus.is_empty()).then(|| spec.cpuset_cpus.clone()),
             devices: (!spec.devices.is_empty())
                 .then(|| spec.devices.iter().map(|d| device(d)).collect()),
             network_mode: (!spec.network.is_empty()).then(|| spec.network.clone()),

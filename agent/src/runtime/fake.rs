@@ -84,6 +84,7 @@ impl Containers for FakeRuntime {
                 .and_then(|a| a.parse().ok())
                 .unwrap_or(0),
             keep_when_lost: spec.labels.contains_key(super::LABEL_KEEP_WHEN_LOST),
+            auto_remove: spec.labels.contains_key(super::LABEL_AUTO_REMOVE),
             ..Default::default()
         });
         Ok(id)

@@ -32,6 +32,8 @@ pub const LABEL_GPUS: &str = "berth.gpus";
 pub const LABEL_ATTEMPT: &str = "berth.attempt";
 /// Set on containers of `--on-host-lost wait` jobs: never fenced.
 pub const LABEL_KEEP_WHEN_LOST: &str = "berth.keep-when-lost";
+/// Its job asked `--rm`: removed as soon as its end is recorded.
+pub const LABEL_AUTO_REMOVE: &str = "berth.rm";
 
 /// Everything needed to create one container; built purely from an allocation.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -72,6 +74,15 @@ pub struct ContainerSpec {
     /// docker's --network / --ipc; empty: the daemon's default.
     pub network: String,
     pub ipc: String,
+    /// docker's --hostname; empty: docker's default.
+    pub hostname: String,
+    /// docker's --ulimit: (name, soft, hard).
+    pub ulimits: Vec<(String, i64, i64)>,
+    pub cap_drop: Vec<String>,
+    /// docker's --expose ("8080/tcp"): exposed, not published.
+    pub expose: Vec<String>,
+    /// docker's --cpuset-cpus ("0-15"); empty: any CPU.
+    pub cpuset_cpus: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -102,6 +113,8 @@ pub struct ContainerInfo {
     pub gpus: Vec<String>,
     /// Its job keeps running through a partition (`--on-host-lost wait`).
     pub keep_when_lost: bool,
+    /// Its job asked `--rm`.
+    pub auto_remove: bool,
 }
 
 impl ContainerInfo {

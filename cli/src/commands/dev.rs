@@ -51,10 +51,18 @@ pub struct Args {
     /// DATA_DIR/metrics.addr); the CLI's token reads them.
     #[arg(long, env = "BERTH_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// Host ports Berth picks, and per-GPU CPU and memory defaults, as
+    /// `berth-controller`'s.
+    #[command(flatten)]
+    hosts: berth_controller::scheduler::host::HostArgs,
+    /// CPU and memory this host offers the scheduler, as `berth-agent`'s.
+    #[command(flatten)]
+    resources: berth_agent::resources::HostResources,
 }
 
 pub async fn run(args: Args) -> Result<()> {
     berth_proto::logs::init(args.log_format);
+    args.resources.check().map_err(anyhow::Error::msg)?;
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -78,6 +86,7 @@ pub async fn run(args: Args) -> Result<()> {
         snapshot_every: 50_000,
         tls: controller_tls,
         node_lost_after: *args.node_lost_after,
+        hosts: args.hosts.policy().map_err(anyhow::Error::msg)?,
         event_history: berth_controller::core::history::HISTORY_EVENTS,
     })
     .with_context(|| format!("opening {}", data_dir.display()))?;
@@ -111,6 +120,7 @@ pub async fn run(args: Args) -> Result<()> {
         )),
         protected_paths: vec![data_dir.display().to_string()],
         limits: args.limits.clone(),
+        resources: args.resources.clone(),
     };
     let agent = Agent::new(cfg, Arc::new(docker), gpus);
     let web = match args.metrics_listen {

@@ -39,6 +39,11 @@ pub async fn run(client: &Client, args: Args, format: Format) -> Result<()> {
                     "draining": n.draining,
                     "drain_deadline_ms": n.drain_deadline_ms,
                     "live_jobs": n.live_jobs,
+                    "cpus": n.millicpus as f64 / 1000.0,
+                    "cpus_held": n.millicpus_held as f64 / 1000.0,
+                    "memory_bytes": n.memory_bytes,
+                    "memory_held_bytes": n.memory_held_bytes,
+                    "numa_nodes": n.numa_nodes,
                     "agent_addr": n.agent_addr,
                     "gpu_backend": n.gpu_backend,
                     "docker_version": n.docker_version,
@@ -75,6 +80,18 @@ pub async fn run(client: &Client, args: Args, format: Format) -> Result<()> {
             .disk
             .as_ref()
             .map_or("-".into(), |d| format!("{} free", bytes(d.free_bytes)));
+        // CPU and memory held by jobs of what the host offers.
+        let cpu_mem = if n.millicpus == 0 {
+            "-".to_string()
+        } else {
+            format!(
+                "{}/{} CPU, {}/{}",
+                cpus(n.millicpus_held),
+                cpus(n.millicpus),
+                bytes(n.memory_held_bytes),
+                bytes(n.memory_bytes)
+            )
+        };
         let status = match super::node::schedulable(n) {
             "schedulable" => status_word(n.status).to_string(),
             admin => format!("{},{admin}", status_word(n.status)),
@@ -88,6 +105,7 @@ pub async fn run(client: &Client, args: Args, format: Format) -> Result<()> {
                 "-".into(),
                 "-".into(),
                 "-".into(),
+                cpu_mem.clone(),
                 disk.clone(),
             ]);
         }
@@ -118,6 +136,7 @@ pub async fn run(client: &Client, args: Args, format: Format) -> Result<()> {
                 ),
                 format!("{}%", g.utilization_percent),
                 holder,
+                cpu_mem.clone(),
                 disk.clone(),
             ]);
         }
@@ -125,7 +144,7 @@ pub async fn run(client: &Client, args: Args, format: Format) -> Result<()> {
     println!(
         "{}",
         table(
-            &["NODE", "STATUS", "GPU", "MODEL", "MEMORY", "UTIL", "HELD BY", "DISK"],
+            &["NODE", "STATUS", "GPU", "MODEL", "MEMORY", "UTIL", "HELD BY", "CPU / RAM HELD", "DISK"],
             rows
         )
     );
@@ -139,6 +158,12 @@ pub async fn run(client: &Client, args: Args, format: Format) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Thousandths of a core as a number of CPUs ("1.5").
+fn cpus(milli: u64) -> String {
+    let s = format!("{:.3}", milli as f64 / 1000.0);
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// A node's daemon, for a person checking a host.

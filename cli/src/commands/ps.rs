@@ -49,7 +49,7 @@ pub async fn run(client: &Client, args: Args, format: Format) -> Result<()> {
     println!(
         "{}",
         table(
-            &["JOB ID", "NAME", "IMAGE", "NODE", "GPUS", "CREATED", "STATUS"],
+            &["JOB ID", "NAME", "IMAGE", "NODE", "GPUS", "CREATED", "STATUS", "PORTS"],
             rows
         )
     );
@@ -116,6 +116,7 @@ fn array_row(tasks: &[&Job]) -> Vec<String> {
         },
         ago(tasks.iter().map(|t| t.submitted_at_ms).min().unwrap_or(0)),
         format!("{} tasks: {status}", tasks.len()),
+        String::new(),
     ]
 }
 
@@ -161,12 +162,15 @@ fn job_row(j: &Job) -> Vec<String> {
         } else {
             j.node.clone()
         },
-        if gpus.is_empty() {
-            format!("{} wanted", spec.gpus)
-        } else {
+        if !gpus.is_empty() {
             gpus
+        } else if spec.gpus_all {
+            "all wanted".into()
+        } else {
+            format!("{} wanted", spec.gpus)
         },
         ago(j.submitted_at_ms),
         status,
+        crate::output::ports_text(j),
     ]
 }

@@ -15,15 +15,39 @@ use crate::spec;
 #[derive(clap::Args)]
 #[command(trailing_var_arg = true)]
 pub struct Args {
-    /// Number of whole GPUs, all on one host.
-    #[arg(long, default_value_t = 0)]
-    gpus: u32,
+    /// Whole GPUs, all on one host: N, or all (every GPU of one host).
+    #[arg(long, default_value = "0")]
+    gpus: String,
     /// Bind mount SRC:DST[:ro] (SRC is a path on the host the job lands on).
     #[arg(short = 'v', long = "volume")]
     volumes: Vec<String>,
-    /// Publish a port: [IP:]HOST:CONTAINER[/PROTO].
+    /// Publish a port: [IP:][HOST:]CONTAINER[/PROTO]. Without HOST, Berth
+    /// picks a free host port (shown by `berth inspect`, and to the job as
+    /// BERTH_HOST_PORT_<CONTAINER>).
     #[arg(short = 'p', long = "publish")]
     ports: Vec<String>,
+    /// Publish every exposed port (--expose) on a host port Berth picks.
+    #[arg(short = 'P', long)]
+    publish_all: bool,
+    /// Expose a container port, PORT[/PROTO] (published with -P).
+    #[arg(long)]
+    expose: Vec<String>,
+    /// Read environment variables from a file of KEY=VALUE lines (as docker's).
+    #[arg(long = "env-file", value_name = "FILE")]
+    env_files: Vec<String>,
+    /// Set a label on the container: KEY=VALUE ("berth." keys are Berth's).
+    #[arg(short = 'l', long = "label")]
+    labels: Vec<String>,
+    /// Container host name (docker --hostname).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// A resource limit, NAME=SOFT[:HARD] (e.g. memlock=-1 for RDMA,
+    /// nofile=65536); repeatable.
+    #[arg(long = "ulimit")]
+    ulimits: Vec<String>,
+    /// Remove the container once the job has ended (its logs go with it).
+    #[arg(long)]
+    rm: bool,
     /// Set an environment variable: KEY=VALUE (or KEY to pass the local value).
     #[arg(short = 'e', long = "env")]
     env: Vec<String>,
@@ -115,6 +139,9 @@ pub struct Args {
     /// Add a Linux capability (as docker's --cap-add).
     #[arg(long = "cap-add", value_name = "CAP")]
     cap_add: Vec<String>,
+    /// Drop a Linux capability (as docker's --cap-drop; ALL for every one).
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    cap_drop: Vec<String>,
     /// Add a host device, HOST[:CONTAINER[:PERMS]] (as docker's --device).
     #[arg(long = "device")]
     devices: Vec<String>,
@@ -151,11 +178,36 @@ impl Args {
 pub fn job_spec(args: &Args) -> Result<JobSpec> {
     let mut it = args.image_and_command.iter();
     let image = it.next().cloned().unwrap_or_default();
+    // docker reads --env-file first, so -e wins over a file's line.
     let mut env = Vec::new();
+    for f in &args.env_files {
+        env.extend(spec::env_file(f)?);
+    }
     for e in &args.env {
         env.extend(spec::env(e)?);
     }
+    let (gpus, gpus_all) = spec::gpus(&args.gpus)?;
     Ok(JobSpec {
+        hostname: args.hostname.clone().unwrap_or_default(),
+        ulimits: args
+            .ulimits
+            .iter()
+            .map(|u| spec::ulimit(u))
+            .collect::<Result<_>>()?,
+        cap_drop: args.cap_drop.clone(),
+        labels: args
+            .labels
+            .iter()
+            .map(|l| spec::label(l))
+            .collect::<Result<_>>()?,
+        auto_remove: args.rm,
+        expose: args
+            .expose
+            .iter()
+            .map(|e| spec::expose(e))
+            .collect::<Result<_>>()?,
+        publish_all: args.publish_all,
+        gpus_all,
         image,
         command: it.cloned().collect(),
         entrypoint: args.entrypoint.iter().cloned().collect(),
@@ -176,7 +228,7 @@ pub fn job_spec(args: &Args) -> Result<JobSpec> {
             .map(spec::size)
             .transpose()?
             .unwrap_or(0),
-        gpus: args.gpus,
+        gpus,
         workdir: args.workdir.clone().unwrap_or_default(),
         tty: args.tty,
         stdin: args.interactive,

@@ -27,6 +27,7 @@ pub mod nodes;
 pub mod server;
 pub mod usage;
 pub mod validate;
+mod validate_run;
 pub mod web;
 
 use futures::{Stream, StreamExt};

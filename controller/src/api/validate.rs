@@ -82,9 +82,10 @@ pub fn job(spec: &JobSpec, name: &str) -> Result<()> {
     }
     let mut host_ports = HashSet::new();
     for p in &spec.ports {
-        if !(1..=65535).contains(&p.host_port) || !(1..=65535).contains(&p.container_port) {
+        // Host port 0: Berth picks one (`-p 8080`).
+        if p.host_port > 65535 || !(1..=65535).contains(&p.container_port) {
             return bad(format!(
-                "port mapping {}:{} is out of range: ports are 1..65535",
+                "port mapping {}:{} is out of range: ports are 1..65535 (a host port of 0 lets Berth pick one)",
                 p.host_port, p.container_port
             ));
         }
@@ -96,7 +97,7 @@ pub fn job(spec: &JobSpec, name: &str) -> Result<()> {
         if proto != "tcp" && proto != "udp" {
             return bad(format!("port protocol {proto:?} is not tcp or udp"));
         }
-        if !host_ports.insert((p.host_port, proto.to_string())) {
+        if p.host_port != 0 && !host_ports.insert((p.host_port, proto.to_string())) {
             return bad(format!(
                 "host port {}/{proto} is published twice",
                 p.host_port
@@ -130,7 +131,18 @@ pub fn job(spec: &JobSpec, name: &str) -> Result<()> {
             spec.master_port
         ));
     }
+    super::validate_run::docker_flags(spec)?;
     groups(spec)
+}
+
+/// What a submit fills in before any check: a gang left on the default
+/// network runs on the host network, where its ranks on different hosts
+/// reach each other directly (NCCL needs that; docker's bridge NAT breaks
+/// it). The policy then decides whether the owner may have it.
+pub fn defaults(spec: &mut JobSpec) {
+    if spec.nodes > 1 && spec.network.is_empty() {
+        spec.network = "host".into();
+    }
 }
 
 /// Largest gang, and most tasks in one array.
@@ -182,7 +194,10 @@ pub fn against_cluster(spec: &JobSpec, state: &State, image: ImageSeen) -> Resul
             "the cluster has no nodes yet: start `berth-agent` on a GPU host (or use `berth dev`)",
         ));
     }
-    hosts_for(spec, state)?;
+    if !spec.gpus_all {
+        hosts_for(spec, state)?;
+    }
+    super::validate_run::host_resources(spec, state)?;
     quota(spec, state)?;
     if image == ImageSeen::Nowhere {
         return Err(Error::refused(Reason::ImageNotFound, format!(

@@ -50,6 +50,16 @@ pub fn job_at(j: &JobRecord, queue_position: u32) -> pb::Job {
         preemptions: j.preemptions,
         restarts: j.restarts,
         task_env: j.task_env.clone(),
+        published: if j.node.is_some() {
+            crate::state::published(&j.spec, &j.picked_ports)
+                .iter()
+                .map(crate::core::wire::port_to_wire)
+                .collect()
+        } else {
+            Vec::new()
+        },
+        reserved_millicpus: j.millicpus,
+        reserved_memory_bytes: j.memory_bytes,
         // Telemetry, not state: filled by the API from the node's report.
         pull: None,
     }
@@ -75,6 +85,7 @@ pub fn node(n: &NodeRecord, t: Option<&Telemetry>, state: &State, ready: bool) -
                 utilization_percent: live.map_or(0, |g| g.utilization_percent),
                 temperature_celsius: live.map_or(0, |g| g.temperature_celsius),
                 power_milliwatts: live.map_or(0, |g| g.power_milliwatts),
+                cpu_affinity: live.map(|g| g.cpu_affinity.clone()).unwrap_or_default(),
                 foreign_processes: live
                     .map(|g| g.foreign_processes.clone())
                     .unwrap_or_default(),
@@ -118,5 +129,10 @@ pub fn node(n: &NodeRecord, t: Option<&Telemetry>, state: &State, ready: bool) -
             .and_then(|c| c.drain_deadline_ms)
             .unwrap_or(0),
         live_jobs: state.live_jobs_on(&n.name) as u32,
+        millicpus: n.millicpus,
+        memory_bytes: n.memory_bytes,
+        millicpus_held: state.held_on(&n.name).0,
+        memory_held_bytes: state.held_on(&n.name).1,
+        numa_nodes: n.numa_nodes,
     }
 }

@@ -77,6 +77,8 @@ pub struct ControllerConfig {
     /// Events kept for watches that resume from a revision
     /// (`--event-history`; `history::HISTORY_EVENTS` by default).
     pub event_history: usize,
+    /// Host ports Berth picks, and what a job holds per GPU by default.
+    pub hosts: crate::scheduler::host::HostPolicy,
 }
 
 /// `--node-lost-after` by default.
@@ -91,6 +93,8 @@ pub struct Controller {
     pub tls: Tls,
     /// See `ControllerConfig::node_lost_after`.
     pub node_lost_after: Duration,
+    /// See `ControllerConfig::hosts`.
+    pub hosts: crate::scheduler::host::HostPolicy,
     /// What `/metrics` counts (see `metrics`).
     pub metrics: metrics::Metrics,
     /// This controller's dashboard (https://HOST:PORT/), once it serves one.
@@ -182,6 +186,7 @@ impl Controller {
             cut,
             tls: cfg.tls.clone(),
             node_lost_after: cfg.node_lost_after,
+            hosts: cfg.hosts,
             metrics: metrics::Metrics::new(),
             dashboard_url: std::sync::OnceLock::new(),
         }))

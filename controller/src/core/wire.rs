@@ -43,9 +43,58 @@ pub fn spec_from_wire(s: pb::JobSpec) -> Result<state::JobSpec> {
         ipc,
         on_host_lost,
         pids_limit,
+        hostname,
+        ulimits,
+        cap_drop,
+        labels,
+        auto_remove,
+        expose,
+        publish_all,
+        gpus_all,
     } = s;
+    let mut ports: Vec<state::PortMapping> = ports
+        .into_iter()
+        .map(|p| state::PortMapping {
+            host_ip: p.host_ip,
+            host_port: p.host_port,
+            container_port: p.container_port,
+            protocol: p.protocol,
+        })
+        .collect();
+    if publish_all {
+        // docker's -P: every exposed port not published already, on a
+        // host port Berth picks.
+        for e in &expose {
+            let (port, proto) = parse_expose(e)?;
+            let published = ports.iter().any(|p| {
+                p.container_port == port && state::norm_proto(&p.protocol) == proto
+            });
+            if !published {
+                ports.push(state::PortMapping {
+                    host_ip: String::new(),
+                    host_port: 0,
+                    container_port: port,
+                    protocol: proto,
+                });
+            }
+        }
+    }
     Ok(state::JobSpec {
         pids_limit,
+        hostname,
+        ulimits: ulimits
+            .into_iter()
+            .map(|u| state::Ulimit {
+                name: u.name,
+                soft: u.soft,
+                hard: u.hard,
+            })
+            .collect(),
+        cap_drop,
+        labels: labels.into_iter().collect(),
+        auto_remove,
+        expose,
+        gpus_all,
         restart: restart_from_wire(&restart)?,
         on_host_lost: state::OnHostLost::parse(&on_host_lost).ok_or_else(|| {
             Error::InvalidArgument(format!(
@@ -64,15 +113,7 @@ pub fn spec_from_wire(s: pb::JobSpec) -> Result<state::JobSpec> {
                 read_only: m.read_only,
             })
             .collect(),
-        ports: ports
-            .into_iter()
-            .map(|p| state::PortMapping {
-                host_ip: p.host_ip,
-                host_port: p.host_port,
-                container_port: p.container_port,
-                protocol: p.protocol,
-            })
-            .collect(),
+        ports,
         shm_size_bytes,
         gpus,
         workdir,
@@ -141,9 +182,32 @@ pub fn spec_to_wire(s: &state::JobSpec) -> pb::JobSpec {
         ipc,
         on_host_lost,
         pids_limit,
+        hostname,
+        ulimits,
+        cap_drop,
+        labels,
+        auto_remove,
+        expose,
+        gpus_all,
     } = s;
     pb::JobSpec {
         pids_limit: *pids_limit,
+        hostname: hostname.clone(),
+        ulimits: ulimits
+            .iter()
+            .map(|u| pb::Ulimit {
+                name: u.name.clone(),
+                soft: u.soft,
+                hard: u.hard,
+            })
+            .collect(),
+        cap_drop: cap_drop.clone(),
+        labels: labels.clone().into_iter().collect(),
+        auto_remove: *auto_remove,
+        expose: expose.clone(),
+        // Resolved at submit into `ports` with host port 0.
+        publish_all: false,
+        gpus_all: *gpus_all,
         on_host_lost: on_host_lost.word().to_string(),
         image: image.clone(),
         command: command.clone(),
@@ -157,15 +221,7 @@ pub fn spec_to_wire(s: &state::JobSpec) -> pb::JobSpec {
                 read_only: m.read_only,
             })
             .collect(),
-        ports: ports
-            .iter()
-            .map(|p| pb::PortMapping {
-                host_ip: p.host_ip.clone(),
-                host_port: p.host_port,
-                container_port: p.container_port,
-                protocol: p.protocol.clone(),
-            })
-            .collect(),
+        ports: ports.iter().map(port_to_wire).collect(),
         shm_size_bytes: *shm_size_bytes,
         gpus: *gpus,
         workdir: workdir.clone(),
@@ -195,6 +251,35 @@ pub fn spec_to_wire(s: &state::JobSpec) -> pb::JobSpec {
         network: network.clone(),
         ipc: ipc.clone(),
     }
+}
+
+pub fn port_to_wire(p: &state::PortMapping) -> pb::PortMapping {
+    pb::PortMapping {
+        host_ip: p.host_ip.clone(),
+        host_port: p.host_port,
+        container_port: p.container_port,
+        protocol: p.protocol.clone(),
+    }
+}
+
+/// docker's `--expose PORT[/PROTO]`: the port and "tcp" or "udp".
+pub fn parse_expose(e: &str) -> Result<(u32, String)> {
+    let (port, proto) = e.split_once('/').unwrap_or((e, "tcp"));
+    let port: u32 = port
+        .parse()
+        .ok()
+        .filter(|p| (1..=65535).contains(p))
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "--expose {e:?}: give a container port 1..65535, optionally /tcp or /udp"
+            ))
+        })?;
+    if proto != "tcp" && proto != "udp" {
+        return Err(Error::InvalidArgument(format!(
+            "--expose {e:?}: protocol {proto:?} must be tcp or udp"
+        )));
+    }
+    Ok((port, proto.to_string()))
 }
 
 /// Docker's `--restart` words; empty is no policy.
@@ -295,6 +380,19 @@ mod tests {
             ipc: "host".into(),
             on_host_lost: "wait".into(),
             pids_limit: 4096,
+            hostname: "rank0".into(),
+            ulimits: vec![pb::Ulimit {
+                name: "memlock".into(),
+                soft: -1,
+                hard: -1,
+            }],
+            cap_drop: vec!["NET_RAW".into()],
+            labels: [("team".to_string(), "vision".to_string())].into(),
+            auto_remove: true,
+            expose: vec!["8888/tcp".into()],
+            // Resolved at submit into ports: never read back.
+            publish_all: false,
+            gpus_all: false,
         };
         let recorded = spec_from_wire(wire.clone()).unwrap();
         assert_eq!(recorded.restart, RestartPolicy::OnFailure { max: Some(3) });

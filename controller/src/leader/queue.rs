@@ -178,8 +178,14 @@ pub fn from_spec(spec: &JobSpec, seq: u64) -> QueuedJob {
         ports: spec
             .ports
             .iter()
+            .filter(|p| p.host_port != 0)
             .map(|p| (p.host_port, p.protocol.clone()))
             .collect(),
+        pick_ports: crate::state::ports_to_pick(spec),
+        all_gpus: spec.gpus_all,
+        millicpus: spec.nano_cpus.div_ceil(1_000_000),
+        // -m is a limit docker enforces: hold at least that much.
+        memory_bytes: spec.memory_bytes,
         gang: Vec::new(),
         array: None,
         not_before_ms: 0,
@@ -240,6 +246,9 @@ mod tests {
                 &Command::Place {
                     placements: vec![Placement {
                         job_id: "b".into(),
+                        ports: Vec::new(),
+                        millicpus: 0,
+                        memory_bytes: 0,
                         node: "n".into(),
                         gpus: vec![],
                     }],

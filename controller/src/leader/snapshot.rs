@@ -33,6 +33,7 @@ impl Leader {
             &mut caches,
             move_images,
             down_after(self.ctl.node_lost_after),
+            self.ctl.hosts,
         )
     }
 }
@@ -42,6 +43,7 @@ fn build(
     caches: &mut super::Caches,
     move_images: bool,
     down_after: std::time::Duration,
+    hosts: crate::scheduler::host::HostPolicy,
 ) -> Snapshot {
     let Inner {
         state, telemetry, ..
@@ -52,6 +54,7 @@ fn build(
     } = caches;
     let mut snap = Snapshot {
         move_images,
+        hosts,
         now_ms: crate::core::convert::now_ms(),
         ..Snapshot::default()
     };
@@ -148,7 +151,7 @@ fn node_view(state: &State, node: &NodeRecord, t: &Telemetry) -> (NodeView, Vec<
             job.spec.gpu_memory_bytes.saturating_mul(1000)
                 / total.map_or(1, |g| g.memory_total_bytes.max(1))
         } else {
-            job.spec.gpus as u64 * 1000
+            crate::state::whole_gpus(job) as u64 * 1000
         };
         match usage.iter_mut().find(|(u, _)| *u == job.spec.user) {
             Some((_, u)) => *u += share,
@@ -194,6 +197,10 @@ fn node_view(state: &State, node: &NodeRecord, t: &Telemetry) -> (NodeView, Vec<
         live_jobs: state.live_jobs_on(&node.name) as u32,
         exclusive: state.exclusive_holder(&node.name).is_some(),
         victims,
+        millicpus: node.millicpus,
+        memory_bytes: node.memory_bytes,
+        millicpus_held: state.held_on(&node.name).0,
+        memory_held: state.held_on(&node.name).1,
     };
     (view, usage)
 }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::fit::{image_ok, model_ok, whole_ok};
+use super::host::{self, Short};
 use super::{run, Constraint, GpuUse, NodeView, Outcome, QueuedJob, Snapshot};
 use crate::state::norm_proto;
 
@@ -140,7 +141,14 @@ fn host_reason(n: &NodeView, job: &QueuedJob, snap: &Snapshot) -> Option<String>
     if job.exclusive && (n.live_jobs > 0 || n.gpus.iter().any(|g| g.use_ != GpuUse::Free)) {
         return Some("busy (the job asks for the whole host)".into());
     }
-    if job.gpus > 0 {
+    if job.all_gpus {
+        if n.gpus.is_empty() {
+            return Some("no GPUs (--gpus all)".into());
+        }
+        if !n.gpus.iter().all(|g| whole_ok(g, job)) {
+            return Some("not every GPU free (--gpus all)".into());
+        }
+    } else if job.gpus > 0 {
         let free = n.gpus.iter().filter(|g| whole_ok(g, job)).count();
         if free < need {
             return Some("too few free GPUs".into());
@@ -157,7 +165,31 @@ fn host_reason(n: &NodeView, job: &QueuedJob, snap: &Snapshot) -> Option<String>
             return Some(format!("no GPU with {} unreserved", bytes(job.memory)));
         }
     }
-    None
+    let whole = if job.all_gpus {
+        n.gpus.len()
+    } else {
+        job.gpus as usize
+    };
+    match host::fits(job, n, whole, &snap.hosts) {
+        Ok(()) => None,
+        Err(short) => {
+            // What the job asks, not what each host has left: hosts
+            // short of the same thing group under one reason.
+            let (cpu, mem) = host::reservation(job, n, whole, &snap.hosts);
+            Some(match short {
+                Short::Cpu => format!("not enough CPU ({} asked)", cpus(cpu)),
+                Short::Memory => format!("not enough memory ({} asked)", bytes(mem)),
+                Short::Ports => "no free host port in the --host-ports range".into(),
+            })
+        }
+    }
+}
+
+/// Thousandths of a core as docker's --cpus writes them.
+fn cpus(milli: u64) -> String {
+    let s = format!("{:.3}", milli as f64 / 1000.0);
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    format!("{s} CPU")
 }
 
 pub fn bytes(b: u64) -> String {

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 
+use super::host;
 use super::image::holds;
 use super::{GpuUse, GpuView, NodeView, QueuedJob, Snapshot};
 use crate::state::norm_proto;
@@ -19,6 +20,10 @@ pub fn same_shape(a: &QueuedJob, b: &QueuedJob) -> bool {
         && a.image == b.image
         && a.constraints == b.constraints
         && a.ports == b.ports
+        && a.all_gpus == b.all_gpus
+        && a.millicpus == b.millicpus
+        && a.memory_bytes == b.memory_bytes
+        && a.pick_ports == b.pick_ports
 }
 
 /// A hash of exactly what `same_shape` compares.
@@ -28,6 +33,7 @@ pub fn shape_hash(job: &QueuedJob) -> u64 {
     let mut h = rustc_hash::FxHasher::default();
     (job.gpus, job.memory, job.exclusive, job.gang.len()).hash(&mut h);
     (&job.model, &job.image, &job.constraints, &job.ports).hash(&mut h);
+    (job.all_gpus, job.millicpus, job.memory_bytes, &job.pick_ports).hash(&mut h);
     h.finish()
 }
 
@@ -58,6 +64,10 @@ pub struct Assigned {
     pub node: String,
     pub gpus: Vec<(u32, String)>,
     pub share: u64,
+    /// Host ports picked (`QueuedJob::pick_ports` order).
+    pub ports: Vec<u32>,
+    /// (thousandths of a core, bytes) held on the host.
+    pub held: (u64, u64),
 }
 
 /// What a host can give one task.
@@ -106,7 +116,7 @@ impl Cluster {
     pub fn place(&mut self, job: &QueuedJob, snap: &Snapshot) -> Option<Vec<Assigned>> {
         let tasks = job.gang.len().max(1);
         let fits = self.choose(job, snap, tasks)?;
-        Some(fits.into_iter().map(|f| self.take(f, job)).collect())
+        Some(fits.into_iter().map(|f| self.take(f, job, snap)).collect())
     }
 
     /// The most free GPUs any host has.
@@ -140,6 +150,8 @@ impl Cluster {
     pub fn cannot_fit(&self, job: &QueuedJob) -> bool {
         if job.gpus > 0 {
             job.gpus as usize > self.max_free()
+        } else if job.all_gpus {
+            self.max_free() == 0
         } else if job.memory > 0 {
             self.max_free() == 0 && self.max_shared_room() < job.memory
         } else {
@@ -172,7 +184,7 @@ impl Cluster {
                 return Some(vec![f]);
             }
         }
-        let from = (job.gpus as usize).max(usize::from(job.memory > 0));
+        let from = (job.gpus as usize).max(usize::from(job.memory > 0 || job.all_gpus));
         'scan: for bucket in self.buckets.iter().skip(from) {
             for &n in bucket {
                 if let Some(f) = self.host_fit(n, job, snap) {
@@ -211,6 +223,9 @@ impl Cluster {
             let Some(has_image) = self.host_ok(n, job, snap) else {
                 continue;
             };
+            if host::fits(job, &self.nodes[n], 0, &snap.hosts).is_err() {
+                continue;
+            }
             best = Some((
                 room,
                 HostFit {
@@ -249,7 +264,13 @@ impl Cluster {
     fn host_fit(&self, n: usize, job: &QueuedJob, snap: &Snapshot) -> Option<HostFit> {
         let has_image = self.host_ok(n, job, snap)?;
         let node = &self.nodes[n];
-        let gpus = if job.gpus > 0 {
+        let gpus = if job.all_gpus {
+            let all = node.gpus.len();
+            if all == 0 || !node.gpus.iter().all(|g| whole_ok(g, job)) {
+                return None;
+            }
+            (0..all).collect()
+        } else if job.gpus > 0 {
             let eligible: Vec<usize> = (0..node.gpus.len())
                 .filter(|&g| whole_ok(&node.gpus[g], job))
                 .collect();
@@ -271,6 +292,8 @@ impl Cluster {
         } else {
             Vec::new()
         };
+        let whole = if job.gpus > 0 || job.all_gpus { gpus.len() } else { 0 };
+        host::fits(job, node, whole, &snap.hosts).ok()?;
         Some(HostFit {
             node: n,
             gpus,
@@ -279,13 +302,22 @@ impl Cluster {
     }
 
     /// Commits a fit to the working state.
-    fn take(&mut self, f: HostFit, job: &QueuedJob) -> Assigned {
+    fn take(&mut self, f: HostFit, job: &QueuedJob, snap: &Snapshot) -> Assigned {
         let mut share = 0;
         let mut gpus = Vec::new();
+        let whole = job.gpus > 0 || job.all_gpus;
+        let held = host::reservation(
+            job,
+            &self.nodes[f.node],
+            if whole { f.gpus.len() } else { 0 },
+            &snap.hosts,
+        );
+        let ports = host::pick_ports(&self.nodes[f.node], &job.pick_ports, snap.hosts.ports)
+            .unwrap_or_default();
         for &g in &f.gpus {
             let gpu = &self.nodes[f.node].gpus[g];
             gpus.push((gpu.index, gpu.uuid.to_string()));
-            if job.gpus > 0 {
+            if whole {
                 share += 1000;
                 self.set_use(f.node, g, GpuUse::Held);
             } else {
@@ -303,10 +335,17 @@ impl Cluster {
         for (p, proto) in &job.ports {
             node.used_ports.insert((*p, norm_proto(proto)));
         }
+        for (p, proto) in ports.iter().zip(&job.pick_ports) {
+            node.used_ports.insert((*p, norm_proto(proto)));
+        }
+        node.millicpus_held += held.0;
+        node.memory_held += held.1;
         Assigned {
             node: node.name.clone(),
             gpus,
             share,
+            ports,
+            held,
         }
     }
 

@@ -34,6 +34,7 @@
 
 pub mod explain;
 mod fit;
+pub mod host;
 mod image;
 mod rank;
 pub use rank::{QueueKey, QueueKeys};
@@ -68,6 +69,12 @@ pub struct NodeView {
     pub exclusive: bool,
     /// Live preemptible jobs here (whole-GPU jobs only).
     pub victims: Vec<Victim>,
+    /// CPU (thousandths of a core) and memory the host has (0: unknown,
+    /// not counted) and what live jobs hold.
+    pub millicpus: u64,
+    pub memory_bytes: u64,
+    pub millicpus_held: u64,
+    pub memory_held: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -128,7 +135,17 @@ pub struct QueuedJob {
     pub constraints: Vec<Constraint>,
     pub exclusive: bool,
     pub image: String,
+    /// Fixed host ports (`-p 8080:80`).
     pub ports: Vec<(u32, String)>,
+    /// Protocols of the host ports Berth picks per task (`-p 80`, `-P`,
+    /// a host network gang's rendezvous port).
+    pub pick_ports: Vec<String>,
+    /// `--gpus all`: every GPU of one host (`gpus` is 0).
+    pub all_gpus: bool,
+    /// `--cpus` (thousandths) and `-m` (bytes) held per task; 0: the
+    /// per-GPU defaults (`host::HostPolicy`).
+    pub millicpus: u64,
+    pub memory_bytes: u64,
     /// Gang tasks by rank (job ids); empty for a single job.
     pub gang: Vec<String>,
     /// Array group id and its concurrency cap (0 = none).
@@ -162,6 +179,8 @@ pub struct Snapshot {
     pub image_sizes: HashMap<String, u64>,
     /// Whether hosts lacking an image may be chosen (the image is moved there).
     pub move_images: bool,
+    /// Host ports, CPU and memory defaults (the controllers' settings).
+    pub hosts: host::HostPolicy,
     /// The leader's clock (unix ms), for restart backoffs; the only time a
     /// pass sees.
     pub now_ms: i64,
@@ -287,7 +306,10 @@ fn run(snapshot: &Snapshot, trace: Option<&str>) -> (Plan, Option<Outcome>) {
             continue;
         };
         *usage.entry(job.user.clone()).or_default() += placed.iter().map(|p| p.share).sum::<u64>();
-        *whole.entry(job.user.clone()).or_default() += job.gpus * tasks;
+        if job.gpus > 0 || job.all_gpus {
+            *whole.entry(job.user.clone()).or_default() +=
+                placed.iter().map(|p| p.gpus.len() as u32).sum::<u32>();
+        }
         if let Some((group, _)) = &job.array {
             *group_live.entry(group.clone()).or_default() += 1;
         }
@@ -310,6 +332,9 @@ fn run(snapshot: &Snapshot, trace: Option<&str>) -> (Plan, Option<Outcome>) {
                     .into_iter()
                     .map(|(index, uuid)| GpuRef { index, uuid })
                     .collect(),
+                ports: p.ports,
+                millicpus: p.held.0,
+                memory_bytes: p.held.1,
             });
         }
     }

@@ -23,6 +23,7 @@ pub fn check_invariants(snap: &Snapshot, plan: &Plan) -> Result<(), String> {
     let mut slices: HashMap<&str, u64> = HashMap::new();
     let mut per_node: HashMap<&str, Vec<&QueuedJob>> = HashMap::new();
     let mut ports: HashSet<(&str, u32)> = HashSet::new();
+    let mut cpu_mem: HashMap<&str, (u64, u64)> = HashMap::new();
     let mut placed: HashSet<&str> = HashSet::new();
     let mut held = snap.whole_held.clone();
     let mut live = snap.group_live.clone();
@@ -78,10 +79,28 @@ pub fn check_invariants(snap: &Snapshot, plan: &Plan) -> Result<(), String> {
                 }
             }
         }
-        for (port, _) in &job.ports {
+        if p.ports.len() != job.pick_ports.len() {
+            return Err(format!("{} got {} picked ports", p.job_id, p.ports.len()));
+        }
+        let (lo, hi) = snap.hosts.ports;
+        for port in job.ports.iter().map(|(p, _)| p).chain(&p.ports) {
             if node.used_ports.contains(&(*port, "tcp".into())) || !ports.insert((&p.node, *port)) {
                 return Err(format!("host port {port} given twice on {}", p.node));
             }
+        }
+        if p.ports.iter().any(|port| *port < lo || *port > hi) {
+            return Err(format!("{} got a port outside {lo}-{hi}", p.job_id));
+        }
+        let held_here = cpu_mem.entry(&p.node).or_insert((node.millicpus_held, node.memory_held));
+        held_here.0 += p.millicpus;
+        held_here.1 += p.memory_bytes;
+        if (node.millicpus > 0 && held_here.0 > node.millicpus)
+            || (node.memory_bytes > 0 && held_here.1 > node.memory_bytes)
+        {
+            return Err(format!("{} over-commits CPU or memory on {}", p.job_id, p.node));
+        }
+        if job.millicpus > 0 && p.millicpus != job.millicpus {
+            return Err(format!("{} asked {} CPU, holds {}", p.job_id, job.millicpus, p.millicpus));
         }
         per_node.entry(&p.node).or_default().push(job);
         *held.entry(job.user.clone()).or_default() += job.gpus;
@@ -183,6 +202,10 @@ fn arb_node(i: usize) -> impl Strategy<Value = NodeView> {
             live_jobs: 0,
             exclusive: false,
             victims: Vec::new(),
+            // Room for a few CPU-asking jobs, not for all of them.
+            millicpus: 4000,
+            memory_bytes: 64 << 30,
+            ..Default::default()
         })
 }
 
@@ -227,6 +250,14 @@ fn arb_job(i: usize) -> impl Strategy<Value = QueuedJob> {
                     array: (kind == 3 && gang == 0).then(|| ("arr".to_string(), 2)),
                     not_before_ms: 0,
                     own_victims_only: false,
+                    // Some jobs ask CPU (whole cores) and host ports.
+                    millicpus: u64::from(mem) * 1000,
+                    pick_ports: if kind == 4 {
+                        vec!["tcp".into()]
+                    } else {
+                        Vec::new()
+                    },
+                    ..Default::default()
                 }
             },
         )

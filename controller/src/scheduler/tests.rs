@@ -105,6 +105,10 @@ fn node(name: &str, kv: &Kv) -> NodeView {
         live_jobs: (used.len() + releasing.len() + shared.len()) as u32,
         exclusive: kv.contains_key("exclusive"),
         victims: Vec::new(),
+        millicpus: kv.get("cpus").map_or(0, |c| c.parse::<u64>().unwrap() * 1000),
+        memory_bytes: kv.get("ram").map_or(0, |m| size(m)),
+        millicpus_held: kv.get("cpus_held").map_or(0, |c| c.parse::<u64>().unwrap() * 1000),
+        memory_held: kv.get("ram_held").map_or(0, |m| size(m)),
     }
 }
 
@@ -115,7 +119,14 @@ fn job(id: &str, kv: &Kv, seq: u64) -> QueuedJob {
         seq: kv.get("seq").map_or(seq, |s| s.parse().unwrap()),
         user: kv.get("user").cloned().unwrap_or_default(),
         priority: kv.get("prio").map_or(0, |p| p.parse().unwrap()),
-        gpus: kv.get("gpus").map_or(0, |g| g.parse().unwrap()),
+        gpus: kv
+            .get("gpus")
+            .filter(|g| *g != "all")
+            .map_or(0, |g| g.parse().unwrap()),
+        all_gpus: kv.get("gpus").is_some_and(|g| g == "all"),
+        millicpus: kv.get("cpus").map_or(0, |c| c.parse::<u64>().unwrap() * 1000),
+        memory_bytes: kv.get("ram").map_or(0, |m| size(m)),
+        pick_ports: vec!["tcp".to_string(); kv.get("pick").map_or(0, |n| n.parse().unwrap())],
         memory: kv.get("mem").map_or(0, |m| size(m)),
         model: kv.get("model").cloned().unwrap_or_default().to_lowercase(),
         constraints: list(kv.get("constraint"))
@@ -216,9 +227,20 @@ pub fn render(plan: &Plan) -> Vec<String> {
         .iter()
         .map(|p| {
             let gpus: Vec<String> = p.gpus.iter().map(|g| g.index.to_string()).collect();
-            format!("{} {} {}", p.job_id, p.node, gpus.join(","))
+            let mut line = format!("{} {} {}", p.job_id, p.node, gpus.join(","))
                 .trim_end()
-                .to_string()
+                .to_string();
+            if !p.ports.is_empty() {
+                let ports: Vec<String> = p.ports.iter().map(u32::to_string).collect();
+                line += &format!(" ports={}", ports.join(","));
+            }
+            if p.millicpus > 0 {
+                line += &format!(" cpu={}m", p.millicpus);
+            }
+            if p.memory_bytes > 0 {
+                line += &format!(" ram={}M", p.memory_bytes >> 20);
+            }
+            line
         })
         .collect();
     out.extend(

@@ -14,6 +14,11 @@
 //! - Version 5: the same encoding; its entries charge the usage ledger as
 //!   runs end (a rule of `apply`, so only for entries written in 5 on:
 //!   see `State::apply_entry`), and `CompactUsage` folds old runs.
+//! - Version 6: the same encoding; adds more of docker run to the job spec
+//!   (`--hostname`, `--ulimit`, `--cap-drop`, `--label`, `--rm`,
+//!   `--expose`, `--gpus all`, host ports Berth picks), nodes' CPU and
+//!   memory, and placements' picked ports and CPU and memory held (which
+//!   `apply` checks against the host's).
 //!
 //! Readers keep every older version; a controller that meets a newer one
 //! stops rather than misread it (`Decode::TooNew`). The rule for changing
@@ -22,7 +27,7 @@
 use super::{Command, State};
 
 /// This controller writes this version, and reads it and every older one.
-pub const VERSION: u8 = 5;
+pub const VERSION: u8 = 6;
 
 /// First byte of every versioned entry and snapshot: never the first byte
 /// of JSON (or of UTF-8 text), so version 1's bytes are told apart.

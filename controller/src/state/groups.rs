@@ -81,6 +81,9 @@ impl State {
                 preemptions: 0,
                 restarts: 0,
                 not_before_ms: 0,
+                picked_ports: Vec::new(),
+                millicpus: 0,
+                memory_bytes: 0,
             };
             self.live_names.insert(task_name.clone(), task_id.clone());
             self.jobs.insert(task_id.clone(), job);
@@ -155,9 +158,15 @@ impl State {
             .get(&node)
             .map(|n| host_of(&n.agent_addr, &node))
             .unwrap_or(node);
-        let port = match rank0.spec.master_port {
-            0 => DEFAULT_MASTER_PORT,
-            p => p,
+        // On the host network, rank 0's host holds the port (picked by
+        // Berth unless the job named one); on a bridge, the named or
+        // torchrun's default port inside rank 0's container.
+        let port = match super::rendezvous_port(&rank0.spec) {
+            Some(_) => super::published(&rank0.spec, &rank0.picked_ports)
+                .last()
+                .map_or(DEFAULT_MASTER_PORT, |p| p.host_port),
+            None if rank0.spec.master_port == 0 => DEFAULT_MASTER_PORT,
+            None => rank0.spec.master_port,
         };
         let world = tasks.len();
         for (rank, t) in tasks.iter().enumerate() {

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::spec::published;
 use super::{is_slice, JobRecord, NodeRecord, State};
 
 impl State {
@@ -19,6 +20,7 @@ impl State {
         self.exclusive.clear();
         self.user_gpus.clear();
         self.group_live.clear();
+        self.node_held.clear();
         let ids: Vec<String> = self.jobs.keys().cloned().collect();
         for id in ids {
             let job = &self.jobs[&id];
@@ -43,10 +45,13 @@ impl State {
             .entry(node.clone())
             .or_default()
             .insert(id.to_string());
-        for p in &job.spec.ports {
+        for p in published(&job.spec, &job.picked_ports) {
             let key = (node.clone(), p.host_port, norm_proto(&p.protocol));
             self.ports.insert(key, id.to_string());
         }
+        let held = self.node_held.entry(node.clone()).or_default();
+        held.0 += job.millicpus;
+        held.1 += job.memory_bytes;
         for g in &job.gpus {
             if is_slice(&job.spec) {
                 self.slices
@@ -60,7 +65,7 @@ impl State {
         if job.spec.exclusive {
             self.exclusive.insert(node, id.to_string());
         }
-        *self.user_gpus.entry(job.spec.user.clone()).or_default() += job.spec.gpus;
+        *self.user_gpus.entry(job.spec.user.clone()).or_default() += whole_gpus(job);
         if !job.group.is_empty() {
             *self.group_live.entry(job.group.clone()).or_default() += 1;
         }
@@ -73,6 +78,11 @@ impl State {
             .into_iter()
             .flatten()
             .filter_map(|id| self.jobs.get(id))
+    }
+
+    /// (thousandths of a core, bytes) of CPU and memory live jobs hold on `node`.
+    pub fn held_on(&self, node: &str) -> (u64, u64) {
+        self.node_held.get(node).copied().unwrap_or_default()
     }
 
     /// How many jobs hold resources on `node`.
@@ -224,7 +234,7 @@ impl State {
                 .node_jobs
                 .get_mut(node)
                 .is_some_and(|set| set.remove(id));
-            for p in &job.spec.ports {
+            for p in published(&job.spec, &job.picked_ports) {
                 let key = (node.clone(), p.host_port, norm_proto(&p.protocol));
                 if self.ports.get(&key).map(String::as_str) == Some(id) {
                     self.ports.remove(&key);
@@ -234,14 +244,30 @@ impl State {
                 self.exclusive.remove(node);
             }
             if was_holding {
+                if let Some(held) = self.node_held.get_mut(node) {
+                    held.0 = held.0.saturating_sub(job.millicpus);
+                    held.1 = held.1.saturating_sub(job.memory_bytes);
+                }
                 if let Some(n) = self.user_gpus.get_mut(&job.spec.user) {
-                    *n = n.saturating_sub(job.spec.gpus);
+                    *n = n.saturating_sub(whole_gpus(job));
                 }
                 if let Some(n) = self.group_live.get_mut(&job.group) {
                     *n = n.saturating_sub(1);
                 }
             }
         }
+    }
+}
+
+/// Whole GPUs a job holds (or asks, before placement): `--gpus all` is
+/// what its host had.
+pub fn whole_gpus(job: &JobRecord) -> u32 {
+    if job.spec.gpus_all {
+        job.gpus.len() as u32
+    } else if is_slice(&job.spec) {
+        0
+    } else {
+        job.spec.gpus
     }
 }
 

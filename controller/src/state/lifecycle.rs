@@ -110,8 +110,7 @@ impl State {
             job.restarts += 1;
             job.not_before_ms = at_ms + restart_backoff_ms(job.restarts);
             job.state = JobState::Queued;
-            job.node = None;
-            job.gpus.clear();
+            job.unplace();
             job.container_id.clear();
             job.exit_code = None;
             job.started_at_ms = 0;
@@ -137,8 +136,7 @@ impl State {
             job.state = JobState::Queued;
             job.requeue = false;
             job.preemptions += 1;
-            job.node = None;
-            job.gpus.clear();
+            job.unplace();
             job.container_id.clear();
             job.exit_code = None;
             job.started_at_ms = 0;

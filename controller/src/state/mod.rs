@@ -43,12 +43,12 @@ pub use access::TokenRecord;
 pub use command::{Applied, Command, Rejection};
 pub use constraint::Constraint;
 pub use groups::{GroupKind, GroupRecord};
-pub use indexes::{norm_proto, proto_eq};
+pub use indexes::{norm_proto, proto_eq, whole_gpus};
 pub use nodes::Cordon;
 pub use records::{GpuInventory, JobRecord, NodeRecord, Placement};
 pub use spec::{
-    is_slice, ArrayRange, GpuBackend, GpuRef, JobSpec, JobState, Mount, OnHostLost, PortMapping,
-    RestartPolicy,
+    is_slice, ports_to_pick, published, rendezvous_port, ArrayRange, GpuBackend, GpuRef, JobSpec,
+    JobState, Mount, OnHostLost, PortMapping, RestartPolicy, Ulimit,
 };
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -111,6 +111,9 @@ pub struct State {
     /// Group → its tasks holding resources (array caps).
     #[serde(skip)]
     group_live: FxHashMap<String, u32>,
+    /// Node → (thousandths of a core, bytes) live jobs hold there.
+    #[serde(skip)]
+    node_held: FxHashMap<String, (u64, u64)>,
     /// Node → a stamp that changes whenever what its jobs hold changes, so
     /// the leader can reuse its scheduling view of an unchanged node.
     #[serde(skip)]

@@ -135,14 +135,16 @@ impl State {
         let job = self.jobs.get_mut(&p.job_id).expect("checked");
         job.node = Some(p.node.clone());
         job.gpus = p.gpus.clone();
+        job.picked_ports = p.ports.clone();
+        job.millicpus = p.millicpus;
+        job.memory_bytes = p.memory_bytes;
         self.hold(&p.job_id);
     }
 
     fn trial_release(&mut self, id: &str) {
         self.release(id);
         let job = self.jobs.get_mut(id).expect("checked");
-        job.node = None;
-        job.gpus.clear();
+        job.unplace();
         // release() dropped the name of a live job: give it back.
         self.live_names.insert(job.name.clone(), id.to_string());
     }
@@ -152,6 +154,9 @@ impl State {
         job.state = super::JobState::Placed;
         job.node = Some(p.node.clone());
         job.gpus = p.gpus.clone();
+        job.picked_ports = p.ports.clone();
+        job.millicpus = p.millicpus;
+        job.memory_bytes = p.memory_bytes;
         job.placed_index = index;
         job.message.clear();
         self.hold(&p.job_id);
@@ -169,10 +174,17 @@ impl State {
         }
         let spec = &job.spec;
         let slice = is_slice(spec);
-        let want = if slice { 1 } else { spec.gpus as usize };
+        let want = if slice {
+            1
+        } else if spec.gpus_all {
+            node.gpus.len().max(1)
+        } else {
+            spec.gpus as usize
+        };
         if p.gpus.len() != want {
             return Err(format!("{} GPUs given, {want} asked", p.gpus.len()));
         }
+        self.check_host_resources(p, node)?;
         for c in &spec.constraints {
             if !Constraint::parse(c).is_some_and(|c| c.holds(&node.labels)) {
                 return Err(format!("node {} does not satisfy {c}", p.node));
@@ -221,16 +233,15 @@ impl State {
                 return Err(format!("GPU {} has less memory than asked", g.uuid));
             }
         }
-        for port in &spec.ports {
-            if let Some(other) = self.host_port_holder(&p.node, port.host_port, &port.protocol) {
-                return Err(format!(
-                    "host port {} is held by live job {other}",
-                    port.host_port
-                ));
-            }
-        }
         if let Some(&quota) = self.quotas.get(&spec.user) {
-            if spec.gpus > 0 && self.user_gpus(&spec.user) + spec.gpus > quota {
+            let gpus = if spec.gpus_all {
+                p.gpus.len() as u32
+            } else if slice {
+                0
+            } else {
+                spec.gpus
+            };
+            if gpus > 0 && self.user_gpus(&spec.user) + gpus > quota {
                 return Err(format!(
                     "user {:?} would exceed their quota of {quota} GPUs",
                     spec.user
@@ -244,6 +255,59 @@ impl State {
                     g.id, g.max_running
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// Host ports (the job's own and those picked for it) and, from format
+    /// 6, the CPU and memory the placement holds. A placement holding none
+    /// (as every older one) passes the capacity check alike on every replica.
+    fn check_host_resources(&self, p: &Placement, node: &super::NodeRecord) -> Result<(), String> {
+        let spec = &self.jobs[&p.job_id].spec;
+        let to_pick = super::ports_to_pick(spec).len();
+        if p.ports.len() != to_pick {
+            return Err(format!(
+                "{} host ports picked, {to_pick} needed",
+                p.ports.len()
+            ));
+        }
+        let mut mine = HashSet::new();
+        for port in super::published(spec, &p.ports) {
+            if !(1..=65535).contains(&port.host_port) {
+                return Err(format!("host port {} is out of range", port.host_port));
+            }
+            let proto = super::norm_proto(&port.protocol);
+            if !mine.insert((port.host_port, proto.clone())) {
+                return Err(format!("host port {} given twice", port.host_port));
+            }
+            if let Some(other) = self.host_port_holder(&p.node, port.host_port, &proto) {
+                return Err(format!(
+                    "host port {} is held by live job {other}",
+                    port.host_port
+                ));
+            }
+        }
+        let (cpu_held, mem_held) = self.held_on(&p.node);
+        if p.millicpus > 0 && node.millicpus > 0 && cpu_held + p.millicpus > node.millicpus {
+            return Err(format!(
+                "node {} has {} of {} thousandths of a CPU free, {} asked",
+                p.node,
+                node.millicpus.saturating_sub(cpu_held),
+                node.millicpus,
+                p.millicpus
+            ));
+        }
+        if p.memory_bytes > 0
+            && node.memory_bytes > 0
+            && mem_held + p.memory_bytes > node.memory_bytes
+        {
+            return Err(format!(
+                "node {} has {} of {} bytes of memory free, {} asked",
+                p.node,
+                node.memory_bytes.saturating_sub(mem_held),
+                node.memory_bytes,
+                p.memory_bytes
+            ));
         }
         Ok(())
     }

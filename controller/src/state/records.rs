@@ -19,6 +19,22 @@ pub struct NodeRecord {
     /// Placement labels (agent `--label key=value`).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Version 6: schedulable CPU (thousandths of a core) and memory
+    /// (bytes); 0: unknown, not counted.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub millicpus: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub memory_bytes: u64,
+    #[serde(default, skip_serializing_if = "is_zero32")]
+    pub numa_nodes: u32,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_zero32(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -76,18 +92,43 @@ pub struct JobRecord {
     /// A restarted job waits out its backoff: not placed before this.
     #[serde(default)]
     pub not_before_ms: i64,
+    /// Version 6, from its placement: the host ports Berth picked (see
+    /// `spec::published`), and the CPU and memory held on its host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub picked_ports: Vec<u32>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub millicpus: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub memory_bytes: u64,
 }
 
 impl JobRecord {
+    /// Back to holding nothing anywhere (requeued after `release`).
+    pub fn unplace(&mut self) {
+        self.node = None;
+        self.gpus.clear();
+        self.picked_ports.clear();
+        self.millicpus = 0;
+        self.memory_bytes = 0;
+    }
+
     /// Which container is this job's: one per preemption and restart.
     pub fn attempt(&self) -> u32 {
         self.preemptions + self.restarts
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Placement {
     pub job_id: String,
     pub node: String,
     pub gpus: Vec<GpuRef>,
+    /// Version 6: the host ports picked for the job (`spec::ports_to_pick`
+    /// order), and the CPU and memory it holds there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u32>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub millicpus: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub memory_bytes: u64,
 }

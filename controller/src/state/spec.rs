@@ -6,6 +6,8 @@
 //! Their serde form is the log's: field and variant names are frozen. It
 //! matches what format version 1 wrote with the API's types.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 fn is_false(b: &bool) -> bool {
@@ -71,10 +73,38 @@ pub struct JobSpec {
     /// docker's `--pids-limit`: -1 unlimited, 0 the host's default.
     #[serde(skip_serializing_if = "is_zero")]
     pub pids_limit: i64,
+    // Version 6: more of docker run. Absent in older entries, as empty.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub hostname: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<Ulimit>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// docker's `--rm`.
+    #[serde(skip_serializing_if = "is_false")]
+    pub auto_remove: bool,
+    /// docker's `--expose` ("8080/tcp"): marked exposed; with `-P`, the
+    /// submit turned them into `ports` with host port 0.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expose: Vec<String>,
+    /// docker's `--gpus all`: every GPU of one host.
+    #[serde(skip_serializing_if = "is_false")]
+    pub gpus_all: bool,
 }
 
 fn is_zero(n: &i64) -> bool {
     *n == 0
+}
+
+/// docker's `--ulimit NAME=SOFT[:HARD]`; -1 is unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Ulimit {
+    pub name: String,
+    pub soft: i64,
+    pub hard: i64,
 }
 
 /// What losing a job's host means: the controller's side of fencing.
@@ -332,7 +362,50 @@ impl GpuBackend {
 
 /// A shared-GPU job: no whole GPUs, a memory slice of one.
 pub fn is_slice(spec: &JobSpec) -> bool {
-    spec.gpus == 0 && spec.gpu_memory_bytes > 0
+    spec.gpus == 0 && !spec.gpus_all && spec.gpu_memory_bytes > 0
+}
+
+/// The rendezvous port of a gang on the host network: every task's host
+/// holds one (rank 0's is MASTER_PORT), so two gangs on one host never
+/// clash. `Some(0)`: Berth picks it.
+pub fn rendezvous_port(spec: &JobSpec) -> Option<u32> {
+    (spec.nodes > 1 && spec.network == "host").then_some(spec.master_port)
+}
+
+/// What a job publishes on its host: its `-p` mappings, then a host
+/// network gang's rendezvous port, each with the host port Berth picked
+/// (`picked`, in order of the zeros) filled in.
+pub fn published(spec: &JobSpec, picked: &[u32]) -> Vec<PortMapping> {
+    let mut picked = picked.iter().copied();
+    let mut fill = |p: u32| if p == 0 { picked.next().unwrap_or(0) } else { p };
+    let mut out: Vec<PortMapping> = spec
+        .ports
+        .iter()
+        .map(|p| PortMapping {
+            host_port: fill(p.host_port),
+            ..p.clone()
+        })
+        .collect();
+    if let Some(port) = rendezvous_port(spec) {
+        let port = fill(port);
+        out.push(PortMapping {
+            host_ip: String::new(),
+            host_port: port,
+            container_port: port,
+            protocol: "tcp".into(),
+        });
+    }
+    out
+}
+
+/// The protocols of the host ports Berth must pick for `spec`, in order.
+pub fn ports_to_pick(spec: &JobSpec) -> Vec<String> {
+    spec.ports
+        .iter()
+        .filter(|p| p.host_port == 0)
+        .map(|p| super::norm_proto(&p.protocol))
+        .chain((rendezvous_port(spec) == Some(0)).then(|| "tcp".to_string()))
+        .collect()
 }
 
 #[cfg(test)]

@@ -26,6 +26,9 @@ pub fn place(id: &str, node: &str, gpus: &[u32], preempt: &[&str]) -> Command {
     Command::Place {
         placements: vec![Placement {
             job_id: id.into(),
+            ports: Vec::new(),
+            millicpus: 0,
+            memory_bytes: 0,
             node: node.into(),
             gpus: gpus
                 .iter()

@@ -54,6 +54,9 @@ fn place(id: &str, gpus: &[u32]) -> Command {
     Command::Place {
         placements: vec![Placement {
             job_id: id.into(),
+            ports: Vec::new(),
+            millicpus: 0,
+            memory_bytes: 0,
             node: "n".into(),
             gpus: gpus
                 .iter()

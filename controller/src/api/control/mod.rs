@@ -90,6 +90,9 @@ impl ControlPlane for Control {
                 })
                 .collect(),
             docker_version: r.docker_version,
+            millicpus: r.millicpus,
+            memory_bytes: r.memory_bytes,
+            numa_nodes: r.numa_nodes,
         };
         let cluster_id = self.0.register(node).await?;
         Ok(Response::new(RegisterResponse {
@@ -224,7 +227,14 @@ pub fn desired(state: &State, node: &str) -> Vec<Allocation> {
         .map(|j| Allocation {
             job_id: j.id.clone(),
             job_name: j.name.clone(),
-            spec: Some(wire::spec_to_wire(&j.spec)),
+            spec: Some(berth_proto::v1::JobSpec {
+                // With the host ports Berth picked filled in.
+                ports: crate::state::published(&j.spec, &j.picked_ports)
+                    .iter()
+                    .map(wire::port_to_wire)
+                    .collect(),
+                ..wire::spec_to_wire(&j.spec)
+            }),
             gpus: wire::gpus_to_wire(&j.gpus),
             state: wire::state_to_wire(j.state) as i32,
             extra_env: extra_env(j),
@@ -252,6 +262,19 @@ fn extra_env(j: &crate::state::JobRecord) -> Vec<String> {
         env.push(format!(
             "BERTH_GPU_MEMORY_BYTES={}",
             j.spec.gpu_memory_bytes
+        ));
+    }
+    // Where each published port is reachable on the host, as Kubernetes
+    // tells a pod its service's port: BERTH_HOST_PORT_8080=30001.
+    for p in crate::state::published(&j.spec, &j.picked_ports) {
+        let udp = if crate::state::norm_proto(&p.protocol) == "udp" {
+            "_UDP"
+        } else {
+            ""
+        };
+        env.push(format!(
+            "BERTH_HOST_PORT_{}{udp}={}",
+            p.container_port, p.host_port
         ));
     }
     env

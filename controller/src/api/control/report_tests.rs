@@ -43,6 +43,9 @@ fn placed() -> State {
         &Command::Place {
             placements: vec![Placement {
                 job_id: "a".into(),
+                ports: Vec::new(),
+                millicpus: 0,
+                memory_bytes: 0,
                 node: "n".into(),
                 gpus: vec![GpuRef {
                     index: 0,

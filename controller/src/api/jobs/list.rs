@@ -96,6 +96,9 @@ mod tests {
         for i in 0..n {
             let id = format!("{i:04}");
             let job = JobRecord {
+                picked_ports: Vec::new(),
+                millicpus: 0,
+                memory_bytes: 0,
                 id: id.clone(),
                 name: format!("{}-{i}", if i % 2 == 0 { "even" } else { "odd" }),
                 spec: crate::state::JobSpec {

@@ -58,6 +58,7 @@ impl JobService for Jobs {
             return Err(Status::permission_denied("only users submit jobs"));
         };
         spec.user = owner.to_string();
+        crate::api::validate::defaults(&mut spec);
         // The caps bound users; admins (operators, their pipelines) are
         // trusted with the cluster anyway.
         let capped = role != crate::api::auth::Role::Admin;
