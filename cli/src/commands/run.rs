@@ -186,6 +186,15 @@ pub fn job_spec(args: &Args) -> Result<JobSpec> {
     for e in &args.env {
         env.extend(spec::env(e)?);
     }
+    // One entry per name, the last given winning (what the container ends
+    // up with under docker too), so `inspect` shows what the job sees.
+    let mut seen = std::collections::HashSet::new();
+    let mut env: Vec<String> = env
+        .into_iter()
+        .rev()
+        .filter(|e| seen.insert(e.split_once('=').map_or(e.as_str(), |(k, _)| k).to_string()))
+        .collect();
+    env.reverse();
     let (gpus, gpus_all) = spec::gpus(&args.gpus)?;
     Ok(JobSpec {
         hostname: args.hostname.clone().unwrap_or_default(),

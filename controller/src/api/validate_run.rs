@@ -23,6 +23,27 @@ const MAX_LABEL_BYTES: usize = 4096;
 
 pub fn docker_flags(spec: &JobSpec) -> Result<()> {
     let bad = |m: String| Err(Error::InvalidArgument(m));
+    if !matches!(spec.network.as_str(), "" | "bridge" | "host" | "none") {
+        return bad(format!(
+            "--network {:?}: use bridge, host or none",
+            spec.network
+        ));
+    }
+    if !matches!(spec.ipc.as_str(), "" | "private" | "shareable" | "host" | "none") {
+        return bad(format!(
+            "--ipc {:?}: use private, shareable, host or none",
+            spec.ipc
+        ));
+    }
+    for d in &spec.devices {
+        device(d)?;
+    }
+    if !spec.run_as.is_empty() && !valid_user(&spec.run_as) {
+        return bad(format!(
+            "-u {:?}: give UID[:GID] or NAME[:GROUP], e.g. -u 1000:1000",
+            spec.run_as
+        ));
+    }
     if !spec.hostname.is_empty() && !valid_hostname(&spec.hostname) {
         return bad(format!(
             "--hostname {:?}: use letters, digits, '-' and '.', at most 253 characters, not starting or ending with '-' or '.'",
@@ -132,6 +153,46 @@ pub fn host_resources(spec: &JobSpec, state: &State) -> Result<()> {
     Ok(())
 }
 
+/// docker's `--device HOST[:CONTAINER[:PERMS]]`: absolute paths, and
+/// permissions made of r, w and m.
+fn device(d: &str) -> Result<()> {
+    let bad = |why: &str| {
+        Err(Error::InvalidArgument(format!(
+            "--device {d:?}: {why}; expected HOST[:CONTAINER[:PERMS]], e.g. --device /dev/infiniband/uverbs0"
+        )))
+    };
+    let mut parts = d.splitn(3, ':');
+    let host = parts.next().unwrap_or_default();
+    if !host.starts_with('/') {
+        return bad("the host path must be absolute");
+    }
+    if let Some(inside) = parts.next().filter(|s| !s.is_empty()) {
+        if !inside.starts_with('/') {
+            return bad("the container path must be absolute");
+        }
+    }
+    if let Some(perms) = parts.next() {
+        if perms.is_empty() || !perms.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
+            return bad("permissions are made of r, w and m");
+        }
+    }
+    Ok(())
+}
+
+/// `-u`: a name or number, optionally `:` a group name or number.
+fn valid_user(u: &str) -> bool {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 64
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    };
+    match u.split_once(':') {
+        Some((user, group)) => part(user) && part(group),
+        None => part(u),
+    }
+}
+
 fn valid_hostname(h: &str) -> bool {
     h.len() <= 253
         && h.split('.').all(|label| {
@@ -204,6 +265,21 @@ mod tests {
         s.gpus_all = true;
         s.gpus = 2;
         refused(s, "give one");
+        let mut s = spec();
+        s.devices.push("relative".into());
+        refused(s, "must be absolute");
+        let mut s = spec();
+        s.devices.push("/dev/fuse:/dev/fuse:rwx".into());
+        refused(s, "r, w and m");
+        let mut s = spec();
+        s.ipc = "bogus".into();
+        refused(s, "--ipc");
+        let mut s = spec();
+        s.network = "container:x".into();
+        refused(s, "--network");
+        let mut s = spec();
+        s.run_as = "1000:".into();
+        refused(s, "UID[:GID]");
     }
 
     #[test]
