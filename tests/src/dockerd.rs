@@ -15,6 +15,40 @@ pub struct Dockerd {
 
 impl Dockerd {
     pub fn start() -> Dockerd {
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--net", "dockerd"]);
+        Dockerd::start_cmd(cmd)
+    }
+
+    /// A daemon inside network namespace `ns`: its host-network containers
+    /// share the namespace's address, as on a separate machine. Holds a
+    /// copy of the workload image.
+    pub fn start_in(ns: &crate::Netns) -> Dockerd {
+        // nsenter, not `ip netns exec`: that remounts /sys for the
+        // namespace, hiding the cgroup mounts dockerd needs.
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", ns.name)).arg("dockerd");
+        let d = Dockerd::start_cmd(cmd);
+        d.load_from_main(crate::IMAGE);
+        d
+    }
+
+    /// `docker save IMAGE` from the machine's daemon into this one.
+    pub fn load_from_main(&self, image: &str) {
+        let tar = self.dir.path().join("image.tar");
+        let saved = Command::new("docker")
+            .args(["save", "-o"])
+            .arg(&tar)
+            .arg(image)
+            .status()
+            .unwrap();
+        assert!(saved.success(), "docker save {image}");
+        let out = self.docker(&["load", "-i", tar.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let _ = std::fs::remove_file(tar);
+    }
+
+    fn start_cmd(mut cmd: Command) -> Dockerd {
         // Short paths: containerd's socket lives under the exec root, and a
         // unix socket path must stay under 108 bytes.
         let dir = tempfile::Builder::new()
@@ -24,11 +58,10 @@ impl Dockerd {
         let p = |s: &str| dir.path().join(s);
         std::fs::write(p("daemon.json"), "{}").unwrap();
         let log = std::fs::File::create(p("dockerd.log")).unwrap();
-        // Its own network namespace: a dockerd started with --bridge=none
-        // deletes the host's docker0 (the machine's daemon then cannot start
-        // a container), and it needs no network of its own here.
-        let child = Command::new("unshare")
-            .args(["--net", "dockerd"])
+        // Never the machine's network namespace: a dockerd started with
+        // --bridge=none deletes the host's docker0 (the machine's daemon
+        // then cannot start a container).
+        let child = cmd
             .arg("--config-file")
             .arg(p("daemon.json"))
             .arg("--data-root")

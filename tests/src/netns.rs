@@ -12,7 +12,9 @@ pub struct Netns {
     pub host_ip: String,
     /// The namespace's address.
     pub ns_ip: String,
-    host_if: String,
+    pub host_if: String,
+    /// The namespace's end of the link (its only interface but lo).
+    pub ns_if: String,
 }
 
 fn run(args: &[&str]) {
@@ -47,8 +49,9 @@ impl Netns {
             host_ip: format!("10.213.{n}.1"),
             ns_ip: format!("10.213.{n}.2"),
             host_if: format!("bh{n}"),
+            ns_if: format!("bn{n}"),
         };
-        let inner = format!("bn{n}");
+        let inner = ns.ns_if.clone();
         run(&["ip", "netns", "add", &ns.name]);
         run(&[
             "ip",
@@ -96,6 +99,24 @@ impl Netns {
         }
     }
 
+    /// Makes `other` reachable from this namespace and back, through the
+    /// root namespace (a routed network between two hosts): default routes
+    /// out of both, and forwarding between their links (docker's FORWARD
+    /// policy drops the rest). Undone when either is dropped.
+    pub fn route_to(&self, other: &Netns) {
+        for ns in [self, other] {
+            run(&[
+                "ip", "netns", "exec", &ns.name, "ip", "route", "replace", "default", "via",
+                &ns.host_ip,
+            ]);
+        }
+        run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        for (a, b) in [(self, other), (other, self)] {
+            let rule = ["FORWARD", "-i", &a.host_if, "-o", &b.host_if, "-j", "ACCEPT"];
+            run(&[&["iptables", "-I"][..], &rule[..]].concat());
+        }
+    }
+
     pub fn heal(&self) {
         for chain in ["INPUT", "OUTPUT"] {
             run(&["ip", "netns", "exec", &self.name, "iptables", "-F", chain]);
@@ -111,6 +132,29 @@ impl Default for Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        // Forwarding rules that name this link (`route_to`), however many.
+        for dir in ["-i", "-o"] {
+            loop {
+                let rules = Command::new("iptables").args(["-S", "FORWARD"]).output();
+                let Ok(rules) = rules else { break };
+                let text = String::from_utf8_lossy(&rules.stdout).to_string();
+                let Some(rule) = text
+                    .lines()
+                    .find(|l| l.contains(&format!("{dir} {} ", self.host_if)) && l.contains("ACCEPT"))
+                else {
+                    break;
+                };
+                let args: Vec<&str> = rule.split_whitespace().skip(1).collect();
+                let deleted = Command::new("iptables")
+                    .arg("-D")
+                    .args(&args)
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !deleted {
+                    break;
+                }
+            }
+        }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();

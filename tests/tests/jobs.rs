@@ -237,8 +237,8 @@ fn bad_input_is_refused_and_creates_nothing() {
     );
     refused(&["run", "-v", "/a", IMAGE, "true"], "expected SRC:DST");
     refused(
-        &["run", "-p", "80", IMAGE, "true"],
-        "expected HOST:CONTAINER",
+        &["run", "-p", "1:2:3:80", IMAGE, "true"],
+        "expected [HOST:]CONTAINER",
     );
     refused(&["run", "-p", "99999:80", IMAGE, "true"], "out of range");
     refused(&["run", "--shm-size", "lots", IMAGE, "true"], "--shm-size");

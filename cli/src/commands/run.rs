@@ -493,6 +493,21 @@ async fn group(client: &Client, id: &str, tasks: &[Job], detach: bool) -> Result
         tasks.first().map_or("", |t| t.name.as_str()),
         tasks.last().map_or("", |t| t.name.as_str()),
     );
+    // A gang's ranks stream their output, each line labelled with its
+    // rank as `srun --label` does; an array's tasks (thousands, perhaps)
+    // are summed up at the end instead.
+    let gang = tasks
+        .first()
+        .and_then(|t| t.spec.as_ref())
+        .is_some_and(|s| s.nodes > 1);
+    let output = {
+        let (client, tasks) = (client.clone(), tasks.to_vec());
+        tokio::spawn(async move {
+            if gang {
+                crate::commands::logs::labelled(&client, &tasks, true, 0).await;
+            }
+        })
+    };
     let mut jobs = client.jobs();
     let wait = jobs.wait_job(WaitJobRequest {
         job: id.to_string(),
@@ -504,6 +519,9 @@ async fn group(client: &Client, id: &str, tasks: &[Job], detach: bool) -> Result
             return Ok(130);
         }
     };
+    // The streams end with their containers; what is still in flight gets
+    // a moment, not forever (a host that went away).
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), output).await;
     for t in &done.tasks {
         let outcome = match (state(t), t.exit_code) {
             (JobState::Failed, _) => format!("failed: {}", t.message),

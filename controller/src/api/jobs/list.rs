@@ -1,5 +1,5 @@
-//! `ListJobs`: a page of jobs, newest first, filtered by state, user, node
-//! and name prefix. Pure over the state, so paging has unit tests.
+//! `ListJobs`: a page of jobs, newest first, filtered by state, user, node,
+//! name prefix and group (a gang's or an array's tasks). Pure over the state, so paging has unit tests.
 //!
 //! Order is (submitted at, id), newest first; a page token is the key of
 //! the page's last job, and the next page starts strictly after it. Jobs
@@ -36,6 +36,20 @@ pub fn page<'a>(state: &'a State, req: &ListJobsRequest) -> Result<(Vec<&'a JobR
             })?;
         states.insert(state);
     }
+    let group: Option<&str> = (!req.group.is_empty()).then(|| {
+        state
+            .groups
+            .get(&req.group)
+            .or_else(|| {
+                state
+                    .groups
+                    .values()
+                    .filter(|g| g.name == req.group)
+                    .max_by_key(|g| g.submitted_at_ms)
+            })
+            // A name no group has: nothing matches.
+            .map_or("\0", |g| g.id.as_str())
+    });
     let wanted = |j: &JobRecord| {
         let state_ok = if states.is_empty() {
             req.all || !j.state.is_finished()
@@ -46,6 +60,7 @@ pub fn page<'a>(state: &'a State, req: &ListJobsRequest) -> Result<(Vec<&'a JobR
             && (req.user.is_empty() || j.spec.user == req.user)
             && (req.node.is_empty() || j.node.as_deref() == Some(req.node.as_str()))
             && j.name.starts_with(&req.name_prefix)
+            && group.is_none_or(|g| j.group == g)
     };
     let key = |j: &'a JobRecord| (j.submitted_at_ms, j.id.as_str());
     let mut found: Vec<&JobRecord> = state
