@@ -8,8 +8,8 @@ use berth_proto::policy::Policy;
 
 use crate::limits::HostLimits;
 use crate::runtime::{
-    BindMount, ContainerSpec, LABEL_ATTEMPT, LABEL_CLUSTER, LABEL_GPUS, LABEL_JOB, LABEL_JOB_NAME,
-    LABEL_AUTO_REMOVE, LABEL_KEEP_WHEN_LOST, LABEL_NODE,
+    BindMount, ContainerSpec, LABEL_ATTEMPT, LABEL_AUTO_REMOVE, LABEL_CLUSTER, LABEL_GPUS,
+    LABEL_JOB, LABEL_JOB_NAME, LABEL_KEEP_WHEN_LOST, LABEL_NODE,
 };
 
 /// What the host adds to every container: its defaults (log size, pids,
@@ -37,7 +37,10 @@ pub fn spec(
     let mut env = js.env.clone();
     // Array index, gang rendezvous, slice size: after the user's, so they win.
     env.extend(alloc.extra_env.iter().cloned());
-    let gang = alloc.extra_env.iter().any(|e| e.starts_with("BERTH_GANG_ID="));
+    let gang = alloc
+        .extra_env
+        .iter()
+        .any(|e| e.starts_with("BERTH_GANG_ID="));
     if let Some(ifname) = host.nccl_socket_ifname.filter(|_| gang) {
         if !env.iter().any(|e| e.starts_with("NCCL_SOCKET_IFNAME=")) {
             env.push(format!("NCCL_SOCKET_IFNAME={ifname}"));
@@ -162,7 +165,13 @@ pub fn spec(
         expose: js
             .expose
             .iter()
-            .map(|e| if e.contains('/') { e.clone() } else { format!("{e}/tcp") })
+            .map(|e| {
+                if e.contains('/') {
+                    e.clone()
+                } else {
+                    format!("{e}/tcp")
+                }
+            })
             .collect(),
         cpuset_cpus,
     }

@@ -25,6 +25,7 @@
 
 pub mod agent;
 pub mod audit;
+pub mod build;
 pub mod certs;
 pub mod container;
 mod error;
@@ -40,8 +41,8 @@ pub mod limits;
 pub mod metrics;
 pub mod pulls;
 pub mod reconcile;
-pub mod resources;
 pub mod relay;
+pub mod resources;
 pub mod runtime;
 pub mod server;
 

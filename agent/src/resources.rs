@@ -38,7 +38,9 @@ impl HostResources {
         }
         if let Some(i) = &self.nccl_socket_ifname {
             if i.is_empty() || i.contains(char::is_whitespace) || i.contains('=') {
-                return Err(format!("--nccl-socket-ifname {i:?}: give an interface name"));
+                return Err(format!(
+                    "--nccl-socket-ifname {i:?}: give an interface name"
+                ));
             }
         }
         Ok(())
@@ -92,7 +94,11 @@ pub fn mask_to_list(words: &[u64]) -> String {
     let cpus: BTreeSet<u32> = words
         .iter()
         .enumerate()
-        .flat_map(|(w, bits)| (0..64).filter(move |b| bits >> b & 1 == 1).map(move |b| w as u32 * 64 + b))
+        .flat_map(|(w, bits)| {
+            (0..64)
+                .filter(move |b| bits >> b & 1 == 1)
+                .map(move |b| w as u32 * 64 + b)
+        })
         .collect();
     list_text(&cpus)
 }
@@ -179,7 +185,10 @@ mod tests {
 
     #[test]
     fn host_resources_come_from_flags_or_the_host() {
-        assert_eq!(mem_total("MemTotal:       16384 kB\nMemFree: 1 kB\n"), Some(16 << 20));
+        assert_eq!(
+            mem_total("MemTotal:       16384 kB\nMemFree: 1 kB\n"),
+            Some(16 << 20)
+        );
         let given = HostResources {
             cpus: Some(2.0),
             memory: Some(1 << 30),

@@ -48,6 +48,27 @@ impl AgentService for DataPlane {
         Ok(Response::new(Box::pin(out)))
     }
 
+    type BuildImageStream = crate::build::ProgressStream;
+
+    /// Controllers only: a build runs what the Dockerfile says on this
+    /// host, which only a controller that checked it may ask.
+    async fn build_image(
+        &self,
+        req: Request<tonic::Streaming<berth_proto::v1::BuildUpload>>,
+    ) -> Result<Response<Self::BuildImageStream>, Status> {
+        let peer = req
+            .peer_certs()
+            .and_then(|c| c.first().and_then(|leaf| Peer::from_der(leaf)));
+        if !matches!(peer, Some(Peer::Controller(_))) {
+            return Err(Status::permission_denied(
+                "only a controller may start a build here (rule: agent.build-by-controller)",
+            ));
+        }
+        Ok(Response::new(
+            crate::build::run(self.0.clone(), req.into_inner()).await?,
+        ))
+    }
+
     type ExecStream = crate::exec::OutputStream;
 
     async fn exec(

@@ -49,6 +49,8 @@ enum Command {
     Cp(commands::cp::Args),
     /// Make an image of a job's container (as docker commit).
     Commit(commands::commit::Args),
+    /// Build an image from a Dockerfile on a host of the cluster (as docker build).
+    Build(commands::build::Args),
     /// Stop jobs (queued ones are cancelled, running ones stopped).
     Stop(commands::stop::Args),
     /// Change a live job's memory/CPU limits or restart policy (as docker update).
@@ -168,6 +170,7 @@ async fn dispatch(command: Command, addr: Option<&str>, format: Format) -> anyho
         Command::Commit(args) => commands::commit::run(&client, args, format)
             .await
             .map(|()| 0),
+        Command::Build(args) => commands::build::run(&client, args, format).await,
         Command::Stop(args) => commands::stop::run(&client, args, format).await.map(|()| 0),
         Command::Update(args) => commands::update::run(&client, args, format)
             .await

@@ -111,8 +111,16 @@ pub fn ports_text(j: &Job) -> String {
     j.published
         .iter()
         .map(|p| {
-            let proto = if p.protocol.is_empty() { "tcp" } else { &p.protocol };
-            let ip = if p.host_ip.is_empty() { "0.0.0.0" } else { &p.host_ip };
+            let proto = if p.protocol.is_empty() {
+                "tcp"
+            } else {
+                &p.protocol
+            };
+            let ip = if p.host_ip.is_empty() {
+                "0.0.0.0"
+            } else {
+                &p.host_ip
+            };
             format!("{ip}:{}->{}/{proto}", p.host_port, p.container_port)
         })
         .collect::<Vec<_>>()

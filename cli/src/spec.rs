@@ -93,7 +93,11 @@ pub fn port(s: &str) -> Result<PortMapping> {
     Ok(PortMapping {
         host_ip: host_ip.to_string(),
         // Empty: Berth picks one from the cluster's --host-ports range.
-        host_port: if host.is_empty() { 0 } else { num(host, "host")? },
+        host_port: if host.is_empty() {
+            0
+        } else {
+            num(host, "host")?
+        },
         container_port: num(ctr, "container")?,
         protocol: protocol.to_string(),
     })
@@ -103,8 +107,22 @@ pub fn port(s: &str) -> Result<PortMapping> {
 /// -1 (or "unlimited") is no limit.
 pub fn ulimit(s: &str) -> Result<Ulimit> {
     const NAMES: [&str; 16] = [
-        "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc",
-        "rss", "rtprio", "rttime", "sigpending", "stack", "as",
+        "core",
+        "cpu",
+        "data",
+        "fsize",
+        "locks",
+        "memlock",
+        "msgqueue",
+        "nice",
+        "nofile",
+        "nproc",
+        "rss",
+        "rtprio",
+        "rttime",
+        "sigpending",
+        "stack",
+        "as",
     ];
     let Some((name, values)) = s.split_once('=') else {
         bail!("--ulimit {s:?}: expected NAME=SOFT[:HARD], e.g. --ulimit memlock=-1 or nofile=65536:65536");
@@ -158,7 +176,10 @@ pub fn env_file(path: &str) -> Result<Vec<String>> {
             Some(_) => out.push(line.to_string()),
             None => {
                 if line.contains(char::is_whitespace) {
-                    bail!("--env-file {path}:{}: {line:?} has whitespace in its name", n + 1);
+                    bail!(
+                        "--env-file {path}:{}: {line:?} has whitespace in its name",
+                        n + 1
+                    );
                 }
                 if let Ok(v) = std::env::var(line) {
                     out.push(format!("{line}={v}"));
@@ -290,16 +311,35 @@ mod tests {
         assert_eq!((u.name.as_str(), u.soft, u.hard), ("memlock", -1, -1));
         let u = ulimit("nofile=1024:65536").unwrap();
         assert_eq!((u.soft, u.hard), (1024, 65536));
-        assert!(ulimit("nofile=abc").unwrap_err().to_string().contains("not a number"));
-        assert!(ulimit("files=1").unwrap_err().to_string().contains("unknown limit"));
+        assert!(ulimit("nofile=abc")
+            .unwrap_err()
+            .to_string()
+            .contains("not a number"));
+        assert!(ulimit("files=1")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown limit"));
         assert!(ulimit("nofile=10:5").is_err());
         assert!(ulimit("nofile").is_err());
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("env");
-        std::fs::write(&f, "# comment\nA=1\n\nB=two words\nBERTH_SURELY_UNSET_VAR\n").unwrap();
-        assert_eq!(env_file(f.to_str().unwrap()).unwrap(), vec!["A=1", "B=two words"]);
-        assert!(env_file("/no/such/file").unwrap_err().to_string().contains("cannot read"));
-        assert_eq!(label("team=vision").unwrap(), ("team".into(), "vision".into()));
+        std::fs::write(
+            &f,
+            "# comment\nA=1\n\nB=two words\nBERTH_SURELY_UNSET_VAR\n",
+        )
+        .unwrap();
+        assert_eq!(
+            env_file(f.to_str().unwrap()).unwrap(),
+            vec!["A=1", "B=two words"]
+        );
+        assert!(env_file("/no/such/file")
+            .unwrap_err()
+            .to_string()
+            .contains("cannot read"));
+        assert_eq!(
+            label("team=vision").unwrap(),
+            ("team".into(), "vision".into())
+        );
         assert_eq!(gpus("all").unwrap(), (0, true));
         assert_eq!(gpus("2").unwrap(), (2, false));
         assert_eq!(gpus("count=4").unwrap(), (4, false));

@@ -2,6 +2,11 @@
 //! host holds what) and the agents (is the image here yet).
 
 /// Docker's short forms: no tag means `:latest`; `docker.io/library/` is implied.
+/// Where `berth build` puts the Dockerfile in the context it sends (as
+/// docker's CLI does with a `-f` outside the context); the builder checks
+/// it is the one the controller vetted.
+pub const BUILD_DOCKERFILE: &str = ".berth.Dockerfile";
+
 pub fn normalize(reference: &str) -> String {
     let r = reference
         .strip_prefix("docker.io/library/")

@@ -27,7 +27,8 @@ impl Dockerd {
         // nsenter, not `ip netns exec`: that remounts /sys for the
         // namespace, hiding the cgroup mounts dockerd needs.
         let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net=/run/netns/{}", ns.name)).arg("dockerd");
+        cmd.arg(format!("--net=/run/netns/{}", ns.name))
+            .arg("dockerd");
         let d = Dockerd::start_cmd(cmd);
         d.load_from_main(crate::IMAGE);
         d
@@ -44,7 +45,11 @@ impl Dockerd {
             .unwrap();
         assert!(saved.success(), "docker save {image}");
         let out = self.docker(&["load", "-i", tar.to_str().unwrap()]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let _ = std::fs::remove_file(tar);
     }
 

@@ -106,13 +106,23 @@ impl Netns {
     pub fn route_to(&self, other: &Netns) {
         for ns in [self, other] {
             run(&[
-                "ip", "netns", "exec", &ns.name, "ip", "route", "replace", "default", "via",
+                "ip",
+                "netns",
+                "exec",
+                &ns.name,
+                "ip",
+                "route",
+                "replace",
+                "default",
+                "via",
                 &ns.host_ip,
             ]);
         }
         run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
         for (a, b) in [(self, other), (other, self)] {
-            let rule = ["FORWARD", "-i", &a.host_if, "-o", &b.host_if, "-j", "ACCEPT"];
+            let rule = [
+                "FORWARD", "-i", &a.host_if, "-o", &b.host_if, "-j", "ACCEPT",
+            ];
             run(&[&["iptables", "-I"][..], &rule[..]].concat());
         }
     }
@@ -138,10 +148,9 @@ impl Drop for Netns {
                 let rules = Command::new("iptables").args(["-S", "FORWARD"]).output();
                 let Ok(rules) = rules else { break };
                 let text = String::from_utf8_lossy(&rules.stdout).to_string();
-                let Some(rule) = text
-                    .lines()
-                    .find(|l| l.contains(&format!("{dir} {} ", self.host_if)) && l.contains("ACCEPT"))
-                else {
+                let Some(rule) = text.lines().find(|l| {
+                    l.contains(&format!("{dir} {} ", self.host_if)) && l.contains("ACCEPT")
+                }) else {
                     break;
                 };
                 let args: Vec<&str> = rule.split_whitespace().skip(1).collect();

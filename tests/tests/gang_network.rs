@@ -14,8 +14,16 @@ fn a_gangs_ranks_on_two_hosts_reach_each_other_through_master_addr() {
     let mut c = Cluster::start_at(&a.host_ip, 1, &[]);
     let sock = |d: &Dockerd| d.socket().display().to_string();
     let (sa, sb) = (sock(&da), sock(&db));
-    let ha = c.add_agent_in(&a, "1", &["--docker", &sa, "--nccl-socket-ifname", &a.ns_if]);
-    let hb = c.add_agent_in(&b, "1", &["--docker", &sb, "--nccl-socket-ifname", &b.ns_if]);
+    let ha = c.add_agent_in(
+        &a,
+        "1",
+        &["--docker", &sa, "--nccl-socket-ifname", &a.ns_if],
+    );
+    let hb = c.add_agent_in(
+        &b,
+        "1",
+        &["--docker", &sb, "--nccl-socket-ifname", &b.ns_if],
+    );
     let name = unique("ranks");
     // Rank 0 listens on its host's MASTER_PORT; rank 1 connects until
     // it is up (the ranks start in either order), as NCCL's bootstrap does.
@@ -46,19 +54,31 @@ fn a_gangs_ranks_on_two_hosts_reach_each_other_through_master_addr() {
     assert_eq!(hosts, want, "one rank on each host");
     // Each line labelled with its rank, as srun --label does.
     assert!(stdout.contains("0: got hello-from-rank-1"), "{stdout}");
-    assert!(stdout.contains(&format!("1: sent to {}", r0.ns_ip)), "{stdout}");
-    assert!(stdout.contains(&format!("0: rank 0 iface {}", r0.ns_if)), "{stdout}");
-    assert!(stdout.contains(&format!("1: rank 1 iface {}", r1.ns_if)), "{stdout}");
-    assert_eq!((t0["exit_code"].as_i64(), t1["exit_code"].as_i64()), (Some(0), Some(0)));
+    assert!(
+        stdout.contains(&format!("1: sent to {}", r0.ns_ip)),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("0: rank 0 iface {}", r0.ns_if)),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("1: rank 1 iface {}", r1.ns_if)),
+        "{stdout}"
+    );
+    assert_eq!(
+        (t0["exit_code"].as_i64(), t1["exit_code"].as_i64()),
+        (Some(0), Some(0))
+    );
     // The default network of a gang is the host's; MASTER_ADDR is rank 0's
     // host; the rendezvous port is held on it like any published port.
     assert_eq!(t0["spec"]["network"], "host");
     let env = |key: &str| {
-        t0["task_env"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find_map(|e| e.as_str()?.strip_prefix(&format!("{key}=")).map(String::from))
+        t0["task_env"].as_array().unwrap().iter().find_map(|e| {
+            e.as_str()?
+                .strip_prefix(&format!("{key}="))
+                .map(String::from)
+        })
     };
     assert_eq!(env("MASTER_ADDR"), Some(r0.ns_ip.clone()));
     let port = env("MASTER_PORT").unwrap();

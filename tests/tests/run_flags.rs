@@ -107,7 +107,11 @@ fn docker_run_flags_reach_the_container() {
 
     // -u is the process's uid, as docker's.
     let out = c.berth(&["run", "-u", "1000:1000", IMAGE, "id", "-u"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1000");
 }
 
@@ -209,7 +213,10 @@ fn cpu_is_held_per_host_and_a_job_waits_for_it() {
         .iter()
         .find(|n| n["name"] == node.as_str())
         .unwrap();
-    assert_eq!((n["cpus"].as_f64(), n["cpus_held"].as_f64()), (Some(2.0), Some(2.0)));
+    assert_eq!(
+        (n["cpus"].as_f64(), n["cpus_held"].as_f64()),
+        (Some(2.0), Some(2.0))
+    );
     assert_eq!(n["memory_bytes"], 4u64 << 30);
     // A GPU job without --cpus holds its host's share per GPU (1 of 2 CPUs
     // per GPU here): it waits too, and starts when the CPU is free.

@@ -15,6 +15,51 @@ use crate::{Error, Result};
 
 #[async_trait::async_trait]
 impl Images for Docker {
+    async fn build_image(
+        &self,
+        spec: &super::BuildSpec,
+        context: BoxStream<'static, std::result::Result<bytes::Bytes, std::io::Error>>,
+        output: tokio::sync::mpsc::Sender<String>,
+    ) -> Result<String> {
+        let mut opts = bollard::query_parameters::BuildImageOptionsBuilder::default()
+            .dockerfile(&spec.dockerfile)
+            .t(&spec.tag)
+            .buildargs(&spec.build_args)
+            // Intermediate containers go, failed or not (docker build's
+            // --force-rm): a failed RUN leaves nothing behind.
+            .rm(true)
+            .forcerm(true);
+        if !spec.target.is_empty() {
+            opts = opts.target(&spec.target);
+        }
+        let mut out =
+            self.streams
+                .build_image(opts.build(), None, Some(bollard::body_try_stream(context)));
+        let mut id = String::new();
+        while let Some(item) = out.next().await {
+            let info = item.map_err(|e| Error::Docker(format!("docker build: {e}")))?;
+            if let Some(text) = info.stream {
+                let _ = output.send(text).await;
+            }
+            // A failed step arrives as a line inside the 200 answer.
+            if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                return Err(Error::Docker(detail));
+            }
+            if let Some(img) = info.aux {
+                id = img.id.unwrap_or_default();
+            }
+        }
+        if id.is_empty() {
+            // Older daemons say "Successfully built ID" only; ask the store.
+            id = self
+                .image(&spec.tag)
+                .await?
+                .map(|(id, _)| id)
+                .ok_or_else(|| Error::Docker("docker build ended without an image".into()))?;
+        }
+        Ok(id)
+    }
+
     async fn images(&self) -> Result<Vec<ImageInfo>> {
         let opts = ListImagesOptionsBuilder::default().all(false).build();
         let images = self

@@ -252,6 +252,25 @@ pub trait Images: Send + Sync + 'static {
     /// Every image with when it was last used and by how many containers
     /// (any container, not only Berth's): what image GC decides on.
     async fn image_usage(&self) -> Result<Vec<ImageUsage>>;
+    /// `docker build` of a context tar: each line of the daemon's output
+    /// goes to `output` as it comes; returns the image id, or the build's
+    /// error (a failed RUN, a FROM the daemon lacks).
+    async fn build_image(
+        &self,
+        spec: &BuildSpec,
+        context: BoxStream<'static, std::result::Result<bytes::Bytes, std::io::Error>>,
+        output: tokio::sync::mpsc::Sender<String>,
+    ) -> Result<String>;
+}
+
+/// What `docker build` is asked.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BuildSpec {
+    pub tag: String,
+    /// The Dockerfile's path in the context.
+    pub dockerfile: String,
+    pub build_args: HashMap<String, String>,
+    pub target: String,
 }
 
 /// Everything the agent needs of its daemon.

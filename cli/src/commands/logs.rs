@@ -48,7 +48,10 @@ pub async fn group_tasks(client: &Client, reference: &str) -> Result<Option<Vec<
         !t.group_id.is_empty()
             && (t.group_id == reference || t.name == format!("{reference}.{}", t.task_index))
     });
-    let group = tasks.first().map(|t| t.group_id.clone()).unwrap_or_default();
+    let group = tasks
+        .first()
+        .map(|t| t.group_id.clone())
+        .unwrap_or_default();
     tasks.retain(|t| t.group_id == group);
     if tasks.is_empty() {
         return Ok(None);

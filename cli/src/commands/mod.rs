@@ -1,5 +1,6 @@
 //! One file per verb.
 
+pub mod build;
 pub mod commit;
 pub mod controller;
 pub mod cp;

@@ -144,7 +144,17 @@ pub async fn run(client: &Client, args: Args, format: Format) -> Result<()> {
     println!(
         "{}",
         table(
-            &["NODE", "STATUS", "GPU", "MODEL", "MEMORY", "UTIL", "HELD BY", "CPU / RAM HELD", "DISK"],
+            &[
+                "NODE",
+                "STATUS",
+                "GPU",
+                "MODEL",
+                "MEMORY",
+                "UTIL",
+                "HELD BY",
+                "CPU / RAM HELD",
+                "DISK"
+            ],
             rows
         )
     );

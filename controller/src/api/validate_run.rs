@@ -12,8 +12,22 @@ use crate::{Error, Reason, Result};
 
 /// docker's `--ulimit` names (Linux rlimits).
 const ULIMITS: [&str; 16] = [
-    "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc",
-    "rss", "rtprio", "rttime", "sigpending", "stack", "as",
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+    "as",
 ];
 
 /// The most labels a job may set, and their size: they ride in every
@@ -29,7 +43,10 @@ pub fn docker_flags(spec: &JobSpec) -> Result<()> {
             spec.network
         ));
     }
-    if !matches!(spec.ipc.as_str(), "" | "private" | "shareable" | "host" | "none") {
+    if !matches!(
+        spec.ipc.as_str(),
+        "" | "private" | "shareable" | "host" | "none"
+    ) {
         return bad(format!(
             "--ipc {:?}: use private, shareable, host or none",
             spec.ipc
@@ -200,7 +217,9 @@ fn valid_hostname(h: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 

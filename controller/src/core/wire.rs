@@ -66,9 +66,9 @@ pub fn spec_from_wire(s: pb::JobSpec) -> Result<state::JobSpec> {
         // host port Berth picks.
         for e in &expose {
             let (port, proto) = parse_expose(e)?;
-            let published = ports.iter().any(|p| {
-                p.container_port == port && state::norm_proto(&p.protocol) == proto
-            });
+            let published = ports
+                .iter()
+                .any(|p| p.container_port == port && state::norm_proto(&p.protocol) == proto);
             if !published {
                 ports.push(state::PortMapping {
                     host_ip: String::new(),

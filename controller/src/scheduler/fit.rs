@@ -33,7 +33,13 @@ pub fn shape_hash(job: &QueuedJob) -> u64 {
     let mut h = rustc_hash::FxHasher::default();
     (job.gpus, job.memory, job.exclusive, job.gang.len()).hash(&mut h);
     (&job.model, &job.image, &job.constraints, &job.ports).hash(&mut h);
-    (job.all_gpus, job.millicpus, job.memory_bytes, &job.pick_ports).hash(&mut h);
+    (
+        job.all_gpus,
+        job.millicpus,
+        job.memory_bytes,
+        &job.pick_ports,
+    )
+        .hash(&mut h);
     h.finish()
 }
 
@@ -292,7 +298,11 @@ impl Cluster {
         } else {
             Vec::new()
         };
-        let whole = if job.gpus > 0 || job.all_gpus { gpus.len() } else { 0 };
+        let whole = if job.gpus > 0 || job.all_gpus {
+            gpus.len()
+        } else {
+            0
+        };
         host::fits(job, node, whole, &snap.hosts).ok()?;
         Some(HostFit {
             node: n,

@@ -101,15 +101,15 @@ impl HostArgs {
                 self.cpus_per_gpu
             )
         })?;
-        let memory_per_gpu = PerGpu::parse(&self.memory_per_gpu, |s| {
-            berth_proto::size::parse(s).ok()
-        })
-        .ok_or_else(|| {
-            format!(
-                "--memory-per-gpu {:?}: give auto or a size, e.g. 32g",
-                self.memory_per_gpu
-            )
-        })?;
+        let memory_per_gpu =
+            PerGpu::parse(&self.memory_per_gpu, |s| berth_proto::size::parse(s).ok()).ok_or_else(
+                || {
+                    format!(
+                        "--memory-per-gpu {:?}: give auto or a size, e.g. 32g",
+                        self.memory_per_gpu
+                    )
+                },
+            )?;
         Ok(HostPolicy {
             ports,
             cpus_per_gpu,
@@ -121,7 +121,12 @@ impl HostArgs {
 /// (thousandths of a core, bytes) `job` holds on `node` with `gpus` whole
 /// GPUs there: its own `--cpus` / `-m`, else the per-GPU default. A host
 /// that reported no CPU or memory counts none.
-pub fn reservation(job: &QueuedJob, node: &NodeView, gpus: usize, policy: &HostPolicy) -> (u64, u64) {
+pub fn reservation(
+    job: &QueuedJob,
+    node: &NodeView,
+    gpus: usize,
+    policy: &HostPolicy,
+) -> (u64, u64) {
     let default = |per: PerGpu, total: u64| {
         if total == 0 || gpus == 0 || node.gpus.is_empty() {
             0
@@ -168,7 +173,8 @@ pub fn pick_ports(node: &NodeView, protos: &[String], range: (u32, u32)) -> Opti
     for proto in protos {
         let proto = norm_proto(proto);
         let port = (range.0..=range.1).find(|p| {
-            !node.used_ports.contains(&(*p, proto.clone())) && !picked.contains(&(*p, proto.clone()))
+            !node.used_ports.contains(&(*p, proto.clone()))
+                && !picked.contains(&(*p, proto.clone()))
         })?;
         picked.push((port, proto));
     }
@@ -176,7 +182,12 @@ pub fn pick_ports(node: &NodeView, protos: &[String], range: (u32, u32)) -> Opti
 }
 
 /// Whether `job` fits `node` beside its GPUs: ports to pick, CPU, memory.
-pub fn fits(job: &QueuedJob, node: &NodeView, gpus: usize, policy: &HostPolicy) -> Result<(), Short> {
+pub fn fits(
+    job: &QueuedJob,
+    node: &NodeView,
+    gpus: usize,
+    policy: &HostPolicy,
+) -> Result<(), Short> {
     if !job.pick_ports.is_empty() && pick_ports(node, &job.pick_ports, policy.ports).is_none() {
         return Err(Short::Ports);
     }
@@ -230,8 +241,15 @@ mod tests {
     fn picked_ports_are_the_lowest_free_per_protocol() {
         let mut n = node(0, 0, 0);
         n.used_ports.insert((30000, "tcp".into()));
-        let got = pick_ports(&n, &["tcp".into(), "tcp".into(), "udp".into()], (30000, 30010));
+        let got = pick_ports(
+            &n,
+            &["tcp".into(), "tcp".into(), "udp".into()],
+            (30000, 30010),
+        );
         assert_eq!(got, Some(vec![30001, 30002, 30000]));
-        assert_eq!(pick_ports(&n, &["tcp".into(), "tcp".into()], (30000, 30001)), None);
+        assert_eq!(
+            pick_ports(&n, &["tcp".into(), "tcp".into()], (30000, 30001)),
+            None
+        );
     }
 }

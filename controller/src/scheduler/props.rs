@@ -91,16 +91,24 @@ pub fn check_invariants(snap: &Snapshot, plan: &Plan) -> Result<(), String> {
         if p.ports.iter().any(|port| *port < lo || *port > hi) {
             return Err(format!("{} got a port outside {lo}-{hi}", p.job_id));
         }
-        let held_here = cpu_mem.entry(&p.node).or_insert((node.millicpus_held, node.memory_held));
+        let held_here = cpu_mem
+            .entry(&p.node)
+            .or_insert((node.millicpus_held, node.memory_held));
         held_here.0 += p.millicpus;
         held_here.1 += p.memory_bytes;
         if (node.millicpus > 0 && held_here.0 > node.millicpus)
             || (node.memory_bytes > 0 && held_here.1 > node.memory_bytes)
         {
-            return Err(format!("{} over-commits CPU or memory on {}", p.job_id, p.node));
+            return Err(format!(
+                "{} over-commits CPU or memory on {}",
+                p.job_id, p.node
+            ));
         }
         if job.millicpus > 0 && p.millicpus != job.millicpus {
-            return Err(format!("{} asked {} CPU, holds {}", p.job_id, job.millicpus, p.millicpus));
+            return Err(format!(
+                "{} asked {} CPU, holds {}",
+                p.job_id, job.millicpus, p.millicpus
+            ));
         }
         per_node.entry(&p.node).or_default().push(job);
         *held.entry(job.user.clone()).or_default() += job.gpus;

@@ -105,9 +105,13 @@ fn node(name: &str, kv: &Kv) -> NodeView {
         live_jobs: (used.len() + releasing.len() + shared.len()) as u32,
         exclusive: kv.contains_key("exclusive"),
         victims: Vec::new(),
-        millicpus: kv.get("cpus").map_or(0, |c| c.parse::<u64>().unwrap() * 1000),
+        millicpus: kv
+            .get("cpus")
+            .map_or(0, |c| c.parse::<u64>().unwrap() * 1000),
         memory_bytes: kv.get("ram").map_or(0, |m| size(m)),
-        millicpus_held: kv.get("cpus_held").map_or(0, |c| c.parse::<u64>().unwrap() * 1000),
+        millicpus_held: kv
+            .get("cpus_held")
+            .map_or(0, |c| c.parse::<u64>().unwrap() * 1000),
         memory_held: kv.get("ram_held").map_or(0, |m| size(m)),
     }
 }
@@ -124,7 +128,9 @@ fn job(id: &str, kv: &Kv, seq: u64) -> QueuedJob {
             .filter(|g| *g != "all")
             .map_or(0, |g| g.parse().unwrap()),
         all_gpus: kv.get("gpus").is_some_and(|g| g == "all"),
-        millicpus: kv.get("cpus").map_or(0, |c| c.parse::<u64>().unwrap() * 1000),
+        millicpus: kv
+            .get("cpus")
+            .map_or(0, |c| c.parse::<u64>().unwrap() * 1000),
         memory_bytes: kv.get("ram").map_or(0, |m| size(m)),
         pick_ports: vec!["tcp".to_string(); kv.get("pick").map_or(0, |n| n.parse().unwrap())],
         memory: kv.get("mem").map_or(0, |m| size(m)),

@@ -47,9 +47,7 @@ pub fn view(s: &State) -> Value {
         if p.privileges.gang_network_host == default.gang_network_host {
             p.privileges.gang_network_host.clear();
         }
-        let text = p
-            .to_toml()
-            .replace("gang_network_host = []\n", "");
+        let text = p.to_toml().replace("gang_network_host = []\n", "");
         v["policy"] = json!([text, s.policy_index]);
     }
     if !s.usage.is_empty() {

@@ -377,7 +377,13 @@ pub fn rendezvous_port(spec: &JobSpec) -> Option<u32> {
 /// (`picked`, in order of the zeros) filled in.
 pub fn published(spec: &JobSpec, picked: &[u32]) -> Vec<PortMapping> {
     let mut picked = picked.iter().copied();
-    let mut fill = |p: u32| if p == 0 { picked.next().unwrap_or(0) } else { p };
+    let mut fill = |p: u32| {
+        if p == 0 {
+            picked.next().unwrap_or(0)
+        } else {
+            p
+        }
+    };
     let mut out: Vec<PortMapping> = spec
         .ports
         .iter()

@@ -4,9 +4,11 @@
 //!   source for a pull (pure, from the nodes' reports).
 //! - `push`: the transfers of `berth image push` (a chain of targets; the
 //!   bytes go agent to agent, the controller only asks).
+//! - `build`: `berth build`, checked here and run by one agent.
 //! - `files`: save, load and rm, proxied to agents. GC is the leader's
 //!   (`leader::gc`).
 
+mod build;
 mod files;
 pub mod plan;
 mod push;
@@ -65,6 +67,29 @@ impl ImageService for Images {
             }
         };
         Ok(Response::new(Box::pin(out)))
+    }
+
+    type BuildImageStream = build::BuildStream;
+
+    async fn build_image(
+        &self,
+        req: Request<tonic::Streaming<BuildUpload>>,
+    ) -> Result<Response<Self::BuildImageStream>, Status> {
+        let who = crate::api::auth::caller(&req)?;
+        self.0.ensure_leader()?;
+        // RUN steps run as the Dockerfile's USER, root unless it says
+        // otherwise: a role the policy keeps from root may not build.
+        let role = who.user().map(|(_, r)| r.word()).unwrap_or_default();
+        let policy = self.0.read(|s| s.policy_in_force());
+        if !policy.privileges.root.iter().any(|r| r == role) {
+            return Err(Status::permission_denied(format!(
+                "policy rule privileges.root: a build runs its RUN steps as root, which role {role} may not (allowed for: {})",
+                policy.privileges.root.join(", ")
+            )));
+        }
+        Ok(Response::new(
+            build::run(self.0.clone(), req.into_inner()).await?,
+        ))
     }
 
     type SaveImageStream = Pin<Box<dyn Stream<Item = Result<ImageChunk, Status>> + Send>>;
