@@ -154,6 +154,19 @@ fn host_ports_berth_picks_never_clash_and_rm_leaves_nothing() {
     let ps = String::from_utf8_lossy(&c.berth(&["ps"]).stdout).to_string();
     assert!(ps.contains(&format!("0.0.0.0:{pa}->8080/tcp")), "{ps}");
 
+    // -P also publishes the image's own EXPOSE ports, as docker's.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Dockerfile"), format!("FROM {IMAGE}\nEXPOSE 7777\n")).unwrap();
+    let tag = format!("{}:1", unique("exposes"));
+    let built = c.berth(&["build", "-t", &tag, dir.path().to_str().unwrap()]);
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let e = c.run_detached(&["-P", &tag, "sleep", "300"]);
+    c.wait_state(&e, "running");
+    let je = c.job(&e);
+    assert_eq!(je["published"][0]["container_port"], 7777, "{je}");
+    assert!((31000..=31009).contains(&port(&je, 0)));
+    c.berth(&["stop", &e]);
+
     // --rm: once the exit is recorded, the container goes.
     let gone = c.run_detached(&["--rm", IMAGE, "sh", "-c", "exit 3"]);
     let done = c.wait_state(&gone, "exited");
@@ -165,6 +178,10 @@ fn host_ports_berth_picks_never_clash_and_rm_leaves_nothing() {
     let kept = c.run_detached(&[IMAGE, "true"]);
     let kept = c.wait_state(&kept, "exited");
     assert!(docker_inspect_opt(kept["container_id"].as_str().unwrap()).is_some());
+    wait_for("the -P job gone", DEADLINE, || {
+        (c.job(&e)["state"] == "cancelled").then_some(())
+    });
+    let _ = std::process::Command::new("docker").args(["rmi", "-f", &tag]).output();
 }
 
 #[test]

@@ -37,6 +37,9 @@ pub struct Docker {
     /// pass — a host that ran a day of short jobs keeps its passes short,
     /// and so its reports (the fencing lease) on time.
     finished: std::sync::Mutex<HashMap<String, ContainerInfo>>,
+    /// Each image's EXPOSE ports by id: an image never changes, so it is
+    /// inspected once, not on every report.
+    pub(super) exposed: std::sync::Mutex<HashMap<String, Vec<String>>>,
 }
 
 impl Docker {
@@ -61,6 +64,7 @@ impl Docker {
             streams,
             root_dir: tokio::sync::OnceCell::new(),
             finished: Default::default(),
+            exposed: Default::default(),
         })
     }
 

@@ -13,6 +13,28 @@ use super::docker::{docker_err, Docker};
 use super::{Containers, ImageUsage, Images};
 use crate::{Error, Result};
 
+impl Docker {
+    /// The image's EXPOSE ports, inspected once per image id (empty when
+    /// the inspect fails: asked again next time).
+    async fn exposed_ports(&self, id: &str) -> Vec<String> {
+        if let Some(known) = self.exposed.lock().unwrap().get(id) {
+            return known.clone();
+        }
+        let Ok(i) = self.client.inspect_image(id).await else {
+            return Vec::new();
+        };
+        let mut ports: Vec<String> = i
+            .config
+            .and_then(|c| c.exposed_ports)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        ports.sort();
+        self.exposed.lock().unwrap().insert(id.to_string(), ports.clone());
+        ports
+    }
+}
+
 #[async_trait::async_trait]
 impl Images for Docker {
     async fn build_image(
@@ -67,10 +89,10 @@ impl Images for Docker {
             .list_images(Some(opts))
             .await
             .map_err(docker_err)?;
-        Ok(images
-            .into_iter()
-            .map(|i| ImageInfo {
-                id: i.id,
+        let mut out = Vec::with_capacity(images.len());
+        for i in images {
+            let exposed_ports = self.exposed_ports(&i.id).await;
+            out.push(ImageInfo {
                 tags: i
                     .repo_tags
                     .into_iter()
@@ -78,8 +100,11 @@ impl Images for Docker {
                     .collect(),
                 size_bytes: i.size.max(0) as u64,
                 created_at: i.created,
-            })
-            .collect())
+                exposed_ports,
+                id: i.id,
+            });
+        }
+        Ok(out)
     }
 
     async fn image(&self, reference: &str) -> Result<Option<(String, u64)>> {

@@ -243,6 +243,7 @@ impl Images for FakeRuntime {
 
     async fn images(&self) -> Result<Vec<ImageInfo>> {
         Ok(vec![ImageInfo {
+            exposed_ports: Vec::new(),
             id: "sha256:00".into(),
             tags: vec!["busybox:latest".into()],
             size_bytes: 1,
@@ -324,6 +325,7 @@ impl Images for FakeRuntime {
             .iter()
             .map(|(reference, (id, bytes))| super::ImageUsage {
                 image: ImageInfo {
+                    exposed_ports: Vec::new(),
                     id: id.clone(),
                     tags: vec![reference.clone()],
                     size_bytes: bytes.len() as u64,

@@ -112,7 +112,7 @@ pub fn docker_flags(spec: &JobSpec) -> Result<()> {
     }
     if spec.publish_all && spec.expose.is_empty() {
         return bad(
-            "-P publishes the ports given with --expose, and there are none: add --expose PORT (the image's own EXPOSE is not known to Berth)"
+            "-P publishes the image's EXPOSE ports and those given with --expose, and there are none: add --expose PORT"
                 .into(),
         );
     }

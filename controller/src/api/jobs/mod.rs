@@ -59,6 +59,7 @@ impl JobService for Jobs {
         };
         spec.user = owner.to_string();
         crate::api::validate::defaults(&mut spec);
+        self.0.exposed_by_image(&mut spec);
         // The caps bound users; admins (operators, their pipelines) are
         // trusted with the cluster anyway.
         let capped = role != crate::api::auth::Role::Admin;

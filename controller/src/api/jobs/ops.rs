@@ -73,6 +73,32 @@ impl Controller {
         self.resolve_target(if group.is_empty() { &first } else { &group })
     }
 
+    /// docker's `-P` also publishes the image's own EXPOSE ports: added to
+    /// `expose` from a host that holds the image (its report lists them).
+    pub fn exposed_by_image(&self, spec: &mut JobSpec) {
+        if !spec.publish_all {
+            return;
+        }
+        let wanted = scheduler::normalize_image(&spec.image);
+        let exposed = {
+            let inner = self.shared.lock();
+            inner.telemetry.values().find_map(|t| {
+                t.report
+                    .images
+                    .iter()
+                    .find(|i| {
+                        i.tags.iter().any(|t| *t == wanted) || scheduler::id_matches(&i.id, &wanted)
+                    })
+                    .map(|i| i.exposed_ports.clone())
+            })
+        };
+        for p in exposed.unwrap_or_default() {
+            if !spec.expose.contains(&p) {
+                spec.expose.push(p);
+            }
+        }
+    }
+
     /// The mount and privilege policy in force, for a job of `role`'s.
     pub fn check_policy(&self, spec: &JobSpec, role: &str, protected: &[String]) -> Result<()> {
         let policy = self.read(|s| s.policy_in_force());
