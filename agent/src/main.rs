@@ -98,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
         let node = args.name.clone().unwrap_or_else(berth_agent::hostname);
         let gpus =
             berth_agent::gpu_backend(&node, args.fake_gpus.as_deref(), args.fake_foreign.clone())?;
-        return probe(gpus.as_ref());
+        return probe(gpus.as_ref(), &args.resources);
     }
     args.resources.check().map_err(anyhow::Error::msg)?;
     let (tls, node) = identity(&args).await?;
@@ -192,7 +192,7 @@ async fn identity(args: &Args) -> anyhow::Result<(berth_proto::tls::Tls, String)
     Ok((tls, cert_name))
 }
 
-fn probe(gpus: &dyn GpuBackend) -> anyhow::Result<()> {
+fn probe(gpus: &dyn GpuBackend, host: &berth_agent::resources::HostResources) -> anyhow::Result<()> {
     let samples = gpus.sample()?;
     let out: Vec<serde_json::Value> = samples
         .iter()
@@ -201,6 +201,8 @@ fn probe(gpus: &dyn GpuBackend) -> anyhow::Result<()> {
                 "index": g.index, "uuid": g.uuid, "model": g.model,
                 "memory_total_bytes": g.memory_total_bytes, "memory_used_bytes": g.memory_used_bytes,
                 "utilization_percent": g.utilization_percent,
+                "temperature_celsius": g.temperature_celsius, "power_milliwatts": g.power_milliwatts,
+                "topology_group": g.topology_group, "cpu_affinity": g.cpu_affinity,
                 "processes": g.processes.iter().map(|p| serde_json::json!({"pid": p.pid, "name": p.name, "used_memory_bytes": p.used_memory_bytes})).collect::<Vec<_>>(),
             })
         })
@@ -208,7 +210,13 @@ fn probe(gpus: &dyn GpuBackend) -> anyhow::Result<()> {
     println!(
         "{}",
         serde_json::to_string_pretty(
-            &serde_json::json!({"backend": gpus.kind().word(), "gpus": out})
+            &serde_json::json!({
+                "backend": gpus.kind().word(),
+                "cpus": host.millicpus() as f64 / 1000.0,
+                "memory_bytes": host.memory_bytes(),
+                "numa_nodes": berth_agent::resources::numa_nodes(),
+                "gpus": out,
+            })
         )?
     );
     Ok(())

@@ -21,6 +21,9 @@ fn probe_reports_simulated_gpus_when_nvml_is_absent() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let gpus = v["gpus"].as_array().unwrap();
+    // What the scheduler counts beside GPUs: this host's CPUs and memory.
+    assert!(v["cpus"].as_f64().unwrap() >= 1.0, "{v}");
+    assert!(v["memory_bytes"].as_u64().unwrap() > 0, "{v}");
     if v["backend"] == "nvml" {
         // On a real GPU host the probe shows the real devices instead.
         assert!(gpus
