@@ -51,6 +51,7 @@ mod tests {
                 tags: vec![tag.into()],
                 size_bytes: 10,
                 created_at: 0,
+                exposed_ports: Vec::new(),
             },
             last_used_ms,
             containers,

@@ -192,7 +192,10 @@ async fn identity(args: &Args) -> anyhow::Result<(berth_proto::tls::Tls, String)
     Ok((tls, cert_name))
 }
 
-fn probe(gpus: &dyn GpuBackend, host: &berth_agent::resources::HostResources) -> anyhow::Result<()> {
+fn probe(
+    gpus: &dyn GpuBackend,
+    host: &berth_agent::resources::HostResources,
+) -> anyhow::Result<()> {
     let samples = gpus.sample()?;
     let out: Vec<serde_json::Value> = samples
         .iter()
@@ -209,15 +212,13 @@ fn probe(gpus: &dyn GpuBackend, host: &berth_agent::resources::HostResources) ->
         .collect();
     println!(
         "{}",
-        serde_json::to_string_pretty(
-            &serde_json::json!({
-                "backend": gpus.kind().word(),
-                "cpus": host.millicpus() as f64 / 1000.0,
-                "memory_bytes": host.memory_bytes(),
-                "numa_nodes": berth_agent::resources::numa_nodes(),
-                "gpus": out,
-            })
-        )?
+        serde_json::to_string_pretty(&serde_json::json!({
+            "backend": gpus.kind().word(),
+            "cpus": host.millicpus() as f64 / 1000.0,
+            "memory_bytes": host.memory_bytes(),
+            "numa_nodes": berth_agent::resources::numa_nodes(),
+            "gpus": out,
+        }))?
     );
     Ok(())
 }

@@ -156,10 +156,18 @@ fn host_ports_berth_picks_never_clash_and_rm_leaves_nothing() {
 
     // -P also publishes the image's own EXPOSE ports, as docker's.
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("Dockerfile"), format!("FROM {IMAGE}\nEXPOSE 7777\n")).unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!("FROM {IMAGE}\nEXPOSE 7777\n"),
+    )
+    .unwrap();
     let tag = format!("{}:1", unique("exposes"));
     let built = c.berth(&["build", "-t", &tag, dir.path().to_str().unwrap()]);
-    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
     let e = c.run_detached(&["-P", &tag, "sleep", "300"]);
     c.wait_state(&e, "running");
     let je = c.job(&e);
@@ -181,7 +189,9 @@ fn host_ports_berth_picks_never_clash_and_rm_leaves_nothing() {
     wait_for("the -P job gone", DEADLINE, || {
         (c.job(&e)["state"] == "cancelled").then_some(())
     });
-    let _ = std::process::Command::new("docker").args(["rmi", "-f", &tag]).output();
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", "-f", &tag])
+        .output();
 }
 
 #[test]

@@ -30,7 +30,10 @@ impl Docker {
             .into_iter()
             .collect();
         ports.sort();
-        self.exposed.lock().unwrap().insert(id.to_string(), ports.clone());
+        self.exposed
+            .lock()
+            .unwrap()
+            .insert(id.to_string(), ports.clone());
         ports
     }
 }

@@ -41,6 +41,10 @@ pub fn host(i: usize) -> NodeRecord {
             .collect(),
         docker_version: "28.2.2".into(),
         labels: [("zone".to_string(), format!("rack{}", i % 10))].into(),
+        // A typical 8-GPU server: what jobs hold of it is counted too.
+        millicpus: 128_000,
+        memory_bytes: 1024 * G,
+        numa_nodes: 2,
     }
 }
 
@@ -50,6 +54,7 @@ pub fn images(i: usize) -> Vec<ImageInfo> {
         tags: vec!["train:1".into()],
         size_bytes: 8 * G,
         created_at: 0,
+        exposed_ports: Vec::new(),
     }];
     if i.is_multiple_of(2) {
         v.push(ImageInfo {
@@ -57,6 +62,7 @@ pub fn images(i: usize) -> Vec<ImageInfo> {
             tags: vec!["eval:1".into()],
             size_bytes: 2 * G,
             created_at: 0,
+            exposed_ports: Vec::new(),
         });
     }
     v

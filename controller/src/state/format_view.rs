@@ -50,6 +50,16 @@ pub fn view(s: &State) -> Value {
         let text = p.to_toml().replace("gang_network_host = []\n", "");
         v["policy"] = json!([text, s.policy_index]);
     }
+    // Version 6: CPU and memory held per host, where any is.
+    let held: Vec<Value> = s
+        .nodes
+        .keys()
+        .filter(|n| s.held_on(n) != (0, 0))
+        .map(|n| json!([n, s.held_on(n).0, s.held_on(n).1]))
+        .collect();
+    if !held.is_empty() {
+        v["derived"]["held"] = json!(held);
+    }
     if !s.usage.is_empty() {
         let u = &s.usage;
         let totals = |t: &super::usage::Totals| {
@@ -113,14 +123,20 @@ fn view_v1(s: &State) -> Value {
 }
 
 fn node(n: &NodeRecord) -> Value {
-    json!({
+    let mut v = json!({
         "name": n.name, "agent_addr": n.agent_addr, "gpu_backend": n.gpu_backend.word(),
         "docker_version": n.docker_version, "labels": n.labels,
         "gpus": n.gpus.iter().map(|g| json!({
             "index": g.index, "uuid": g.uuid, "model": g.model,
             "memory_total_bytes": g.memory_total_bytes, "group": g.group,
         })).collect::<Vec<_>>(),
-    })
+    });
+    // Version 6: what the host offers beside GPUs.
+    set_where_set(
+        &mut v,
+        json!({"millicpus": n.millicpus, "memory_bytes": n.memory_bytes, "numa_nodes": n.numa_nodes}),
+    );
+    v
 }
 
 fn job(j: &JobRecord) -> Value {
@@ -168,12 +184,28 @@ fn spec(j: &JobRecord) -> Value {
         "role": s.role, "run_as": s.run_as, "privileged": s.privileged,
         "cap_add": s.cap_add, "devices": s.devices, "network": s.network, "ipc": s.ipc,
         "on_host_lost": s.on_host_lost.word(), "pids_limit": s.pids_limit,
+        "hostname": s.hostname,
+        "ulimits": s.ulimits.iter().map(|u| json!([u.name, u.soft, u.hard])).collect::<Vec<_>>(),
+        "cap_drop": s.cap_drop, "labels": s.labels, "auto_remove": s.auto_remove,
+        "expose": s.expose, "gpus_all": s.gpus_all,
+        // The job's, from its placement (version 6).
+        "picked_ports": j.picked_ports, "held_millicpus": j.millicpus,
+        "held_memory_bytes": j.memory_bytes,
     });
-    for (k, x) in later.as_object().expect("an object") {
-        let unset = x == &json!("") || x == &json!(false) || x == &json!(0) || x == &json!([]);
+    set_where_set(&mut v, later);
+    v
+}
+
+/// Copies the fields of `more` that are set into `v`.
+fn set_where_set(v: &mut Value, more: Value) {
+    for (k, x) in more.as_object().expect("an object") {
+        let unset = x == &json!("")
+            || x == &json!(false)
+            || x == &json!(0)
+            || x == &json!([])
+            || x == &json!({});
         if !unset {
             v[k] = x.clone();
         }
     }
-    v
 }

@@ -271,6 +271,9 @@ mod format_v4_tests;
 mod format_v5_tests;
 
 #[cfg(test)]
+mod format_v6_tests;
+
+#[cfg(test)]
 mod test_cmds;
 
 #[cfg(test)]

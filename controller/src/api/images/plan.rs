@@ -200,6 +200,7 @@ mod tests {
                     tags: vec![t.to_string()],
                     size_bytes: 100 << 20,
                     created_at: 0,
+                    exposed_ports: Vec::new(),
                 })
                 .collect(),
             disk: Some(DiskState {
