@@ -251,6 +251,11 @@ pub fn memory(s: &str) -> Result<u64> {
     size_of("--memory", s, 1 << 50)
 }
 
+/// `memory` as a clap value parser.
+pub fn memory_arg(s: &str) -> std::result::Result<u64, String> {
+    memory(s).map_err(|e| e.to_string())
+}
+
 /// `--cpus` as docker reads it: a decimal number of CPUs (1.5), as
 /// billionths of a CPU.
 pub fn cpus(s: &str) -> Result<u64> {

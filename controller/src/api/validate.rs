@@ -211,6 +211,32 @@ pub fn against_cluster(spec: &JobSpec, state: &State, image: ImageSeen) -> Resul
 /// A job that needs more whole GPUs at once than its user's quota would
 /// wait forever: refused, as a Kubernetes ResourceQuota refuses a pod.
 fn quota(spec: &JobSpec, state: &State) -> Result<()> {
+    if let Some(&(cpu_q, mem_q)) = state.host_quotas.get(&spec.user) {
+        let tasks = u64::from(spec.nodes.max(1));
+        let cpus = spec.nano_cpus.div_ceil(1_000_000) * tasks;
+        if cpu_q > 0 && cpus > cpu_q {
+            return Err(Error::refused(
+                Reason::QuotaExceeded,
+                format!(
+                    "the job holds {} CPUs at once but {}'s CPU quota is {}: ask for fewer, or ask an admin to raise it",
+                    cpus as f64 / 1000.0,
+                    spec.user,
+                    cpu_q as f64 / 1000.0
+                ),
+            ));
+        }
+        if mem_q > 0 && spec.memory_bytes * tasks > mem_q {
+            return Err(Error::refused(
+                Reason::QuotaExceeded,
+                format!(
+                    "the job holds {} of memory at once but {}'s memory quota is {}: ask for less, or ask an admin to raise it",
+                    bytes(spec.memory_bytes * tasks),
+                    spec.user,
+                    bytes(mem_q)
+                ),
+            ));
+        }
+    }
     let Some(&quota) = state.quotas.get(&spec.user) else {
         return Ok(());
     };

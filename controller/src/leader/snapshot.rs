@@ -106,6 +106,19 @@ fn build(
         snap.whole_held.insert(user.clone(), state.user_gpus(user));
     }
     snap.quotas = state.quotas.iter().map(|(u, q)| (u.clone(), *q)).collect();
+    // What each user's CPU and memory quota has left (0 in one: no limit).
+    for (user, &(cpu_q, mem_q)) in &state.host_quotas {
+        let (cpu, mem) = state.user_held(user);
+        let left = |q: u64, used: u64| {
+            if q == 0 {
+                u64::MAX
+            } else {
+                q.saturating_sub(used)
+            }
+        };
+        snap.host_quota_left
+            .insert(user.clone(), (left(cpu_q, cpu), left(mem_q, mem)));
+    }
     snap.queue = sched.snapshot(state);
     snap.queue_keys = Some(sched.keys());
     for group in sched.capped_groups() {

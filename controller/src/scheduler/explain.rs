@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use super::fit::{image_ok, model_ok, whole_ok};
 use super::host::{self, Short};
+use super::per_task;
 use super::{run, Constraint, GpuUse, NodeView, Outcome, QueuedJob, Snapshot};
 use crate::state::norm_proto;
 
@@ -170,7 +171,11 @@ fn host_reason(n: &NodeView, job: &QueuedJob, snap: &Snapshot) -> Option<String>
     } else {
         job.gpus as usize
     };
-    match host::fits(job, n, whole, &snap.hosts) {
+    let limit = snap
+        .host_quota_left
+        .get(&job.user)
+        .map_or(host::NO_LIMIT, |l| per_task(*l, job));
+    match host::fits(job, n, whole, &snap.hosts, limit) {
         Ok(()) => None,
         Err(short) => {
             // What the job asks, not what each host has left: hosts
@@ -180,6 +185,7 @@ fn host_reason(n: &NodeView, job: &QueuedJob, snap: &Snapshot) -> Option<String>
                 Short::Cpu => format!("not enough CPU ({} asked)", cpus(cpu)),
                 Short::Memory => format!("not enough memory ({} asked)", bytes(mem)),
                 Short::Ports => "no free host port in the --host-ports range".into(),
+                Short::Quota => "its user's CPU or memory quota has too little left".into(),
             })
         }
     }

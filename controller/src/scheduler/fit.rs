@@ -94,6 +94,9 @@ pub struct Cluster {
     pub reserved_hosts: HashSet<usize>,
     /// Most room left on any shared GPU; `None` when it must be recomputed.
     shared_room: std::cell::Cell<Option<u64>>,
+    /// CPU and memory one task of the job being placed may hold: what its
+    /// user's quota has left (`host::NO_LIMIT` when none).
+    pub limit: (u64, u64),
 }
 
 impl Cluster {
@@ -105,6 +108,7 @@ impl Cluster {
             shared: BTreeSet::new(),
             reserved_hosts: HashSet::new(),
             shared_room: std::cell::Cell::new(None),
+            limit: host::NO_LIMIT,
         };
         for (i, n) in nodes.iter().enumerate() {
             c.buckets[free_count(n)].insert(i);
@@ -229,7 +233,7 @@ impl Cluster {
             let Some(has_image) = self.host_ok(n, job, snap) else {
                 continue;
             };
-            if host::fits(job, &self.nodes[n], 0, &snap.hosts).is_err() {
+            if host::fits(job, &self.nodes[n], 0, &snap.hosts, self.limit).is_err() {
                 continue;
             }
             best = Some((
@@ -303,7 +307,7 @@ impl Cluster {
         } else {
             0
         };
-        host::fits(job, node, whole, &snap.hosts).ok()?;
+        host::fits(job, node, whole, &snap.hosts, self.limit).ok()?;
         Some(HostFit {
             node: n,
             gpus,

@@ -165,6 +165,8 @@ pub enum Short {
     Cpu,
     Memory,
     Ports,
+    /// Its user's CPU or memory quota.
+    Quota,
 }
 
 /// The lowest free host ports in the range, one per protocol in `protos`.
@@ -181,18 +183,29 @@ pub fn pick_ports(node: &NodeView, protos: &[String], range: (u32, u32)) -> Opti
     Some(picked.into_iter().map(|(p, _)| p).collect())
 }
 
-/// Whether `job` fits `node` beside its GPUs: ports to pick, CPU, memory.
+/// Whether `job` fits `node` beside its GPUs: ports to pick, CPU, memory,
+/// and within `limit`, what its user's CPU and memory quota has left for
+/// one task.
 pub fn fits(
     job: &QueuedJob,
     node: &NodeView,
     gpus: usize,
     policy: &HostPolicy,
+    limit: (u64, u64),
 ) -> Result<(), Short> {
     if !job.pick_ports.is_empty() && pick_ports(node, &job.pick_ports, policy.ports).is_none() {
         return Err(Short::Ports);
     }
-    room_for(node, reservation(job, node, gpus, policy))
+    let held = reservation(job, node, gpus, policy);
+    room_for(node, held)?;
+    if held.0 > limit.0 || held.1 > limit.1 {
+        return Err(Short::Quota);
+    }
+    Ok(())
 }
+
+/// No quota: nothing limits a task but its host.
+pub const NO_LIMIT: (u64, u64) = (u64::MAX, u64::MAX);
 
 #[cfg(test)]
 mod tests {

@@ -173,6 +173,9 @@ pub struct Snapshot {
     pub whole_held: HashMap<String, u32>,
     /// User → quota in whole GPUs.
     pub quotas: HashMap<String, u32>,
+    /// User → (thousandths of a core, bytes) their CPU and memory quota
+    /// has left; users without one are absent.
+    pub host_quota_left: HashMap<String, (u64, u64)>,
     /// Array group → tasks holding resources now.
     pub group_live: HashMap<String, u32>,
     /// Normalised image reference → size in bytes, from any host holding it.
@@ -215,6 +218,12 @@ pub enum Outcome {
     Backoff(i64),
 }
 
+/// What each task of `job` may hold of `left`: a gang's tasks share it.
+pub fn per_task(left: (u64, u64), job: &QueuedJob) -> (u64, u64) {
+    let tasks = job.gang.len().max(1) as u64;
+    (left.0 / tasks, left.1 / tasks)
+}
+
 /// Places as many queued jobs as fit, by rank (see the module doc).
 pub fn schedule(snapshot: &Snapshot) -> Plan {
     run(snapshot, None).0
@@ -226,6 +235,7 @@ fn run(snapshot: &Snapshot, trace: Option<&str>) -> (Plan, Option<Outcome>) {
     let mut usage = snapshot.usage.clone();
     let mut whole = snapshot.whole_held.clone();
     let mut group_live = snapshot.group_live.clone();
+    let mut host_left = snapshot.host_quota_left.clone();
     let mut plan = Plan::default();
     let mut outcome = None;
     // Shapes that found no room: resources only shrink within a pass, so the
@@ -266,13 +276,23 @@ fn run(snapshot: &Snapshot, trace: Option<&str>) -> (Plan, Option<Outcome>) {
             }
         }
         let shape = fit::shape_hash(job);
-        let found = if work.cannot_fit(job) || unfit.contains(&snapshot.queue, shape, job) {
+        // A user's CPU and memory quota bounds each task of theirs; a shape
+        // is remembered as unfit only for users without one.
+        let limit = host_left.get(&job.user).map(|l| per_task(*l, job));
+        let found = if work.cannot_fit(job)
+            || (limit.is_none() && unfit.contains(&snapshot.queue, shape, job))
+        {
             None
         } else {
-            work.place(job, snapshot)
+            work.limit = limit.unwrap_or(host::NO_LIMIT);
+            let placed = work.place(job, snapshot);
+            work.limit = host::NO_LIMIT;
+            placed
         };
         let Some(placed) = found else {
-            unfit.insert(shape, i);
+            if limit.is_none() {
+                unfit.insert(shape, i);
+            }
             let reservable = !unreservable.contains(&snapshot.queue, shape, job);
             let outcome_here = if plan.reserved.is_none() && reservable {
                 match reserve::reserve(&mut work, job, snapshot) {
@@ -312,6 +332,12 @@ fn run(snapshot: &Snapshot, trace: Option<&str>) -> (Plan, Option<Outcome>) {
         }
         if let Some((group, _)) = &job.array {
             *group_live.entry(group.clone()).or_default() += 1;
+        }
+        if let Some(left) = host_left.get_mut(&job.user) {
+            for p in &placed {
+                left.0 = left.0.saturating_sub(p.held.0);
+                left.1 = left.1.saturating_sub(p.held.1);
+            }
         }
         if traced {
             outcome = Some(Outcome::Placed(

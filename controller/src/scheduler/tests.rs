@@ -194,6 +194,13 @@ pub fn load(text: &str) -> (Snapshot, Vec<String>) {
                     gpus,
                 });
             }
+            // cpuquota USER=CORES: what their CPU quota has left.
+            "cpuquota" => {
+                for (k, v) in kv {
+                    let left = v.parse::<u64>().unwrap() * 1000;
+                    snap.host_quota_left.insert(k, (left, u64::MAX));
+                }
+            }
             // quota USER=GPUS / usage USER=GPUS (whole) / live GROUP=N
             "quota" | "usage" | "live" => {
                 for (k, v) in kv {

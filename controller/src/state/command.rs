@@ -35,6 +35,10 @@ pub enum Command {
     SetQuota {
         user: String,
         gpus: Option<u32>,
+        /// Format 6: (thousandths of a core, bytes) at once; 0 in one is no
+        /// limit on it. Absent: none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cpus_memory: Option<(u64, u64)>,
     },
     /// The job's node lacks its image and is receiving it (PLACED → PULLING).
     Pulling {

@@ -138,6 +138,21 @@ fn script() -> Vec<Command> {
         // j1 ends: its CPU, memory and ports are free again; j3 fits.
         exited("j1", 0, 5000),
         plan(vec![place("j3", "a", &[1], &[], (6_000, 8 << 30))]),
+        // Alice may hold 8 CPUs at once: j3 holds 6, so 4 more is refused.
+        Command::SetQuota {
+            user: "alice".into(),
+            gpus: None,
+            cpus_memory: Some((8_000, 0)),
+        },
+        submit(
+            "j5",
+            JobSpec {
+                nano_cpus: 4_000_000_000,
+                ..JobSpec::default()
+            },
+        ),
+        plan(vec![place("j5", "a", &[], &[], (4_000, 0))]),
+        plan(vec![place("j5", "a", &[], &[], (2_000, 0))]),
         // A gang on the host network: each task's host holds a picked
         // rendezvous port; rank 0's is MASTER_PORT.
         submit(
@@ -192,10 +207,16 @@ fn a_version_6_log_and_snapshot_replay_to_the_same_state() {
     );
     assert_eq!(state.jobs["j2"].gpus.len(), 2, "--gpus all: both of b's");
     assert_eq!(state.user_gpus("alice"), 2 + 1, "j2's two and j3's one");
+    assert!(
+        refused(17).contains("CPU or memory quota"),
+        "{}",
+        refused(17)
+    );
+    assert_eq!(state.user_held("alice"), (8_000, 8 << 30), "j3 and j5");
     assert_eq!(
         state.held_on("a"),
-        (6_000, 8 << 30),
-        "j3 alone, j1 released"
+        (8_000, 8 << 30),
+        "j3 and j5, j1 released"
     );
     let ports: Vec<(u32, String)> = state.ports_on("a").collect();
     assert_eq!(

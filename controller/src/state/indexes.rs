@@ -21,6 +21,7 @@ impl State {
         self.user_gpus.clear();
         self.group_live.clear();
         self.node_held.clear();
+        self.user_held.clear();
         let ids: Vec<String> = self.jobs.keys().cloned().collect();
         for id in ids {
             let job = &self.jobs[&id];
@@ -52,6 +53,9 @@ impl State {
         let held = self.node_held.entry(node.clone()).or_default();
         held.0 += job.millicpus;
         held.1 += job.memory_bytes;
+        let mine = self.user_held.entry(job.spec.user.clone()).or_default();
+        mine.0 += job.millicpus;
+        mine.1 += job.memory_bytes;
         for g in &job.gpus {
             if is_slice(&job.spec) {
                 self.slices
@@ -83,6 +87,11 @@ impl State {
     /// (thousandths of a core, bytes) of CPU and memory live jobs hold on `node`.
     pub fn held_on(&self, node: &str) -> (u64, u64) {
         self.node_held.get(node).copied().unwrap_or_default()
+    }
+
+    /// (thousandths of a core, bytes) of CPU and memory `user`'s live jobs hold.
+    pub fn user_held(&self, user: &str) -> (u64, u64) {
+        self.user_held.get(user).copied().unwrap_or_default()
     }
 
     /// How many jobs hold resources on `node`.
@@ -245,6 +254,10 @@ impl State {
             }
             if was_holding {
                 if let Some(held) = self.node_held.get_mut(node) {
+                    held.0 = held.0.saturating_sub(job.millicpus);
+                    held.1 = held.1.saturating_sub(job.memory_bytes);
+                }
+                if let Some(held) = self.user_held.get_mut(&job.spec.user) {
                     held.0 = held.0.saturating_sub(job.millicpus);
                     held.1 = held.1.saturating_sub(job.memory_bytes);
                 }

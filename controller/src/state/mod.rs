@@ -68,6 +68,10 @@ pub struct State {
     /// User → whole GPUs their live jobs may hold at once.
     #[serde(default)]
     pub quotas: BTreeMap<String, u32>,
+    /// User → (thousandths of a core, bytes) their live jobs may hold at
+    /// once (format 6; 0 in one: no limit on it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub host_quotas: BTreeMap<String, (u64, u64)>,
     /// Tokens by their public id (hashes only).
     #[serde(default)]
     pub tokens: BTreeMap<String, TokenRecord>,
@@ -114,6 +118,9 @@ pub struct State {
     /// Node → (thousandths of a core, bytes) live jobs hold there.
     #[serde(skip)]
     node_held: FxHashMap<String, (u64, u64)>,
+    /// User → (thousandths of a core, bytes) their live jobs hold.
+    #[serde(skip)]
+    user_held: FxHashMap<String, (u64, u64)>,
     /// Node → a stamp that changes whenever what its jobs hold changes, so
     /// the leader can reuse its scheduling view of an unchanged node.
     #[serde(skip)]
@@ -177,10 +184,20 @@ impl State {
                 placements,
                 preemptions,
             } => Ok(self.place(index, placements, preemptions)),
-            Command::SetQuota { user, gpus } => {
+            Command::SetQuota {
+                user,
+                gpus,
+                cpus_memory,
+            } => {
                 match gpus {
                     Some(n) => self.quotas.insert(user.clone(), *n),
                     None => self.quotas.remove(user),
+                };
+                // The whole quota is replaced: an entry without CPU and
+                // memory (every older one) leaves none.
+                match cpus_memory {
+                    Some(q) => self.host_quotas.insert(user.clone(), *q),
+                    None => self.host_quotas.remove(user),
                 };
                 Ok(Applied::default())
             }

@@ -287,6 +287,19 @@ impl State {
                 ));
             }
         }
+        let spec_user = &self.jobs[&p.job_id].spec.user;
+        if let Some(&(cpu_q, mem_q)) = self.host_quotas.get(spec_user) {
+            let (cpu, mem) = self.user_held(spec_user);
+            // Only what this placement holds is checked: one holding none
+            // passes, even for a user over a quota lowered since.
+            let over_cpu = p.millicpus > 0 && cpu_q > 0 && cpu + p.millicpus > cpu_q;
+            let over_mem = p.memory_bytes > 0 && mem_q > 0 && mem + p.memory_bytes > mem_q;
+            if over_cpu || over_mem {
+                return Err(format!(
+                    "user {spec_user:?} would exceed their CPU or memory quota"
+                ));
+            }
+        }
         let (cpu_held, mem_held) = self.held_on(&p.node);
         if p.millicpus > 0 && node.millicpus > 0 && cpu_held + p.millicpus > node.millicpus {
             return Err(format!(

@@ -297,6 +297,7 @@ fn quotas_array_caps_and_exclusive_hosts_are_rechecked() {
         &Command::SetQuota {
             user: "alice".into(),
             gpus: Some(1),
+            cpus_memory: None,
         },
     )
     .unwrap();

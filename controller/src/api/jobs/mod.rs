@@ -270,7 +270,9 @@ impl JobService for Jobs {
         req: Request<SetQuotaRequest>,
     ) -> Result<Response<SetQuotaResponse>, Status> {
         let req = req.into_inner();
-        self.0.set_quota(req.user, req.gpus).await?;
+        self.0
+            .set_quota(req.user, req.gpus, req.cpus, req.memory_bytes)
+            .await?;
         Ok(Response::new(SetQuotaResponse {}))
     }
 
@@ -280,13 +282,23 @@ impl JobService for Jobs {
     ) -> Result<Response<ListQuotasResponse>, Status> {
         self.0.read_barrier().await?;
         let quotas = self.0.read(|s| {
-            s.quotas
-                .iter()
-                .map(|(user, gpus)| Quota {
-                    user: user.clone(),
-                    gpus: *gpus,
-                    used: s.user_gpus(user),
-                    queued_jobs: s.queued_of(user) as u32,
+            let users: std::collections::BTreeSet<&String> =
+                s.quotas.keys().chain(s.host_quotas.keys()).collect();
+            users
+                .into_iter()
+                .map(|user| {
+                    let (cpus, memory_bytes) = s.host_quotas.get(user).copied().unwrap_or_default();
+                    let (cpus_used, memory_used) = s.user_held(user);
+                    Quota {
+                        user: user.clone(),
+                        gpus: s.quotas.get(user).copied(),
+                        used: s.user_gpus(user),
+                        queued_jobs: s.queued_of(user) as u32,
+                        cpus: cpus as f64 / 1000.0,
+                        memory_bytes,
+                        cpus_used: cpus_used as f64 / 1000.0,
+                        memory_used_bytes: memory_used,
+                    }
                 })
                 .collect()
         });

@@ -245,13 +245,42 @@ impl Controller {
         }))
     }
 
-    /// Sets (Some) or removes (None) a user's quota of whole GPUs.
-    pub async fn set_quota(&self, user: String, gpus: Option<u32>) -> Result<()> {
+    /// Replaces a user's quota: whole GPUs, and CPU (thousandths of a
+    /// core) and memory held at once; `None` is no limit on it, all `None`
+    /// removes the quota.
+    pub async fn set_quota(
+        &self,
+        user: String,
+        gpus: Option<u32>,
+        cpus: Option<f64>,
+        memory_bytes: Option<u64>,
+    ) -> Result<()> {
         self.ensure_leader()?;
         if user.is_empty() {
             return Err(Error::InvalidArgument("a user name is required".into()));
         }
-        self.propose(Command::SetQuota { user, gpus }).await?;
+        let millicpus = match cpus {
+            Some(c) if !c.is_finite() || c <= 0.0 || c > 1e9 => {
+                return Err(Error::InvalidArgument(format!(
+                    "--cpus {c}: give a positive number of CPUs"
+                )))
+            }
+            Some(c) => Some((c * 1000.0).round() as u64),
+            None => None,
+        };
+        if memory_bytes == Some(0) {
+            return Err(Error::InvalidArgument(
+                "--memory 0: give a size, or leave it out for no limit".into(),
+            ));
+        }
+        let cpus_memory = (millicpus.is_some() || memory_bytes.is_some())
+            .then(|| (millicpus.unwrap_or(0), memory_bytes.unwrap_or(0)));
+        self.propose(Command::SetQuota {
+            user,
+            gpus,
+            cpus_memory,
+        })
+        .await?;
         Ok(())
     }
 }
