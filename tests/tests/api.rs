@@ -155,6 +155,7 @@ fn errors_carry_a_reason_programs_can_match() {
         jobs.set_quota(SetQuotaRequest {
             user: "alice".into(),
             gpus: Some(1),
+            ..Default::default()
         })
         .await
         .unwrap();

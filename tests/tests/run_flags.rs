@@ -119,15 +119,27 @@ fn docker_run_flags_reach_the_container() {
 fn host_ports_berth_picks_never_clash_and_rm_leaves_nothing() {
     let mut c = Cluster::start_with(1, &["--host-ports", "31000-31009"]);
     let node = c.add_agent(2);
-    // -P with --expose, and -p with a container port alone: Berth picks.
+    // Two -P jobs exposing 8080 on one host, one with -p 9090/udp (a
+    // container port alone): Berth picks every host port.
     let a = c.run_detached(&["-P", "--expose", "8080", IMAGE, "sleep", "300"]);
-    let b = c.run_detached(&["-p", "8080", "-p", "9090/udp", IMAGE, "sleep", "300"]);
+    let b = c.run_detached(&[
+        "-P", "--expose", "8080", "-p", "9090/udp", IMAGE, "sleep", "300",
+    ]);
     let (ia, ib) = (container(&c, &a), container(&c, &b));
     let (ja, jb) = (c.job(&a), c.job(&b));
+    let port_of = |j: &Value, ctr: u64| {
+        j["published"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["container_port"] == ctr)
+            .and_then(|p| p["host_port"].as_u64())
+            .unwrap_or_else(|| panic!("{ctr} not published: {j}"))
+    };
     let port = |j: &Value, i: usize| j["published"][i]["host_port"].as_u64().unwrap();
-    let (pa, pb) = (port(&ja, 0), port(&jb, 0));
-    assert_ne!(pa, pb, "two jobs on one host got one port");
-    for p in [pa, pb, port(&jb, 1)] {
+    let (pa, pb, pu) = (port_of(&ja, 8080), port_of(&jb, 8080), port_of(&jb, 9090));
+    assert_ne!(pa, pb, "two -P jobs on one host got one port");
+    for p in [pa, pb, pu] {
         assert!((31000..=31009).contains(&p), "{p} outside the range");
     }
     assert_eq!(ja["node"], node.as_str());
@@ -142,14 +154,14 @@ fn host_ports_berth_picks_never_clash_and_rm_leaves_nothing() {
     };
     assert_eq!(bound(&ia, "8080/tcp"), pa);
     assert_eq!(bound(&ib, "8080/tcp"), pb);
-    assert_eq!(bound(&ib, "9090/udp"), port(&jb, 1));
+    assert_eq!(bound(&ib, "9090/udp"), pu);
     assert_eq!(
         container_env(&ia, "BERTH_HOST_PORT_8080"),
         Some(pa.to_string())
     );
     assert_eq!(
         container_env(&ib, "BERTH_HOST_PORT_9090_UDP"),
-        Some(port(&jb, 1).to_string())
+        Some(pu.to_string())
     );
     let ps = String::from_utf8_lossy(&c.berth(&["ps"]).stdout).to_string();
     assert!(ps.contains(&format!("0.0.0.0:{pa}->8080/tcp")), "{ps}");
@@ -233,6 +245,10 @@ fn cpu_is_held_per_host_and_a_job_waits_for_it() {
     });
     assert!(why.contains(&node), "{why}");
     assert_eq!(c.job(&second)["state"], "queued");
+    // A dry run says the same, and creates nothing.
+    let plan = c.berth(&["run", "--dry-run", "--cpus", "1", IMAGE, "true"]);
+    let text = String::from_utf8_lossy(&plan.stdout).to_string();
+    assert!(text.contains("not enough CPU (1 CPU asked)"), "{text}");
     let nodes = c.json(&["nodes"]);
     let n = nodes
         .as_array()

@@ -81,10 +81,8 @@ impl GpuBackend for NvmlGpus {
                 power_milliwatts: dev.power_usage().unwrap_or(0),
                 cpu_affinity: dev
                     .cpu_affinity(CPU_MASK_WORDS)
-                    .map(|words| {
-                        let words: Vec<u64> = words.into_iter().map(|w| w as u64).collect();
-                        crate::resources::mask_to_list(&words)
-                    })
+                    // c_ulong words: u64 on the 64-bit Linux hosts NVML runs on.
+                    .map(|words| crate::resources::mask_to_list(&words))
                     .unwrap_or_default(),
             });
         }

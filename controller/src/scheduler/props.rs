@@ -259,7 +259,7 @@ fn arb_job(i: usize) -> impl Strategy<Value = QueuedJob> {
                     not_before_ms: 0,
                     own_victims_only: false,
                     // Some jobs ask CPU (whole cores) and host ports.
-                    millicpus: u64::from(mem) * 1000,
+                    millicpus: mem * 1000,
                     pick_ports: if kind == 4 {
                         vec!["tcp".into()]
                     } else {

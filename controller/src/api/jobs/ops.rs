@@ -86,9 +86,7 @@ impl Controller {
                 t.report
                     .images
                     .iter()
-                    .find(|i| {
-                        i.tags.iter().any(|t| *t == wanted) || scheduler::id_matches(&i.id, &wanted)
-                    })
+                    .find(|i| i.tags.contains(&wanted) || scheduler::id_matches(&i.id, &wanted))
                     .map(|i| i.exposed_ports.clone())
             })
         };
