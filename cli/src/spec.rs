@@ -106,24 +106,7 @@ pub fn port(s: &str) -> Result<PortMapping> {
 /// `--ulimit NAME=SOFT[:HARD]` as docker reads it: one number sets both;
 /// -1 (or "unlimited") is no limit.
 pub fn ulimit(s: &str) -> Result<Ulimit> {
-    const NAMES: [&str; 16] = [
-        "core",
-        "cpu",
-        "data",
-        "fsize",
-        "locks",
-        "memlock",
-        "msgqueue",
-        "nice",
-        "nofile",
-        "nproc",
-        "rss",
-        "rtprio",
-        "rttime",
-        "sigpending",
-        "stack",
-        "as",
-    ];
+    use berth_proto::size::ULIMITS as NAMES;
     let Some((name, values)) = s.split_once('=') else {
         bail!("--ulimit {s:?}: expected NAME=SOFT[:HARD], e.g. --ulimit memlock=-1 or nofile=65536:65536");
     };

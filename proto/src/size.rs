@@ -1,9 +1,31 @@
 //! Sizes as docker writes them (`--shm-size 8g`, `-m 512m`, GPU memory
 //! `80G`): a whole number with an optional b, k, m, g or t unit (binary
 //! multiples, case-insensitive, a trailing b allowed: "gb"). One parser
-//! for the CLI, the agent's simulated GPUs and job files.
+//! for the CLI, the agent's simulated GPUs and job files. And docker's
+//! `--ulimit` names, which are limits too.
 
 use crate::{Error, Result};
+
+/// The limits docker's `--ulimit NAME=SOFT[:HARD]` takes (Linux rlimits):
+/// one list for the CLI's parsing and the controller's own check.
+pub const ULIMITS: [&str; 16] = [
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+    "as",
+];
 
 pub fn parse(s: &str) -> Result<u64> {
     let t = s.trim().to_ascii_lowercase();

@@ -4,31 +4,12 @@
 //! hosts. The server checks them itself: a client that skipped the CLI's
 //! checks gets the same answer, before anything is written.
 
+use berth_proto::size::ULIMITS;
 use berth_proto::v1::JobSpec;
 
 use crate::scheduler::explain::bytes;
 use crate::state::State;
 use crate::{Error, Reason, Result};
-
-/// docker's `--ulimit` names (Linux rlimits).
-const ULIMITS: [&str; 16] = [
-    "core",
-    "cpu",
-    "data",
-    "fsize",
-    "locks",
-    "memlock",
-    "msgqueue",
-    "nice",
-    "nofile",
-    "nproc",
-    "rss",
-    "rtprio",
-    "rttime",
-    "sigpending",
-    "stack",
-    "as",
-];
 
 /// The most labels a job may set, and their size: they ride in every
 /// allocation sent to the agent.
