@@ -28,8 +28,8 @@ fn a_build_runs_on_a_host_and_its_image_runs_at_once() {
     let dir = context(&format!(
         "FROM {IMAGE}\nARG WORD=built\nCOPY keep.txt /keep.txt\nRUN echo $WORD > /b\n"
     ));
-    // A whole line: docker's log follow can end before a last partial
-    // line is flushed (docs/images.md, "Building").
+    // A whole line: once in CI, an attached run's output lacked a last
+    // line that had no newline (not this test's subject; noted apart).
     std::fs::write(dir.path().join("keep.txt"), "kept\n").unwrap();
     std::fs::create_dir(dir.path().join("secrets")).unwrap();
     std::fs::write(dir.path().join("secrets/key"), "never sent").unwrap();
