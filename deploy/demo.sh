@@ -25,6 +25,7 @@ cleanup() {
   kill "$dev" 2>/dev/null || true
   ids=$(docker ps -aq --filter label=berth.node=demo-node)
   [ -z "$ids" ] || docker rm -f $ids >/dev/null
+  docker rmi demo/app:1 >/dev/null 2>&1 || true
   rm -rf "$data"
 }
 trap cleanup EXIT
@@ -40,6 +41,13 @@ say berth images
 "$berth" images
 say berth run --gpus 1 --shm-size 8g berth/workload berth-demo-train 3
 "$berth" run --gpus 1 --shm-size 8g berth/workload berth-demo-train 3
+
+mkdir -p "$data/app"
+printf 'FROM berth/workload:latest\nRUN echo "built by berth build" > /hello\n' > "$data/app/Dockerfile"
+say "berth build -t demo/app:1 DIR   (docker build on a host of the cluster)"
+"$berth" build -t demo/app:1 "$data/app"
+say berth run --rm demo/app:1 cat /hello
+"$berth" run --rm demo/app:1 cat /hello
 
 say "three 1-GPU jobs on 2 GPUs: the third waits in the queue"
 for i in 1 2 3; do
