@@ -168,45 +168,24 @@ pub fn check_options(o: &BuildOptions) -> Result<()> {
 
 impl Controller {
     /// Where a build of `images` runs: `on` if named (ready, not
-    /// cordoned), else the ready host holding the most of them, then the
-    /// least busy, then the one with the most free disk; each with room
-    /// for the context twice over.
+    /// cordoned), else the roomiest host holding the most of them (for
+    /// twice the context).
     fn build_host(&self, on: &str, images: &[String], context: u64) -> Result<String> {
-        let cordoned: Vec<String> = self.read(|s| s.cordons.keys().cloned().collect());
         if !on.is_empty() {
             self.ready_agent(on)?;
-            if cordoned.iter().any(|c| c == on) {
+            if self.read(|s| s.cordons.contains_key(on)) {
                 return Err(Error::FailedPrecondition(format!(
                     "{on} is cordoned: nothing new starts there (berth node uncordon {on}), or leave out --on"
                 )));
             }
             return Ok(on.to_string());
         }
-        let ready = self.ready_nodes();
-        let busy: Vec<usize> = self.read(|s| ready.iter().map(|n| s.live_jobs_on(n)).collect());
-        ready
-            .iter()
-            .zip(busy)
-            .filter(|(n, _)| !cordoned.contains(n))
-            .filter_map(|(n, busy)| {
-                let report = self.telemetry(n)?.report;
-                let free = report.disk.as_ref().map_or(0, |d| d.free_bytes);
-                let holds = images.iter().filter(|i| held(&report, i).is_some()).count();
-                (free >= context.saturating_mul(2)).then_some((
-                    std::cmp::Reverse(holds),
-                    busy,
-                    std::cmp::Reverse(free),
-                    n,
-                ))
-            })
-            .min()
-            .map(|(.., n)| n.clone())
-            .ok_or_else(|| {
-                Error::FailedPrecondition(format!(
-                    "no ready host has room for a {} MiB build context (twice that while it builds): free space (berth image gc) or name one with --on HOST",
-                    context >> 20
-                ))
-            })
+        self.roomiest_host(images, context).ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "no ready host has room for a {} MiB build context (twice that while it builds): free space (berth image gc) or name one with --on HOST",
+                context >> 20
+            ))
+        })
     }
 
     /// A FROM image no ready host holds: refused before anything is sent.

@@ -87,11 +87,21 @@ impl Controller {
         Ok((node.to_string(), r))
     }
 
-    /// Where `image load` without `--to` goes, as a placement would
-    /// choose: a ready host that is not cordoned, with room for the archive
-    /// (twice its size while it loads), the least busy, then the one with
-    /// the most free disk.
+    /// Where `image load` without `--to` goes (see `roomiest_host`).
     fn load_host(&self, size: u64) -> Result<String> {
+        self.roomiest_host(&[], size).ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "no ready host has room for a {} MiB archive (twice that while it loads): free space (berth image gc) or name a host with --to HOST",
+                size >> 20
+            ))
+        })
+    }
+
+    /// The host a placement would choose for work on images (a load, a
+    /// build): ready and not cordoned, with room for twice `bytes`; then
+    /// the one holding the most of `images`, the least busy, the one with
+    /// the most free disk.
+    pub(super) fn roomiest_host(&self, images: &[String], bytes: u64) -> Option<String> {
         let ready = self.ready_nodes();
         let (cordoned, busy): (Vec<String>, Vec<usize>) = self.read(|s| {
             (
@@ -104,17 +114,18 @@ impl Controller {
             .zip(busy)
             .filter(|(n, _)| !cordoned.contains(n))
             .filter_map(|(n, busy)| {
-                let free = self.telemetry(n)?.report.disk.map_or(0, |d| d.free_bytes);
-                (free >= size.saturating_mul(2)).then_some((busy, std::cmp::Reverse(free), n))
-            })
-            .min()
-            .map(|(_, _, n)| n.clone())
-            .ok_or_else(|| {
-                Error::FailedPrecondition(format!(
-                    "no ready host has room for a {} MiB archive (twice that while it loads): free space (berth image gc) or name a host with --to HOST",
-                    size >> 20
+                let report = self.telemetry(n)?.report;
+                let free = report.disk.as_ref().map_or(0, |d| d.free_bytes);
+                let holds = images.iter().filter(|i| held(&report, i).is_some()).count();
+                (free >= bytes.saturating_mul(2)).then_some((
+                    std::cmp::Reverse(holds),
+                    busy,
+                    std::cmp::Reverse(free),
+                    n,
                 ))
             })
+            .min()
+            .map(|(.., n)| n.clone())
     }
 
     /// Removes `image` from `nodes` (every ready holder when empty).

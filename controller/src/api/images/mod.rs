@@ -13,7 +13,7 @@ mod files;
 pub mod plan;
 mod push;
 
-pub use plan::held;
+pub use plan::{find_image, held};
 
 use std::pin::Pin;
 use std::sync::Arc;

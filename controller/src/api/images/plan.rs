@@ -2,6 +2,7 @@
 //! and the best source for a pull (pure, from the nodes' reports).
 
 use berth_proto::internal::v1::NodeReport;
+use berth_proto::v1::ImageInfo;
 
 use crate::core::Controller;
 use crate::scheduler::{id_matches, normalize_image};
@@ -28,13 +29,17 @@ pub struct NodeFacts<'a> {
     pub report: Option<&'a NodeReport>,
 }
 
-/// The size of `image` on this node, if it holds it.
-pub fn held(report: &NodeReport, image: &str) -> Option<u64> {
+/// `image` (normalised: a tag or an id) as this node reported it, if it holds it.
+pub fn find_image<'a>(report: &'a NodeReport, image: &str) -> Option<&'a ImageInfo> {
     report
         .images
         .iter()
         .find(|i| i.tags.iter().any(|t| t == image) || id_matches(&i.id, image))
-        .map(|i| i.size_bytes)
+}
+
+/// The size of `image` on this node, if it holds it.
+pub fn held(report: &NodeReport, image: &str) -> Option<u64> {
+    find_image(report, image).map(|i| i.size_bytes)
 }
 
 /// Checks a push of `image` to `to` (node names) or, with `all`, to every

@@ -4,7 +4,7 @@
 
 use berth_proto::v1::JobSpec;
 
-use crate::api::images::held;
+use crate::api::images::{find_image, held};
 use crate::api::validate::{self, ImageSeen};
 use crate::core::{convert, wire, Controller, Target};
 use crate::leader::Leader;
@@ -82,13 +82,10 @@ impl Controller {
         let wanted = scheduler::normalize_image(&spec.image);
         let exposed = {
             let inner = self.shared.lock();
-            inner.telemetry.values().find_map(|t| {
-                t.report
-                    .images
-                    .iter()
-                    .find(|i| i.tags.contains(&wanted) || scheduler::id_matches(&i.id, &wanted))
-                    .map(|i| i.exposed_ports.clone())
-            })
+            inner
+                .telemetry
+                .values()
+                .find_map(|t| find_image(&t.report, &wanted).map(|i| i.exposed_ports.clone()))
         };
         for p in exposed.unwrap_or_default() {
             if !spec.expose.contains(&p) {
