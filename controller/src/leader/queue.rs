@@ -246,11 +246,9 @@ mod tests {
                 &Command::Place {
                     placements: vec![Placement {
                         job_id: "b".into(),
-                        ports: Vec::new(),
-                        millicpus: 0,
-                        memory_bytes: 0,
                         node: "n".into(),
                         gpus: vec![],
+                        ..Default::default()
                     }],
                     preemptions: vec![],
                 },

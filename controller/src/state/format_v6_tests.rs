@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use super::format::tests::{replays_to_the_same_state, write_script_fixture};
-use super::test_cmds::{exited, started};
+use super::test_cmds::{exited, placement, started};
 use super::*;
 
 fn host(name: &str, gpus: u32, millicpus: u64, memory_bytes: u64) -> Command {
@@ -41,18 +41,10 @@ fn submit(id: &str, spec: JobSpec) -> Command {
 /// `id` placed on `node`'s GPUs, holding `ports` picked, CPU and memory.
 fn place(id: &str, node: &str, gpus: &[u32], ports: &[u32], held: (u64, u64)) -> Placement {
     Placement {
-        job_id: id.into(),
-        node: node.into(),
-        gpus: gpus
-            .iter()
-            .map(|i| GpuRef {
-                index: *i,
-                uuid: format!("{node}-g{i}"),
-            })
-            .collect(),
         ports: ports.to_vec(),
         millicpus: held.0,
         memory_bytes: held.1,
+        ..placement(id, node, gpus)
     }
 }
 

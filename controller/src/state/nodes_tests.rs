@@ -39,14 +39,12 @@ fn place(id: &str, node: &str) -> Command {
     Command::Place {
         placements: vec![Placement {
             job_id: id.into(),
-            ports: Vec::new(),
-            millicpus: 0,
-            memory_bytes: 0,
             node: node.into(),
             gpus: vec![GpuRef {
                 index: 0,
                 uuid: format!("{node}-g0"),
             }],
+            ..Default::default()
         }],
         preemptions: Vec::new(),
     }

@@ -61,9 +61,6 @@ fn submit(s: &mut State, index: u64, id: &str, spec: JobSpec) -> Applied {
 fn at(job: &str, node: &str, gpus: &[u32]) -> Placement {
     Placement {
         job_id: job.into(),
-        ports: Vec::new(),
-        millicpus: 0,
-        memory_bytes: 0,
         node: node.into(),
         gpus: gpus
             .iter()
@@ -72,6 +69,7 @@ fn at(job: &str, node: &str, gpus: &[u32]) -> Placement {
                 uuid: format!("{node}-{g}"),
             })
             .collect(),
+        ..Default::default()
     }
 }
 

@@ -24,21 +24,24 @@ pub fn node(name: &str, gpus: u32, model: &str) -> Command {
 /// Job `id` placed on `node`'s GPUs `gpus`, preempting `preempt`.
 pub fn place(id: &str, node: &str, gpus: &[u32], preempt: &[&str]) -> Command {
     Command::Place {
-        placements: vec![Placement {
-            job_id: id.into(),
-            ports: Vec::new(),
-            millicpus: 0,
-            memory_bytes: 0,
-            node: node.into(),
-            gpus: gpus
-                .iter()
-                .map(|i| GpuRef {
-                    index: *i,
-                    uuid: format!("{node}-g{i}"),
-                })
-                .collect(),
-        }],
+        placements: vec![placement(id, node, gpus)],
         preemptions: preempt.iter().map(|p| p.to_string()).collect(),
+    }
+}
+
+/// Job `id` on `node`'s GPUs `gpus` (uuids `NODE-gI`), holding nothing else.
+pub fn placement(id: &str, node: &str, gpus: &[u32]) -> Placement {
+    Placement {
+        job_id: id.into(),
+        node: node.into(),
+        gpus: gpus
+            .iter()
+            .map(|i| GpuRef {
+                index: *i,
+                uuid: format!("{node}-g{i}"),
+            })
+            .collect(),
+        ..Default::default()
     }
 }
 

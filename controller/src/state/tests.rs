@@ -54,9 +54,6 @@ fn place(id: &str, gpus: &[u32]) -> Command {
     Command::Place {
         placements: vec![Placement {
             job_id: id.into(),
-            ports: Vec::new(),
-            millicpus: 0,
-            memory_bytes: 0,
             node: "n".into(),
             gpus: gpus
                 .iter()
@@ -65,6 +62,7 @@ fn place(id: &str, gpus: &[u32]) -> Command {
                     uuid: format!("g{i}"),
                 })
                 .collect(),
+            ..Default::default()
         }],
         preemptions: Vec::new(),
     }

@@ -43,14 +43,12 @@ fn placed() -> State {
         &Command::Place {
             placements: vec![Placement {
                 job_id: "a".into(),
-                ports: Vec::new(),
-                millicpus: 0,
-                memory_bytes: 0,
                 node: "n".into(),
                 gpus: vec![GpuRef {
                     index: 0,
                     uuid: "g0".into(),
                 }],
+                ..Default::default()
             }],
             preemptions: Vec::new(),
         },
