@@ -103,6 +103,7 @@ pub fn node(n: &NodeRecord, t: Option<&Telemetry>, state: &State, ready: bool) -
             }
         })
         .collect();
+    let held = state.held_on(&n.name);
     pb::Node {
         name: n.name.clone(),
         agent_addr: n.agent_addr.clone(),
@@ -131,8 +132,8 @@ pub fn node(n: &NodeRecord, t: Option<&Telemetry>, state: &State, ready: bool) -
         live_jobs: state.live_jobs_on(&n.name) as u32,
         millicpus: n.millicpus,
         memory_bytes: n.memory_bytes,
-        millicpus_held: state.held_on(&n.name).0,
-        memory_held_bytes: state.held_on(&n.name).1,
+        millicpus_held: held.0,
+        memory_held_bytes: held.1,
         numa_nodes: n.numa_nodes,
     }
 }

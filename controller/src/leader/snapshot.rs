@@ -200,6 +200,7 @@ fn node_view(state: &State, node: &NodeRecord, t: &Telemetry) -> (NodeView, Vec<
             }
         })
         .collect();
+    let held = state.held_on(&node.name);
     let view = NodeView {
         name: node.name.clone(),
         labels: Arc::new(node.labels.clone()),
@@ -212,8 +213,8 @@ fn node_view(state: &State, node: &NodeRecord, t: &Telemetry) -> (NodeView, Vec<
         victims,
         millicpus: node.millicpus,
         memory_bytes: node.memory_bytes,
-        millicpus_held: state.held_on(&node.name).0,
-        memory_held: state.held_on(&node.name).1,
+        millicpus_held: held.0,
+        memory_held: held.1,
     };
     (view, usage)
 }

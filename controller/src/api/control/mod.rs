@@ -224,24 +224,24 @@ pub fn allocations(
 pub fn desired(state: &State, node: &str) -> Vec<Allocation> {
     state
         .jobs_on(node)
-        .map(|j| Allocation {
-            job_id: j.id.clone(),
-            job_name: j.name.clone(),
-            spec: Some(berth_proto::v1::JobSpec {
-                // With the host ports Berth picked filled in.
-                ports: crate::state::published(&j.spec, &j.picked_ports)
-                    .iter()
-                    .map(wire::port_to_wire)
-                    .collect(),
-                ..wire::spec_to_wire(&j.spec)
-            }),
-            gpus: wire::gpus_to_wire(&j.gpus),
-            state: wire::state_to_wire(j.state) as i32,
-            extra_env: extra_env(j),
-            attempt: j.attempt(),
-            owner_role: j.spec.role.clone(),
-            keep_when_lost: j.spec.on_host_lost.resolve(&j.spec.restart)
-                == crate::state::OnHostLost::Wait,
+        .map(|j| {
+            let published = crate::state::published(&j.spec, &j.picked_ports);
+            Allocation {
+                job_id: j.id.clone(),
+                job_name: j.name.clone(),
+                spec: Some(berth_proto::v1::JobSpec {
+                    // With the host ports Berth picked filled in.
+                    ports: published.iter().map(wire::port_to_wire).collect(),
+                    ..wire::spec_to_wire(&j.spec)
+                }),
+                gpus: wire::gpus_to_wire(&j.gpus),
+                state: wire::state_to_wire(j.state) as i32,
+                extra_env: extra_env(j, &published),
+                attempt: j.attempt(),
+                owner_role: j.spec.role.clone(),
+                keep_when_lost: j.spec.on_host_lost.resolve(&j.spec.restart)
+                    == crate::state::OnHostLost::Wait,
+            }
         })
         .collect()
 }
@@ -256,7 +256,7 @@ fn policy_toml(s: &State) -> String {
 /// gang rendezvous) and, for a GPU slice, the bytes reserved, so a framework
 /// can cap itself (e.g. TensorFlow's memory limit, PyTorch's
 /// set_per_process_memory_fraction).
-fn extra_env(j: &crate::state::JobRecord) -> Vec<String> {
+fn extra_env(j: &crate::state::JobRecord, published: &[crate::state::PortMapping]) -> Vec<String> {
     let mut env = j.task_env.clone();
     if crate::state::is_slice(&j.spec) {
         env.push(format!(
@@ -266,7 +266,7 @@ fn extra_env(j: &crate::state::JobRecord) -> Vec<String> {
     }
     // Where each published port is reachable on the host, as Kubernetes
     // tells a pod its service's port: BERTH_HOST_PORT_8080=30001.
-    for p in crate::state::published(&j.spec, &j.picked_ports) {
+    for p in published {
         let udp = if crate::state::norm_proto(&p.protocol) == "udp" {
             "_UDP"
         } else {
