@@ -37,11 +37,8 @@ pub fn spec(
     let mut env = js.env.clone();
     // Array index, gang rendezvous, slice size: after the user's, so they win.
     env.extend(alloc.extra_env.iter().cloned());
-    let gang = alloc
-        .extra_env
-        .iter()
-        .any(|e| e.starts_with("BERTH_GANG_ID="));
-    if let Some(ifname) = host.nccl_socket_ifname.filter(|_| gang) {
+    // A gang's task: the host's interface for NCCL, unless the job set one.
+    if let Some(ifname) = host.nccl_socket_ifname.filter(|_| js.nodes > 1) {
         if !env.iter().any(|e| e.starts_with("NCCL_SOCKET_IFNAME=")) {
             env.push(format!("NCCL_SOCKET_IFNAME={ifname}"));
         }

@@ -114,11 +114,10 @@ pub fn docker_flags(spec: &JobSpec) -> Result<()> {
 /// Refuses CPU or memory no host has: such a job would wait forever.
 pub fn host_resources(spec: &JobSpec, state: &State) -> Result<()> {
     let millicpus = spec.nano_cpus.div_ceil(1_000_000);
-    let counted: Vec<_> = state.nodes.values().collect();
     if millicpus > 0 {
-        let most = counted.iter().map(|n| n.millicpus).max().unwrap_or(0);
+        let most = state.nodes.values().map(|n| n.millicpus).max().unwrap_or(0);
         // Hosts that reported none are not counted, and not refused for.
-        if most > 0 && counted.iter().all(|n| n.millicpus > 0) && millicpus > most {
+        if most > 0 && state.nodes.values().all(|n| n.millicpus > 0) && millicpus > most {
             return Err(Error::refused(
                 Reason::NoHostFits,
                 format!(
@@ -130,8 +129,14 @@ pub fn host_resources(spec: &JobSpec, state: &State) -> Result<()> {
         }
     }
     if spec.memory_bytes > 0 {
-        let most = counted.iter().map(|n| n.memory_bytes).max().unwrap_or(0);
-        if most > 0 && counted.iter().all(|n| n.memory_bytes > 0) && spec.memory_bytes > most {
+        let most = state
+            .nodes
+            .values()
+            .map(|n| n.memory_bytes)
+            .max()
+            .unwrap_or(0);
+        if most > 0 && state.nodes.values().all(|n| n.memory_bytes > 0) && spec.memory_bytes > most
+        {
             return Err(Error::refused(
                 Reason::NoHostFits,
                 format!(
